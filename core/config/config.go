@@ -1,0 +1,112 @@
+// Package config reads the machine's configuration from the environment and validates it,
+// reporting every problem at once with the variable's name and how to fix it.
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Connector is one entry of WORKER_CONNECTORS: a connector type and how many worker slots run it.
+type Connector struct {
+	Name  string
+	Count int  // explicit slot count; 0 when Auto
+	Auto  bool // count derived from the hardware (one slot per GPU instance for GPU-bound types)
+}
+
+// Config is the machine's whole configuration. It is immutable after Load.
+type Config struct {
+	MachineID   string // MACHINE_ID
+	MachineType string // MACHINE_TYPE
+	Pool        string // MACHINE_POOL
+
+	Connectors []Connector // WORKER_CONNECTORS (alias WORKERS)
+
+	GPUCount        int     // MACHINE_GPU_COUNT
+	HasGPU          bool    // MACHINE_HAS_GPU
+	GPUModel        string  // MACHINE_GPU_MODEL
+	GPUMemoryGB     float64 // MACHINE_GPU_MEMORY_GB
+	RAMGB           float64 // MACHINE_RAM_GB
+	CPUCores        int     // MACHINE_CPU_CORES
+	InstancesPerGPU int     // PM2_INSTANCES_PER_GPU
+	SimulatedGPUs   bool    // true when the GPU count was not configured and the demo default applies
+
+	RedisURL string // HUB_REDIS_URL; empty: start the embedded broker
+
+	HealthPort         int           // MACHINE_HEALTH_PORT (0: any free port)
+	APIToken           string        // MACHINE_API_TOKEN: required by mutating HTTP routes when set
+	StatusInterval     time.Duration // MACHINE_STATUS_UPDATE_INTERVAL_SECONDS
+	HeartbeatInterval  time.Duration // WORKER_HEARTBEAT_INTERVAL_MS
+	PollInterval       time.Duration // WORKER_POLL_INTERVAL_MS: fallback poll; slots wake on job_submitted
+	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: pending jobs one claim looks at
+	JobTimeout         time.Duration // JOB_TIMEOUT_MINUTES (alias WORKER_JOB_TIMEOUT_MINUTES)
+	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
+	InstallTimeout     time.Duration // SERVICE_INSTALL_TIMEOUT
+	RunDir             string        // MACHINE_RUN_DIR: pid files, the embedded broker's URL, sockets
+	ComfyUIBasePort    int           // COMFYUI_BASE_PORT
+	LogLevel           string        // LOG_LEVEL
+	CustomerIsolation  string        // WORKER_CUSTOMER_ISOLATION (alias CUSTOMER_ISOLATION): loose|strict
+	AllowedCustomers   []string      // ALLOWED_CUSTOMERS
+	DeniedCustomers    []string      // DENIED_CUSTOMERS
+	Models             map[string][]string
+	WorkflowID         string         // WORKER_WORKFLOW_ID: restrict slots to one workflow
+	CustomCapabilities map[string]any // WORKER_CAPABILITIES: extra capability keys (JSON object)
+
+	Simulation Simulation
+}
+
+// Simulation holds the simulation connector's defaults; a job's payload may override them.
+type Simulation struct {
+	Duration    time.Duration // WORKER_SIMULATION_PROCESSING_TIME (seconds)
+	Steps       int           // WORKER_SIMULATION_STEPS
+	FailureRate float64       // WORKER_SIMULATION_FAILURE_RATE (0..1)
+}
+
+// Embedded reports whether the machine runs its own in-process broker.
+func (c *Config) Embedded() bool { return c.RedisURL == "" }
+
+// RedactedRedisURL returns the broker URL with any password hidden.
+func (c *Config) RedactedRedisURL() string { return RedactURL(c.RedisURL) }
+
+// RedactURL hides the password of a URL; unparsable input is hidden whole.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL hidden)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Lookup reads one variable; os.LookupEnv satisfies it.
+type Lookup func(key string) (string, bool)
+
+// FromEnv loads the configuration from the process environment.
+func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
+
+// DefaultRunDir is where the machine keeps its runtime files when MACHINE_RUN_DIR is unset.
+func DefaultRunDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "machine")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("machine-%d", os.Getuid()))
+}
+
+// Problems is every configuration problem found, one per line.
+type Problems []string
+
+func (p Problems) Error() string {
+	if len(p) == 1 {
+		return "invalid configuration: " + p[0]
+	}
+	return fmt.Sprintf("invalid configuration (%d problems):\n  - %s", len(p), strings.Join(p, "\n  - "))
+}

@@ -1,0 +1,346 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emp-job-queue/machine/core/catalog"
+)
+
+// DefaultConnectors is what a machine runs when WORKER_CONNECTORS is unset: simulated work on
+// every GPU, so a bare `make run` shows jobs flowing.
+const DefaultConnectors = "simulation"
+
+// DefaultSimulatedGPUs is the GPU count of the demo when MACHINE_GPU_COUNT is unset.
+const DefaultSimulatedGPUs = 2
+
+var machineIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// Load reads and validates the configuration. On failure the error is a Problems value that
+// lists every problem found.
+func Load(env Lookup) (*Config, error) {
+	r := reader{env: env}
+	c := &Config{}
+
+	host, _ := os.Hostname()
+	c.MachineID = r.str("MACHINE_ID", "")
+	if c.MachineID == "" {
+		c.MachineID = r.str("CONTAINER_NAME", host)
+	}
+	if c.MachineID == "" {
+		c.MachineID = "machine-local"
+	}
+	if !machineIDPattern.MatchString(c.MachineID) {
+		r.problem("MACHINE_ID %q may only use letters, digits, '.', '_' and '-' (it becomes part of every worker id); pick a name such as gpu-box-1", c.MachineID)
+	}
+	c.MachineType = r.str("MACHINE_TYPE", "")
+	c.Pool = r.str("MACHINE_POOL", "")
+
+	_, gpuSet := env("MACHINE_GPU_COUNT")
+	c.GPUCount = r.intRange("MACHINE_GPU_COUNT", DefaultSimulatedGPUs, 0, 64, "the number of GPUs to use, e.g. 2 (0 for a CPU-only machine)")
+	c.SimulatedGPUs = !gpuSet
+	c.HasGPU = r.boolean("MACHINE_HAS_GPU", c.GPUCount > 0)
+	if !c.HasGPU {
+		c.GPUCount = 0
+	}
+	c.GPUModel = r.str("MACHINE_GPU_MODEL", "")
+	if c.GPUModel == "" && c.SimulatedGPUs && c.GPUCount > 0 {
+		c.GPUModel = "Simulated GPU"
+	}
+	c.GPUMemoryGB = r.float("MACHINE_GPU_MEMORY_GB", 0, "the memory of one GPU in GB, e.g. 24")
+	if c.GPUMemoryGB == 0 && c.SimulatedGPUs && c.GPUCount > 0 {
+		c.GPUMemoryGB = 24
+	}
+	c.RAMGB = r.float("MACHINE_RAM_GB", hostRAMGB(), "the machine's RAM in GB, e.g. 64")
+	c.CPUCores = r.intRange("MACHINE_CPU_CORES", runtime.NumCPU(), 1, 4096, "the number of CPU cores, e.g. 16")
+	c.InstancesPerGPU = r.intRange("PM2_INSTANCES_PER_GPU", 1, 1, 16, "how many instances of a GPU-bound service run on each GPU, usually 1")
+
+	c.Connectors = r.connectors()
+
+	c.RedisURL = r.str("HUB_REDIS_URL", "")
+	if c.RedisURL == "" {
+		c.RedisURL = r.str("REDIS_URL", "")
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			r.problem("HUB_REDIS_URL %q is not a redis:// or rediss:// URL; use e.g. redis://:password@redis.example:6379/0, or unset it to run the embedded broker", RedactURL(c.RedisURL))
+		}
+	}
+
+	c.HealthPort = r.intRange("MACHINE_HEALTH_PORT", 9090, 0, 65535, "a TCP port such as 9090 (0 picks a free one)")
+	c.APIToken = r.str("MACHINE_API_TOKEN", "")
+	c.StatusInterval = r.seconds("MACHINE_STATUS_UPDATE_INTERVAL_SECONDS", 10*time.Second, time.Second, 30*time.Second,
+		"between 1 and 30 seconds: the monitor marks a machine disconnected after 30 s of silence")
+	c.HeartbeatInterval = r.millis("WORKER_HEARTBEAT_INTERVAL_MS", 30*time.Second, time.Second, 30*time.Second,
+		"between 1000 and 30000: the heartbeat key expires after 60 s")
+	c.PollInterval = r.millis("WORKER_POLL_INTERVAL_MS", 2*time.Second, 10*time.Millisecond, 10*time.Minute,
+		"a number of milliseconds such as 2000 (slots also wake at once on job_submitted)")
+	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 10000, 10, 1000000, "how many pending jobs one claim may look at, e.g. 10000")
+	jt := r.str("JOB_TIMEOUT_MINUTES", "")
+	if jt == "" {
+		c.JobTimeout = r.minutes("WORKER_JOB_TIMEOUT_MINUTES", 30*time.Minute)
+	} else {
+		c.JobTimeout = r.minutes("JOB_TIMEOUT_MINUTES", 30*time.Minute)
+	}
+	c.DrainTimeout = r.duration("MACHINE_DRAIN_TIMEOUT", 60*time.Second, "a duration such as 60s or 5m")
+	c.InstallTimeout = r.duration("SERVICE_INSTALL_TIMEOUT", 30*time.Minute, "a duration such as 30m, or a number of seconds")
+	c.RunDir = r.str("MACHINE_RUN_DIR", DefaultRunDir())
+	c.ComfyUIBasePort = r.intRange("COMFYUI_BASE_PORT", 8188, 1, 65000, "a TCP port such as 8188")
+	c.LogLevel = strings.ToLower(r.str("LOG_LEVEL", "info"))
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		r.problem("LOG_LEVEL %q is not a level; use debug, info, warn or error", c.LogLevel)
+	}
+
+	iso := r.str("WORKER_CUSTOMER_ISOLATION", "")
+	if iso == "" {
+		iso = r.str("CUSTOMER_ISOLATION", "loose")
+	}
+	switch iso {
+	case "loose", "strict":
+		c.CustomerIsolation = iso
+	default:
+		r.problem("WORKER_CUSTOMER_ISOLATION %q must be loose or strict", iso)
+	}
+	c.AllowedCustomers = r.list("ALLOWED_CUSTOMERS")
+	c.DeniedCustomers = r.list("DENIED_CUSTOMERS")
+	c.Models = r.models()
+	c.WorkflowID = r.str("WORKER_WORKFLOW_ID", "")
+	c.CustomCapabilities = r.customCaps()
+
+	c.Simulation.Duration = r.seconds("WORKER_SIMULATION_PROCESSING_TIME", 5*time.Second, 0, 24*time.Hour, "a number of seconds such as 5")
+	c.Simulation.Steps = r.intRange("WORKER_SIMULATION_STEPS", 10, 1, 10000, "a number of progress steps such as 10")
+	c.Simulation.FailureRate = r.float("WORKER_SIMULATION_FAILURE_RATE", 0, "a probability between 0 and 1, e.g. 0.1")
+	if c.Simulation.FailureRate < 0 || c.Simulation.FailureRate > 1 {
+		r.problem("WORKER_SIMULATION_FAILURE_RATE %v must be between 0 and 1", c.Simulation.FailureRate)
+	}
+
+	if len(r.problems) > 0 {
+		return nil, r.problems
+	}
+	return c, nil
+}
+
+type reader struct {
+	env      Lookup
+	problems Problems
+}
+
+func (r *reader) problem(format string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+func (r *reader) str(key, def string) string {
+	if v, ok := r.env(key); ok && strings.TrimSpace(v) != "" {
+		return strings.TrimSpace(v)
+	}
+	return def
+}
+
+func (r *reader) intRange(key string, def, lo, hi int, fix string) int {
+	s := r.str(key, "")
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		r.problem("%s=%q is not valid; set it to %s", key, s, fix)
+		return def
+	}
+	return n
+}
+
+func (r *reader) float(key string, def float64, fix string) float64 {
+	s := r.str(key, "")
+	if s == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 {
+		r.problem("%s=%q is not valid; set it to %s", key, s, fix)
+		return def
+	}
+	return f
+}
+
+func (r *reader) boolean(key string, def bool) bool {
+	s := r.str(key, "")
+	if s == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		r.problem("%s=%q is not true or false", key, s)
+		return def
+	}
+	return b
+}
+
+func (r *reader) scaled(key string, def, unit, lo, hi time.Duration, fix string) time.Duration {
+	s := r.str(key, "")
+	if s == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	d := time.Duration(f * float64(unit))
+	if err != nil || d < lo || d > hi {
+		r.problem("%s=%q is not valid; set it to %s", key, s, fix)
+		return def
+	}
+	return d
+}
+
+func (r *reader) seconds(key string, def, lo, hi time.Duration, fix string) time.Duration {
+	return r.scaled(key, def, time.Second, lo, hi, fix)
+}
+
+func (r *reader) millis(key string, def, lo, hi time.Duration, fix string) time.Duration {
+	return r.scaled(key, def, time.Millisecond, lo, hi, fix)
+}
+
+func (r *reader) minutes(key string, def time.Duration) time.Duration {
+	return r.scaled(key, def, time.Minute, time.Second, 7*24*time.Hour, "a number of minutes such as 30")
+}
+
+// duration accepts Go durations ("90s", "5m") and plain seconds ("600").
+func (r *reader) duration(key string, def time.Duration, fix string) time.Duration {
+	s := r.str(key, "")
+	if s == "" {
+		return def
+	}
+	if n, err := strconv.ParseFloat(s, 64); err == nil && n > 0 {
+		return time.Duration(n * float64(time.Second))
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		r.problem("%s=%q is not valid; set it to %s", key, s, fix)
+		return def
+	}
+	return d
+}
+
+// list accepts a JSON array of strings or comma-separated values, as the old worker did.
+func (r *reader) list(key string) []string {
+	s := r.str(key, "")
+	if s == "" {
+		return nil
+	}
+	if strings.HasPrefix(s, "[") {
+		var out []string
+		if err := json.Unmarshal([]byte(s), &out); err != nil {
+			r.problem("%s is not a JSON array of strings (%v); use [\"a\",\"b\"] or a,b", key, err)
+		}
+		return out
+	}
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// models reads WORKER_MODELS: a JSON object {service: [model,…]}, or a list applied to every
+// service the machine serves (resolved when capabilities are built).
+func (r *reader) models() map[string][]string {
+	s := r.str("WORKER_MODELS", "")
+	if s == "" {
+		return nil
+	}
+	if strings.HasPrefix(s, "{") {
+		var m map[string][]string
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			r.problem("WORKER_MODELS is not a JSON object of service to model list (%v); use {\"comfyui\":[\"sdxl\"]} or sdxl,flux", err)
+		}
+		return m
+	}
+	return map[string][]string{"*": r.list("WORKER_MODELS")}
+}
+
+func (r *reader) customCaps() map[string]any {
+	s := r.str("WORKER_CAPABILITIES", "")
+	if s == "" {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil || m == nil {
+		r.problem("WORKER_CAPABILITIES is not a JSON object (%v); use e.g. {\"features\":[\"upscale\"],\"region\":\"eu\"}", err)
+		return nil
+	}
+	return m
+}
+
+// connectors parses WORKER_CONNECTORS (or its old name WORKERS): name[,name…] and name:count,
+// where count is a whole number or auto.
+func (r *reader) connectors() []Connector {
+	key := "WORKER_CONNECTORS"
+	s := r.str(key, "")
+	if old := r.str("WORKERS", ""); old != "" {
+		if s != "" && s != old {
+			r.problem("WORKER_CONNECTORS=%q and WORKERS=%q disagree; WORKERS is the old name of WORKER_CONNECTORS, so set only one", s, old)
+		}
+		if s == "" {
+			key, s = "WORKERS", old
+		}
+	}
+	if s == "" {
+		s = DefaultConnectors
+	}
+	var out []Connector
+	seen := map[string]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, count, hasCount := strings.Cut(item, ":")
+		name = strings.TrimSpace(name)
+		c := Connector{Name: name, Auto: true}
+		if _, ok := catalog.Lookup(name); !ok {
+			r.problem("%s names unknown connector %q; known connectors: %s", key, name, strings.Join(catalog.Names(), ", "))
+			continue
+		}
+		if seen[name] {
+			r.problem("%s lists %q twice; give it once, with a count such as %s:2", key, name, name)
+			continue
+		}
+		seen[name] = true
+		if hasCount && strings.TrimSpace(count) != "auto" {
+			n, err := strconv.Atoi(strings.TrimSpace(count))
+			if err != nil || n < 0 || n > 256 {
+				r.problem("%s entry %q has a bad count; use %s:N with N between 0 and 256, or %s:auto", key, item, name, name)
+				continue
+			}
+			c.Count, c.Auto = n, false
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 && len(r.problems) == 0 {
+		r.problem("%s is empty; name at least one connector, e.g. %s=simulation", key, key)
+	}
+	return out
+}
+
+// hostRAMGB reads the host's memory from /proc/meminfo; 0 where that is unavailable.
+func hostRAMGB() float64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return float64(int(kb/1024/1024*10+0.5)) / 10
+		}
+	}
+	return 0
+}

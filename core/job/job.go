@@ -1,0 +1,138 @@
+// Package job holds the vocabulary shared by the broker, the worker slots and the connectors:
+// a claimed job, its progress, its result, and how a failure is classified.
+package job
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Job is a claimed job: the job:{id} hash as it was when claimed (PROTOCOL §1), with the fields
+// a connector needs decoded.
+type Job struct {
+	ID         string
+	Service    string // service_required
+	Payload    json.RawMessage
+	Ctx        json.RawMessage // storage context; never sent to external APIs
+	CustomerID string
+	RetryCount int
+	MaxRetries int
+	// Fields is the whole hash as claimed: every value a string, absent values "".
+	Fields map[string]string
+}
+
+// DefaultMaxRetries is the API's default for max_retries.
+const DefaultMaxRetries = 3
+
+// FromHash builds a Job from the job:{id} hash. It never fails: bad values fall back to the
+// API's defaults, and an invalid payload is kept as-is for the slot to reject with a clear error.
+func FromHash(h map[string]string) *Job {
+	j := &Job{
+		ID:         h["id"],
+		Service:    h["service_required"],
+		CustomerID: h["customer_id"],
+		RetryCount: atoiDefault(h["retry_count"], 0),
+		MaxRetries: atoiDefault(h["max_retries"], DefaultMaxRetries),
+		Fields:     h,
+	}
+	if p := h["payload"]; p != "" {
+		j.Payload = json.RawMessage(p)
+	}
+	if c := h["ctx"]; c != "" {
+		j.Ctx = json.RawMessage(c)
+	}
+	return j
+}
+
+func atoiDefault(s string, def int) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return def
+	}
+	return n
+}
+
+// Score is the job's rank in jobs:pending with the API's formula (PROTOCOL §1):
+// P*1e15 - floor(T/1000), P = workflow_priority || priority, T = workflow_datetime || created_at (ms).
+// Higher scores are claimed first.
+func Score(fields map[string]string, now time.Time) float64 {
+	p, err := strconv.ParseFloat(fields["workflow_priority"], 64)
+	if err != nil {
+		p, err = strconv.ParseFloat(fields["priority"], 64)
+		if err != nil {
+			p = 50
+		}
+	}
+	t, err := strconv.ParseFloat(fields["workflow_datetime"], 64)
+	if err != nil || t == 0 {
+		t = float64(now.UnixMilli())
+		if ts, err := time.Parse(time.RFC3339Nano, fields["created_at"]); err == nil {
+			t = float64(ts.UnixMilli())
+		}
+	}
+	return p*1e15 - math.Floor(t/1000)
+}
+
+// Progress is one progress report of a running job.
+type Progress struct {
+	Percent    float64 // 0..100
+	Message    string
+	Step       int
+	TotalSteps int
+}
+
+// ProgressFunc receives a connector's progress reports. It never blocks for long: reports are
+// coalesced before they reach the broker.
+type ProgressFunc func(Progress)
+
+// Result is the JobResult of PROTOCOL §3.
+type Result struct {
+	Success          bool            `json:"success"`
+	Data             any             `json:"data,omitempty"`
+	Error            string          `json:"error,omitempty"`
+	Metadata         map[string]any  `json:"metadata,omitempty"`
+	ProcessingTimeMS int64           `json:"processing_time_ms"`
+	OutputFiles      []OutputFile    `json:"output_files,omitempty"`
+	ServiceMetadata  *ServiceMetadata `json:"service_metadata,omitempty"`
+}
+
+// OutputFile describes a file a job produced.
+type OutputFile struct {
+	Filename  string         `json:"filename"`
+	Path      string         `json:"path"`
+	Type      string         `json:"type"` // image|video|audio|text|binary
+	SizeBytes int64          `json:"size_bytes"`
+	MimeType  string         `json:"mime_type,omitempty"`
+	Metadata  map[string]any `json:"metadata,omitempty"`
+}
+
+// ServiceMetadata says which service produced a result.
+type ServiceMetadata struct {
+	ServiceVersion string `json:"service_version"`
+	ServiceType    string `json:"service_type,omitempty"`
+	ServiceJobID   string `json:"service_job_id,omitempty"`
+	ModelUsed      string `json:"model_used,omitempty"`
+}
+
+// permanent marks an error that retrying cannot fix (a bad payload, a refused request).
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent marks err as not worth retrying: the job fails at once, whatever its retries left.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanent
+	return errors.As(err, &p)
+}
