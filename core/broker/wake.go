@@ -21,6 +21,9 @@ type WakeFunc func(service string)
 // since messages published while disconnected are lost.
 func (b *Broker) Watch(ctx context.Context, log *slog.Logger, wake WakeFunc) {
 	ps := b.rdb.Subscribe(ctx, ChanSubmitted, ChanRequeued)
+	// Receive blocks in a socket read that ctx does not interrupt; closing the subscription does.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
 	defer ps.Close()
 	delay := 100 * time.Millisecond
 	for {

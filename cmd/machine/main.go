@@ -1,0 +1,116 @@
+// Command machine turns one GPU box into a worker of the emp-job-queue Redis broker.
+//
+//	machine --no-tui          run the headless core (production)
+//	machine plan [--json]     print what the configuration implies
+//	machine submit …          write jobs exactly as the API does
+//	machine config validate   check the configuration, listing every problem
+//	machine health            exit 0 when the running machine's /health says healthy
+//	machine version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/machine"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "machine:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var noTUI bool
+	root := &cobra.Command{
+		Use:   "machine",
+		Short: "Run this box as a worker of the Redis job broker",
+		Long: `machine reads its configuration from the environment (see README), runs worker slots that
+claim jobs from the broker at HUB_REDIS_URL and execute them through connectors, and serves
+/health, /status and /metrics on MACHINE_HEALTH_PORT. With no HUB_REDIS_URL it starts an
+embedded broker and simulated GPUs, so it runs anywhere.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.ErrOrStderr(), noTUI)
+		},
+	}
+	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
+	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), &cobra.Command{
+		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
+	})
+	return root
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func newLogger(w io.Writer, json bool, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if json {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func run(stderr io.Writer, noTUI bool) error {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return err
+	}
+	terminal := !noTUI && isTerminal(os.Stdout)
+	log := newLogger(stderr, !terminal, cfg.LogLevel)
+	if terminal {
+		fmt.Fprintln(stderr, "machine: the console is not part of this build yet; running headless (use --no-tui to silence this notice)")
+	}
+	m, err := machine.New(cfg, log, version)
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case sig := <-signals:
+			log.Info("stopping: draining in-flight jobs (send the signal again to return them to the queue now)", "signal", sig.String())
+			stop()
+		case <-done:
+			return
+		}
+		select {
+		case <-signals:
+			log.Warn("stopping now: in-flight jobs go back to the queue")
+			m.StopNow()
+		case <-done:
+		}
+	}()
+	if err := m.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+// Package httpapi serves the machine's HTTP routes on MACHINE_HEALTH_PORT (PROTOCOL §6):
+// /health, /ready, /status, /refresh-status, /metrics, and the supervisor routes the monitor
+// calls. Mutating routes require MACHINE_API_TOKEN when one is configured.
+package httpapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emp-job-queue/machine/core/state"
+)
+
+// Params builds the handler. Every field is immutable after New.
+type Params struct {
+	Store   *state.Store
+	Metrics http.Handler
+	Refresh func() // asks the status publisher for an immediate publish
+	Token   string // required by mutating routes when set
+	Version string
+}
+
+type server struct {
+	Params
+	pid int
+}
+
+// New returns the machine's HTTP handler.
+func New(p Params) http.Handler {
+	s := &server{Params: p, pid: os.Getpid()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("GET /ready", s.ready)
+	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("GET /refresh-status", s.refresh)
+	mux.HandleFunc("POST /refresh-status", s.refresh)
+	mux.Handle("GET /metrics", p.Metrics)
+	mux.HandleFunc("POST /restart/service", s.authorized(s.restartService))
+	mux.HandleFunc("GET /pm2/logs", s.serviceLogs)
+	mux.HandleFunc("GET /comfyui/logs", s.serviceLogs)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "Not found"})
+	})
+	return cors(mux)
+}
+
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// authorized requires the token (Authorization: Bearer, or ?token=) when one is configured.
+func (s *server) authorized(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.Token == "" {
+			next(w, r)
+			return
+		}
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if got == "" {
+			got = r.URL.Query().Get("token")
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
+			writeJSON(w, http.StatusUnauthorized, map[string]any{
+				"error": "this route needs the machine's API token: send Authorization: Bearer <MACHINE_API_TOKEN>",
+			})
+			return
+		}
+		next(w, r)
+	}
+}
+
+func uptimeMS(snap state.Snapshot) int64 { return time.Since(snap.StartedAt).Milliseconds() }
+
+func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	snap := s.Store.Snapshot()
+	services := map[string]any{}
+	healthy := snap.Broker.Connected && snap.Phase != state.Shutdown
+	for _, sl := range snap.Slots {
+		ok := sl.Status != state.SlotStopped || snap.Phase != state.Ready
+		status := "online"
+		if sl.Status == state.SlotStopped {
+			status = "stopped"
+		}
+		services[sl.ID] = map[string]any{"healthy": ok, "status": status, "pid": s.pid, "restarts": 0}
+		healthy = healthy && ok
+	}
+	var brokerErr any
+	if !snap.Broker.Connected {
+		brokerErr = "Not connected to Redis"
+		if snap.Broker.LastError != "" {
+			brokerErr = "Not connected to Redis: " + snap.Broker.LastError
+		}
+	}
+	services["status-aggregator"] = map[string]any{"healthy": snap.Broker.Connected, "error": brokerErr}
+	code := http.StatusOK
+	if !healthy {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"healthy": healthy, "services": services, "uptime": uptimeMS(snap)})
+}
+
+func (s *server) ready(w http.ResponseWriter, r *http.Request) {
+	snap := s.Store.Snapshot()
+	ready := snap.Phase == state.Ready && snap.Broker.Connected
+	code := http.StatusOK
+	if !ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": ready, "phase": snap.Phase})
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	snap := s.Store.Snapshot()
+	slots := make([]map[string]any, 0, len(snap.Slots))
+	for _, sl := range snap.Slots {
+		slots = append(slots, map[string]any{
+			"id": sl.ID, "connector": sl.Connector, "gpu": sl.GPU, "status": sl.Status, "job_id": sl.JobID,
+			"service": sl.JobService, "progress": sl.Progress, "message": sl.Message, "completed": sl.Completed,
+			"failed": sl.Failed, "last_error": sl.LastError,
+		})
+	}
+	recent := make([]map[string]any, 0, len(snap.Recent))
+	for _, f := range snap.Recent {
+		recent = append(recent, map[string]any{
+			"job_id": f.JobID, "slot": f.SlotID, "service": f.Service, "outcome": f.Outcome, "error": f.Error,
+			"duration_ms": f.Duration.Milliseconds(), "at": f.At.UTC().Format(time.RFC3339Nano),
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"version": s.Version, "uptime": uptimeMS(snap), "pm2Mode": false, "machine_id": snap.MachineID,
+		"pool": snap.Pool, "phase": snap.Phase,
+		"broker": map[string]any{"url": snap.Broker.URL, "embedded": snap.Broker.Embedded,
+			"connected": snap.Broker.Connected, "last_error": snap.Broker.LastError},
+		"services": map[string]any{}, "slots": slots, "recent_jobs": recent,
+	})
+}
+
+func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
+	if s.Refresh != nil {
+		s.Refresh()
+	}
+	snap := s.Store.Snapshot()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"message": "Status update triggered", "machine_id": snap.MachineID, "timestamp": time.Now().UnixMilli(),
+	})
+}
+
+// restartService and serviceLogs answer for supervised services. This machine supervises none
+// yet (in-process connectors only), so every name is unknown, and the answer says so.
+func (s *server) restartService(w http.ResponseWriter, r *http.Request) {
+	s.unknownService(w, r.URL.Query().Get("service"))
+}
+
+func (s *server) serviceLogs(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("service")
+	if gpu := r.URL.Query().Get("gpu"); name == "" && gpu != "" {
+		name = "comfyui-gpu" + gpu
+	}
+	s.unknownService(w, name)
+}
+
+func (s *server) unknownService(w http.ResponseWriter, name string) {
+	if name == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "name the service: ?service=<name>"})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, map[string]any{
+		"error": fmt.Sprintf("no service named %q is supervised by this machine; it runs no internal services in this configuration", name),
+	})
+}

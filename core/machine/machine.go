@@ -1,0 +1,402 @@
+// Package machine wires the core together and owns its lifecycle: broker connection, worker
+// slots, status publishing, heartbeats and the HTTP server, from start to a graceful drain.
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/connectors/mock"
+	"github.com/emp-job-queue/machine/core/connectors/simulation"
+	"github.com/emp-job-queue/machine/core/embedded"
+	"github.com/emp-job-queue/machine/core/httpapi"
+	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/core/plan"
+	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/core/status"
+	"github.com/emp-job-queue/machine/core/worker"
+)
+
+// factories are the connectors this build can run.
+var factories = map[string]func(*config.Config) connectors.Connector{
+	"simulation": func(c *config.Config) connectors.Connector { return simulation.New(c.Simulation) },
+	"mock":       func(*config.Config) connectors.Connector { return mock.New() },
+}
+
+// Runnable lists the connectors this build can run.
+func Runnable() []string {
+	var names []string
+	for n := range factories {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// CheckRunnable reports every configured connector this build cannot run yet.
+func CheckRunnable(cfg *config.Config) error {
+	var problems config.Problems
+	for _, c := range cfg.Connectors {
+		if _, ok := factories[c.Name]; !ok {
+			problems = append(problems, fmt.Sprintf(
+				"connector %q is planned but not built into this version of machine; remove it from WORKER_CONNECTORS (runnable now: %v)",
+				c.Name, Runnable()))
+		}
+	}
+	if len(problems) > 0 {
+		return problems
+	}
+	return nil
+}
+
+// Machine is one machine's core.
+type Machine struct {
+	cfg     *config.Config
+	plan    *plan.Plan
+	log     *slog.Logger
+	store   *state.Store
+	metrics *metrics.Metrics
+	version string
+
+	mu       sync.Mutex
+	stopJobs context.CancelFunc // set while Run drains
+	httpAddr string
+}
+
+// New prepares a machine for a validated configuration.
+func New(cfg *config.Config, log *slog.Logger, version string) (*Machine, error) {
+	if err := CheckRunnable(cfg); err != nil {
+		return nil, err
+	}
+	p, err := plan.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	slots := make([]state.Slot, len(p.Slots))
+	for i, s := range p.Slots {
+		slots[i] = state.Slot{ID: s.ID, Connector: s.Connector, GPU: s.GPU}
+	}
+	return &Machine{
+		cfg: cfg, plan: p, log: log, version: version,
+		store: state.New(cfg.MachineID, cfg.Pool, slots), metrics: metrics.New(),
+	}, nil
+}
+
+// Store is the machine's state, for readers.
+func (m *Machine) Store() *state.Store { return m.store }
+
+// Plan is what the machine runs.
+func (m *Machine) Plan() *plan.Plan { return m.plan }
+
+// HTTPAddr is the address the HTTP server listens on, once Run has started it.
+func (m *Machine) HTTPAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.httpAddr
+}
+
+// StopNow cuts the drain short: in-flight jobs are cancelled and go back to the queue.
+func (m *Machine) StopNow() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopJobs != nil {
+		m.stopJobs()
+	}
+}
+
+// Run serves until ctx ends, then drains: claiming stops at once, in-flight jobs get
+// DrainTimeout to finish, and the rest go back to the queue without using a retry.
+func (m *Machine) Run(ctx context.Context) error {
+	url := m.cfg.RedisURL
+	if m.cfg.Embedded() {
+		eb, err := embedded.Start()
+		if err != nil {
+			return err
+		}
+		defer eb.Close()
+		if err := eb.Advertise(m.cfg.RunDir); err != nil {
+			m.log.Warn("embedded broker URL not written; `machine submit` needs HUB_REDIS_URL", "err", err)
+		}
+		defer eb.Withdraw(m.cfg.RunDir)
+		url = eb.URL
+		m.log.Info("embedded broker started (no HUB_REDIS_URL set); submit jobs with `machine submit`", "url", url)
+	}
+	m.store.SetBroker(config.RedactURL(url), m.cfg.Embedded())
+
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return fmt.Errorf("HUB_REDIS_URL is not a Redis URL: %w", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
+	opts.PoolSize = max(len(m.plan.Slots)+8, 10)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	b := broker.New(rdb)
+
+	if err := m.connect(ctx, b, url); err != nil {
+		return err
+	}
+	caps, err := m.capabilities()
+	if err != nil {
+		return err
+	}
+	workers := make([]broker.Worker, len(m.plan.Slots))
+	ids := make([]string, len(m.plan.Slots))
+	for i, s := range m.plan.Slots {
+		workers[i] = broker.Worker{ID: s.ID, MachineID: m.cfg.MachineID, Capabilities: caps[s.ID]}
+		ids[i] = s.ID
+	}
+	if err := b.Register(ctx, workers); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(m.cfg.HealthPort)))
+	if err != nil {
+		return fmt.Errorf("MACHINE_HEALTH_PORT %d is not available (%w); set MACHINE_HEALTH_PORT to a free port, or 0 for any", m.cfg.HealthPort, err)
+	}
+	m.mu.Lock()
+	m.httpAddr = ln.Addr().String()
+	m.mu.Unlock()
+	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
+	pub := status.NewPublisher(m.plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
+	srv := m.serveHTTP(ln, pub)
+
+	// Background work that lives until the slots are done.
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	wake := m.wakeChannels()
+	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake)) })
+	bg.Go(func() { m.liveness(bgCtx, b, ids) })
+	bg.Go(func() { pub.Run(bgCtx) })
+
+	claimCtx, stopClaiming := context.WithCancel(ctx)
+	defer stopClaiming()
+	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopJobs()
+	m.mu.Lock()
+	m.stopJobs = stopJobs
+	m.mu.Unlock()
+
+	var slots sync.WaitGroup
+	for _, s := range m.plan.Slots {
+		slot := worker.New(worker.Params{
+			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](m.cfg),
+			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector],
+			PollInterval: m.cfg.PollInterval, ScanLimit: m.cfg.ClaimScanLimit, JobTimeout: m.cfg.JobTimeout, Log: m.log,
+		})
+		slots.Go(func() { slot.Run(claimCtx, jobCtx) })
+	}
+	m.store.SetPhase(state.Ready)
+	if err := pub.Publish(ctx, status.MachineReady); err != nil {
+		m.log.Warn("machine_ready status not published", "err", err)
+	}
+	m.log.Info("machine ready", "machine_id", m.cfg.MachineID, "slots", len(m.plan.Slots), "http", m.HTTPAddr())
+
+	<-ctx.Done()
+	m.drain(&slots, stopJobs)
+
+	m.store.SetPhase(state.Shutdown)
+	final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := pub.Publish(final, status.Shutdown); err != nil {
+		m.log.Warn("shutdown status not published", "err", err)
+	}
+	if err := b.Deregister(final, ids); err != nil {
+		m.log.Warn("workers not deregistered", "err", err)
+	}
+	stopBG()
+	bg.Wait()
+	_ = srv.Shutdown(final)
+	m.log.Info("machine stopped")
+	return nil
+}
+
+// drain waits for in-flight jobs up to the drain timeout, then cancels them (they go back to
+// the queue).
+func (m *Machine) drain(slots *sync.WaitGroup, stopJobs context.CancelFunc) {
+	m.store.SetPhase(state.Draining)
+	busy := 0
+	for _, s := range m.store.Snapshot().Slots {
+		if s.JobID != "" {
+			busy++
+		}
+	}
+	m.log.Info("draining: no new claims; waiting for in-flight jobs", "in_flight", busy, "timeout", m.cfg.DrainTimeout.String())
+	done := make(chan struct{})
+	go func() { slots.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(m.cfg.DrainTimeout):
+		m.log.Warn("drain timeout passed; returning unfinished jobs to the queue", "timeout", m.cfg.DrainTimeout.String())
+	}
+	stopJobs()
+	<-done
+}
+
+// connect waits until the broker answers, logging a clear reason while it does not.
+func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) error {
+	delay := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := b.Ping(ctx)
+		if err == nil {
+			err = b.LoadScripts(ctx)
+		}
+		if err == nil {
+			m.store.BrokerReachable(true, nil)
+			m.metrics.BrokerUp.Set(1)
+			return nil
+		}
+		m.store.BrokerReachable(false, err)
+		if attempt == 1 || attempt%10 == 0 {
+			m.log.Error("broker does not answer; check HUB_REDIS_URL and that Redis runs; retrying",
+				"url", config.RedactURL(url), "err", err, "attempt", attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped before the broker at %s answered: %w", config.RedactURL(url), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// liveness pings the broker every 2 s (health, metrics) and heartbeats every slot.
+func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	lastBeat := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := b.Ping(pctx)
+		if err == nil && time.Since(lastBeat) >= m.cfg.HeartbeatInterval-time.Second {
+			if err = b.Heartbeat(pctx, ids); err == nil {
+				lastBeat = time.Now()
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		m.store.BrokerReachable(err == nil, err)
+		if err == nil {
+			m.metrics.BrokerUp.Set(1)
+		} else {
+			m.metrics.BrokerUp.Set(0)
+		}
+	}
+}
+
+// wakeChannels makes one channel per connector, with room for a token per slot.
+func (m *Machine) wakeChannels() map[string]chan struct{} {
+	wake := map[string]chan struct{}{}
+	for _, c := range m.cfg.Connectors {
+		wake[c.Name] = make(chan struct{}, max(len(m.plan.SlotsFor(c.Name)), 1))
+	}
+	return wake
+}
+
+// dispatcher wakes one idle slot of each connector that serves the submitted job's service.
+func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
+	byService := map[string][]chan struct{}{}
+	for _, s := range m.plan.Slots {
+		for _, svc := range s.JobServices {
+			if !slices.Contains(byService[svc], wake[s.Connector]) {
+				byService[svc] = append(byService[svc], wake[s.Connector])
+			}
+		}
+	}
+	return func(service string) {
+		if service == "" {
+			for _, ch := range wake {
+				for range cap(ch) {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+			}
+			return
+		}
+		for _, ch := range byService[service] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher) *http.Server {
+	srv := &http.Server{
+		Handler: httpapi.New(httpapi.Params{
+			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	return srv
+}
+
+// capabilities builds each slot's claim capabilities.
+func (m *Machine) capabilities() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, s := range m.plan.Slots {
+		gpus := m.cfg.GPUCount
+		if s.GPU != plan.NoGPU {
+			gpus = 1
+		}
+		c := broker.Capabilities{
+			WorkerID: s.ID, MachineID: m.cfg.MachineID, Services: s.JobServices,
+			Hardware: broker.Hardware{
+				GPUCount: gpus, GPUMemoryGB: m.cfg.GPUMemoryGB, GPUModel: m.cfg.GPUModel,
+				RAMGB: m.cfg.RAMGB, CPUCores: m.cfg.CPUCores,
+			},
+			CustomerAccess: broker.CustomerAccess{
+				Isolation: m.cfg.CustomerIsolation, AllowedCustomers: m.cfg.AllowedCustomers, DeniedCustomers: m.cfg.DeniedCustomers,
+			},
+			Performance: broker.Performance{ConcurrentJobs: 1},
+			Pool:        m.cfg.Pool, WorkflowID: m.cfg.WorkflowID, Custom: m.cfg.CustomCapabilities,
+		}
+		for _, svc := range s.JobServices {
+			models := m.cfg.Models[svc]
+			if models == nil {
+				models = m.cfg.Models["*"]
+			}
+			if models != nil {
+				if c.Models == nil {
+					c.Models = map[string][]string{}
+				}
+				c.Models[svc] = models
+			}
+		}
+		b, err := c.Encode()
+		if err != nil {
+			return nil, err
+		}
+		out[s.ID] = b
+	}
+	return out, nil
+}

@@ -1,0 +1,253 @@
+// Package state is the machine's single source of truth for what the health server, the
+// machine-status publisher and (later) the console show. Components report into the Store;
+// readers take immutable snapshots and never reach into a component's internals.
+package state
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Phase is the machine's lifecycle phase, as the monitor knows it.
+type Phase string
+
+const (
+	Starting Phase = "starting"
+	Ready    Phase = "ready"
+	Draining Phase = "draining" // SIGTERM: no new claims, in-flight jobs finishing
+	Shutdown Phase = "shutdown"
+)
+
+// Slot status values, as written to worker:{id}.
+const (
+	SlotIdle    = "idle"
+	SlotBusy    = "busy"
+	SlotStopped = "offline"
+)
+
+// Slot is one worker slot as readers see it.
+type Slot struct {
+	ID           string
+	Connector    string
+	GPU          int
+	Status       string
+	JobID        string
+	JobService   string
+	JobStartedAt time.Time
+	Progress     float64
+	Message      string
+	Completed    uint64
+	Failed       uint64 // attempts that failed, retried or not
+	LastError    string
+	LastActivity time.Time
+}
+
+// Finished is a recently ended job, newest last.
+type Finished struct {
+	JobID    string
+	SlotID   string
+	Service  string
+	Outcome  string // completed, retried, failed, released
+	Error    string
+	Duration time.Duration
+	At       time.Time
+}
+
+// Broker is the state of the machine's broker connection.
+type Broker struct {
+	URL       string // password redacted
+	Embedded  bool
+	Connected bool
+	LastError string
+}
+
+// Snapshot is an immutable copy of the machine's state.
+type Snapshot struct {
+	// Version grows on every change; WorkersVersion only on changes the monitor must hear of at
+	// once (a slot's status or job, the phase, the broker connection), not on progress.
+	Version        uint64
+	WorkersVersion uint64
+	MachineID      string
+	Pool           string
+	Phase          Phase
+	StartedAt      time.Time
+	Broker         Broker
+	Slots          []Slot
+	Recent         []Finished
+}
+
+// Slot returns the slot with the given id.
+func (s Snapshot) Slot(id string) (Slot, bool) {
+	for _, sl := range s.Slots {
+		if sl.ID == id {
+			return sl, true
+		}
+	}
+	return Slot{}, false
+}
+
+const recentCap = 100
+
+// Store holds the state. It is safe for concurrent use.
+type Store struct {
+	mu   sync.Mutex
+	snap Snapshot
+	subs map[chan struct{}]struct{}
+	now  func() time.Time
+}
+
+// New returns a store for a machine with the given slots, all idle, in phase Starting.
+func New(machineID, pool string, slots []Slot) *Store {
+	now := time.Now()
+	for i := range slots {
+		slots[i].Status = SlotIdle
+		slots[i].LastActivity = now
+	}
+	return &Store{
+		snap: Snapshot{MachineID: machineID, Pool: pool, Phase: Starting, StartedAt: now, Slots: slots},
+		subs: map[chan struct{}]struct{}{},
+		now:  time.Now,
+	}
+}
+
+// Snapshot returns a copy of the current state.
+func (s *Store) Snapshot() Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.snap
+	c.Slots = slices.Clone(s.snap.Slots)
+	c.Recent = slices.Clone(s.snap.Recent[max(0, len(s.snap.Recent)-recentCap):])
+	return c
+}
+
+// Versions returns the change counters without copying the state.
+func (s *Store) Versions() (all, workers uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap.Version, s.snap.WorkersVersion
+}
+
+// Subscribe returns a channel that receives a signal after changes (coalesced: one pending
+// signal at most) and a function that ends the subscription.
+func (s *Store) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		delete(s.subs, ch)
+		s.mu.Unlock()
+	}
+}
+
+// update applies fn under the lock and notifies subscribers. workers marks a change the
+// monitor must hear of at once.
+func (s *Store) update(workers bool, fn func(*Snapshot)) {
+	s.mu.Lock()
+	fn(&s.snap)
+	s.snap.Version++
+	if workers {
+		s.snap.WorkersVersion++
+	}
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Store) slot(snap *Snapshot, id string) *Slot {
+	for i := range snap.Slots {
+		if snap.Slots[i].ID == id {
+			return &snap.Slots[i]
+		}
+	}
+	return nil
+}
+
+// SetPhase records the machine's phase.
+func (s *Store) SetPhase(p Phase) {
+	s.update(true, func(snap *Snapshot) { snap.Phase = p })
+}
+
+// SetBroker records the broker's URL and whether it is embedded.
+func (s *Store) SetBroker(url string, embedded bool) {
+	s.update(true, func(snap *Snapshot) { snap.Broker.URL, snap.Broker.Embedded = url, embedded })
+}
+
+// BrokerReachable records whether the broker answers; err explains why not.
+func (s *Store) BrokerReachable(ok bool, err error) {
+	s.mu.Lock()
+	same := s.snap.Broker.Connected == ok && (err == nil) == (s.snap.Broker.LastError == "")
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	s.update(true, func(snap *Snapshot) {
+		snap.Broker.Connected = ok
+		snap.Broker.LastError = ""
+		if err != nil {
+			snap.Broker.LastError = err.Error()
+		}
+	})
+}
+
+// JobClaimed records that a slot took a job.
+func (s *Store) JobClaimed(slotID, jobID, service string) {
+	now := s.now()
+	s.update(true, func(snap *Snapshot) {
+		if sl := s.slot(snap, slotID); sl != nil {
+			sl.Status, sl.JobID, sl.JobService, sl.JobStartedAt = SlotBusy, jobID, service, now
+			sl.Progress, sl.Message, sl.LastActivity = 0, "", now
+		}
+	})
+}
+
+// JobProgress records a running job's progress.
+func (s *Store) JobProgress(slotID string, percent float64, message string) {
+	now := s.now()
+	s.update(false, func(snap *Snapshot) {
+		if sl := s.slot(snap, slotID); sl != nil {
+			sl.Progress, sl.Message, sl.LastActivity = percent, message, now
+		}
+	})
+}
+
+// JobEnded records the end of a slot's job: completed, retried, failed or released.
+func (s *Store) JobEnded(slotID, outcome, errText string) {
+	now := s.now()
+	s.update(true, func(snap *Snapshot) {
+		sl := s.slot(snap, slotID)
+		if sl == nil {
+			return
+		}
+		switch outcome {
+		case "completed":
+			sl.Completed++
+		case "retried", "failed":
+			sl.Failed++
+			sl.LastError = errText
+		}
+		snap.Recent = append(snap.Recent, Finished{
+			JobID: sl.JobID, SlotID: slotID, Service: sl.JobService, Outcome: outcome, Error: errText,
+			Duration: now.Sub(sl.JobStartedAt), At: now,
+		})
+		if len(snap.Recent) > 2*recentCap { // trim in batches: jobs end thousands of times a second
+			snap.Recent = slices.Clone(snap.Recent[len(snap.Recent)-recentCap:])
+		}
+		sl.Status, sl.JobID, sl.JobService, sl.Progress, sl.Message, sl.LastActivity = SlotIdle, "", "", 0, "", now
+	})
+}
+
+// SlotStopped records that a slot stopped claiming for good.
+func (s *Store) SlotStopped(slotID string) {
+	s.update(true, func(snap *Snapshot) {
+		if sl := s.slot(snap, slotID); sl != nil {
+			sl.Status, sl.LastActivity = SlotStopped, s.now()
+		}
+	})
+}

@@ -1,0 +1,265 @@
+// Package worker runs worker slots: each slot claims one job at a time from the broker, runs it
+// through its connector, and records the outcome. A slot claims again at once after a job,
+// wakes on job_submitted when idle, and polls slowly only as a fallback.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/core/state"
+)
+
+// Broker is the part of the broker a slot uses.
+type Broker interface {
+	Claim(ctx context.Context, caps []byte, scanLimit int, cursor int64) (*job.Job, int64, error)
+	Start(ctx context.Context, j *job.Job, workerID string) error
+	Progress(ctx context.Context, j *job.Job, workerID string, p job.Progress) error
+	Complete(ctx context.Context, j *job.Job, workerID string, r job.Result) error
+	Fail(ctx context.Context, j *job.Job, workerID, reason string, retryable bool) (broker.Outcome, error)
+	Release(ctx context.Context, j *job.Job, workerID string) error
+}
+
+// Params builds a Slot. Every field is immutable after New.
+type Params struct {
+	ID           string // worker id, ${MACHINE_ID}-worker-${connector}-${i}
+	Connector    string
+	Caps         []byte // encoded capabilities
+	Conn         connectors.Connector
+	Broker       Broker
+	Store        *state.Store
+	Metrics      *metrics.Metrics
+	Wake         <-chan struct{} // a token per claimable job for this slot's services
+	PollInterval time.Duration
+	ScanLimit    int
+	JobTimeout   time.Duration
+	Log          *slog.Logger
+}
+
+// Slot is one worker slot.
+type Slot struct {
+	p Params
+	// progressEvery spaces progress writes to the broker; the store gets every report.
+	progressEvery time.Duration
+	// writeFor bounds how long a slot keeps retrying the final write of a job while the
+	// broker is unreachable.
+	writeFor time.Duration
+}
+
+// New returns a slot; Run starts it.
+func New(p Params) *Slot {
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
+	}
+	if p.PollInterval <= 0 {
+		p.PollInterval = 2 * time.Second
+	}
+	if p.JobTimeout <= 0 {
+		p.JobTimeout = 30 * time.Minute
+	}
+	p.Log = p.Log.With("slot", p.ID)
+	return &Slot{p: p, progressEvery: 100 * time.Millisecond, writeFor: 30 * time.Second}
+}
+
+// Run claims and runs jobs until claimCtx ends, then returns once the job in hand is settled.
+// jobCtx ending cancels the job in hand, which then goes back to the queue without using up a
+// retry (the drain timeout ran out, or the operator insisted on stopping).
+func (s *Slot) Run(claimCtx, jobCtx context.Context) {
+	defer s.p.Store.SlotStopped(s.p.ID)
+	var cursor int64
+	failures := 0
+	poll := time.NewTimer(s.p.PollInterval)
+	defer poll.Stop()
+	for claimCtx.Err() == nil {
+		j, next, err := s.claim(jobCtx, cursor)
+		if err != nil {
+			failures++
+			if failures == 1 || failures%50 == 0 {
+				s.p.Log.Warn("cannot claim jobs: the broker did not answer; retrying", "err", err, "attempts", failures)
+			}
+			s.sleep(claimCtx, min(time.Duration(failures)*100*time.Millisecond, 5*time.Second))
+			continue
+		}
+		if failures > 0 {
+			s.p.Log.Info("claiming again: the broker answers", "after_attempts", failures)
+			failures = 0
+		}
+		cursor = next
+		if j != nil {
+			s.run(jobCtx, j)
+			continue
+		}
+		if !poll.Stop() {
+			select {
+			case <-poll.C:
+			default:
+			}
+		}
+		poll.Reset(s.p.PollInterval)
+		select {
+		case <-claimCtx.Done():
+		case <-s.p.Wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// claim runs one claim. It is not cancelled with claimCtx: a claim cut off mid-flight could
+// take a job without the slot knowing it.
+func (s *Slot) claim(jobCtx context.Context, cursor int64) (*job.Job, int64, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(jobCtx), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	j, next, err := s.p.Broker.Claim(ctx, s.p.Caps, s.p.ScanLimit, cursor)
+	if s.p.Metrics != nil {
+		s.p.Metrics.ClaimTime.Observe(time.Since(start).Seconds())
+	}
+	return j, next, err
+}
+
+func (s *Slot) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// run takes one claimed job to its end.
+func (s *Slot) run(jobCtx context.Context, j *job.Job) {
+	start := time.Now()
+	log := s.p.Log.With("job_id", j.ID, "service", j.Service, "attempt", j.RetryCount+1)
+	s.p.Store.JobClaimed(s.p.ID, j.ID, j.Service)
+	if m := s.p.Metrics; m != nil {
+		m.SlotsBusy.WithLabelValues(s.p.Connector).Inc()
+		defer m.SlotsBusy.WithLabelValues(s.p.Connector).Dec()
+	}
+	if err := s.write(func(ctx context.Context) error { return s.p.Broker.Start(ctx, j, s.p.ID) }); err != nil {
+		if errors.Is(err, broker.ErrNotOwner) {
+			log.Info("job was cancelled before it started; skipping it")
+			s.ended(j, start, "cancelled", "")
+			return
+		}
+		log.Warn("could not mark the job in_progress; running it anyway", "err", err)
+	}
+
+	res, runErr := s.execute(jobCtx, j, log)
+	switch {
+	case runErr == nil && res.Success:
+		err := s.write(func(ctx context.Context) error { return s.p.Broker.Complete(ctx, j, s.p.ID, res) })
+		s.settle(j, start, log, "completed", "", err)
+	case jobCtx.Err() != nil:
+		err := s.write(func(ctx context.Context) error { return s.p.Broker.Release(ctx, j, s.p.ID) })
+		s.settle(j, start, log, "released", "the machine stopped before the job finished", err)
+	default:
+		reason, retryable := failure(j, res, runErr, s.p.JobTimeout)
+		var outcome broker.Outcome
+		err := s.write(func(ctx context.Context) error {
+			var err error
+			outcome, err = s.p.Broker.Fail(ctx, j, s.p.ID, reason, retryable)
+			return err
+		})
+		s.settle(j, start, log, outcome.String(), reason, err)
+	}
+}
+
+// execute runs the connector with the job timeout, turning a panic into a failure.
+func (s *Slot) execute(jobCtx context.Context, j *job.Job, log *slog.Logger) (res job.Result, err error) {
+	if len(j.Payload) > 0 && !json.Valid(j.Payload) {
+		return job.Result{}, job.Permanent(fmt.Errorf("payload of job %s is not valid JSON; the submitter must send a JSON object", j.ID))
+	}
+	ctx, cancel := context.WithTimeout(jobCtx, s.p.JobTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("connector panicked", "panic", r)
+			res, err = job.Result{}, fmt.Errorf("connector %s crashed on this job: %v", s.p.Connector, r)
+		}
+	}()
+	var last time.Time
+	report := func(p job.Progress) {
+		s.p.Store.JobProgress(s.p.ID, p.Percent, p.Message)
+		if now := time.Now(); now.Sub(last) >= s.progressEvery || p.Percent >= 100 {
+			last = now
+			wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+			defer wcancel()
+			if err := s.p.Broker.Progress(wctx, j, s.p.ID, p); err != nil && !errors.Is(err, broker.ErrNotOwner) {
+				log.Debug("progress not recorded", "err", err)
+			}
+		}
+	}
+	res, err = s.p.Conn.Run(ctx, j, report)
+	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil {
+		err = ctx.Err()
+	}
+	return res, err
+}
+
+// failure turns a connector's outcome into the text recorded on the job and whether a retry
+// may help.
+func failure(j *job.Job, res job.Result, err error, timeout time.Duration) (string, bool) {
+	switch {
+	case err == nil:
+		if res.Error == "" {
+			return fmt.Sprintf("connector reported job %s unsuccessful without saying why", j.ID), true
+		}
+		return res.Error, true
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("job %s ran longer than the %s job timeout (JOB_TIMEOUT_MINUTES)", j.ID, timeout), true
+	default:
+		return err.Error(), !job.IsPermanent(err)
+	}
+}
+
+// write retries a final write while the broker is unreachable, so a finished job's outcome is
+// not dropped on a brief outage. A job that is no longer ours is not retried.
+func (s *Slot) write(op func(ctx context.Context) error) error {
+	deadline := time.Now().Add(s.writeFor)
+	delay := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := op(ctx)
+		cancel()
+		if err == nil || errors.Is(err, broker.ErrNotOwner) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+func (s *Slot) settle(j *job.Job, start time.Time, log *slog.Logger, outcome, reason string, err error) {
+	switch {
+	case errors.Is(err, broker.ErrNotOwner):
+		log.Info("job was cancelled or reassigned while it ran; its result is dropped")
+		outcome = "cancelled"
+	case err != nil:
+		log.Error("could not record the job's outcome; it stays assigned to this worker until it is recovered",
+			"outcome", outcome, "err", err)
+		outcome = "unrecorded"
+	case outcome == "completed":
+		log.Info("job completed", "duration_ms", time.Since(start).Milliseconds())
+	case outcome == "released":
+		log.Warn("job returned to the queue without using a retry", "reason", reason)
+	default:
+		log.Warn("job attempt failed", "outcome", outcome, "error", reason)
+	}
+	s.ended(j, start, outcome, reason)
+}
+
+func (s *Slot) ended(j *job.Job, start time.Time, outcome, reason string) {
+	s.p.Store.JobEnded(s.p.ID, outcome, reason)
+	if m := s.p.Metrics; m != nil {
+		m.Jobs.WithLabelValues(s.p.Connector, outcome).Inc()
+		m.JobDuration.WithLabelValues(s.p.Connector).Observe(time.Since(start).Seconds())
+	}
+}
