@@ -236,4 +236,3 @@ func TestCapabilitiesNeverCarryNull(t *testing.T) {
 		t.Error("capabilities without worker_id were accepted")
 	}
 }
-

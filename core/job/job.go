@@ -90,12 +90,12 @@ type ProgressFunc func(Progress)
 
 // Result is the JobResult of PROTOCOL §3.
 type Result struct {
-	Success          bool            `json:"success"`
-	Data             any             `json:"data,omitempty"`
-	Error            string          `json:"error,omitempty"`
-	Metadata         map[string]any  `json:"metadata,omitempty"`
-	ProcessingTimeMS int64           `json:"processing_time_ms"`
-	OutputFiles      []OutputFile    `json:"output_files,omitempty"`
+	Success          bool             `json:"success"`
+	Data             any              `json:"data,omitempty"`
+	Error            string           `json:"error,omitempty"`
+	Metadata         map[string]any   `json:"metadata,omitempty"`
+	ProcessingTimeMS int64            `json:"processing_time_ms"`
+	OutputFiles      []OutputFile     `json:"output_files,omitempty"`
 	ServiceMetadata  *ServiceMetadata `json:"service_metadata,omitempty"`
 }
 

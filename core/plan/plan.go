@@ -26,11 +26,11 @@ type Slot struct {
 	ID          string   `json:"id"` // ${MACHINE_ID}-worker-${connector}-${index}
 	Connector   string   `json:"connector"`
 	Index       int      `json:"index"`
-	GPU         int      `json:"gpu"`                // NoGPU when not bound
-	Service     string   `json:"service,omitempty"`  // internal service instance it needs
-	JobServices []string `json:"job_services"`       // service_required values it claims
-	StatusNames []string `json:"status_services"`    // names shown in machine:status
-	Binding     string   `json:"resource_binding"`   // "gpu", "cpu" or "shared", as the monitor shows it
+	GPU         int      `json:"gpu"`               // NoGPU when not bound
+	Service     string   `json:"service,omitempty"` // internal service instance it needs
+	JobServices []string `json:"job_services"`      // service_required values it claims
+	StatusNames []string `json:"status_services"`   // names shown in machine:status
+	Binding     string   `json:"resource_binding"`  // "gpu", "cpu" or "shared", as the monitor shows it
 }
 
 // Service is one instance of an internal service the machine installs and supervises.
