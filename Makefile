@@ -1,0 +1,28 @@
+# The two commands a fresh machine needs: `make run` and `make test` (see README).
+GO      ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: build run test bench vet deps-test
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/machine ./cmd/machine
+
+## run: the machine with an embedded broker and 2 simulated GPUs (or HUB_REDIS_URL etc. when set)
+run: build
+	./bin/machine
+
+## test: installs redis-server when missing, then vet and every test (with the race detector)
+test: deps-test
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+## bench: end-to-end figures against a real redis-server (latency, throughput, RSS)
+bench: deps-test build
+	$(GO) run ./cmd/bench -machine bin/machine
+
+deps-test:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (tests start their own on a free port)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }

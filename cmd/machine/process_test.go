@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emp-job-queue/machine/internal/redistest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "machine-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "machine")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build machine: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func command(env map[string]string, args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
+}
+
+// proc is a running `machine --no-tui`.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	port int
+	done chan error
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.Write(b)
+}
+
+func (p *proc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+func startMachine(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	p := &proc{port: freePort(t), done: make(chan error, 1)}
+	env["MACHINE_HEALTH_PORT"] = fmt.Sprint(p.port)
+	p.cmd = command(env, "--no-tui")
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("machine output:\n%s", p.log())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", p.port))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine not ready within 20 s:\n%s", p.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *proc) status(t *testing.T) map[string]any {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", p.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func completed(st map[string]any) int {
+	n := 0
+	for _, s := range st["slots"].([]any) {
+		n += int(s.(map[string]any)["completed"].(float64))
+	}
+	return n
+}
+
+func submit(t *testing.T, env map[string]string, args ...string) []string {
+	t.Helper()
+	out, err := command(env, append([]string{"submit"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("submit %v: %v\n%s", args, err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// The bare `make run` path: no HUB_REDIS_URL, so an embedded broker; `machine submit` finds it
+// through the run directory, whether or not something already listens on 6379.
+func TestEmbeddedBrokerDemo(t *testing.T) {
+	runDir := t.TempDir()
+	env := map[string]string{"MACHINE_RUN_DIR": runDir, "WORKER_SIMULATION_PROCESSING_TIME": "0.05", "MACHINE_ID": "demo"}
+	p := startMachine(t, env)
+	ids := submit(t, map[string]string{"MACHINE_RUN_DIR": runDir}, "--count", "4")
+	if len(ids) != 4 {
+		t.Fatalf("submit printed %v, want 4 job ids", ids)
+	}
+	waitUntil(t, "4 completed jobs", func() bool { return completed(p.status(t)) == 4 })
+	if len(p.status(t)["slots"].([]any)) != 2 {
+		t.Error("the demo should run one slot per simulated GPU (2)")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.done; err != nil {
+		t.Fatalf("machine exited with %v after SIGTERM", err)
+	}
+	p.done <- nil // for the cleanup
+	if _, err := os.Stat(filepath.Join(runDir, "broker.url")); !os.IsNotExist(err) {
+		t.Error("the embedded broker's URL file outlived the machine")
+	}
+	// Every log line is one JSON object.
+	sc := bufio.NewScanner(strings.NewReader(p.log()))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil || m["msg"] == nil {
+			t.Errorf("log line is not JSON: %s", sc.Text())
+		}
+	}
+}
+
+// SIGTERM with a real Redis: claiming stops, the in-flight job gets the drain timeout, then goes
+// back to jobs:pending with its retries untouched.
+func TestSIGTERMDrainsToTheQueue(t *testing.T) {
+	srv := redistest.Start(t)
+	env := map[string]string{"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "box", "WORKER_CONNECTORS": "simulation:1",
+		"MACHINE_DRAIN_TIMEOUT": "1s", "MACHINE_RUN_DIR": t.TempDir()}
+	p := startMachine(t, env)
+	id := submit(t, env, "--payload", `{"duration_ms":60000}`)[0]
+	rdb := srv.Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	waitUntil(t, "the job to run", func() bool { return rdb.HGet(ctx, "job:"+id, "status").Val() == "in_progress" })
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("machine exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("machine did not exit within 20 s of SIGTERM")
+	}
+	h := rdb.HGetAll(ctx, "job:"+id).Val()
+	if h["status"] != "pending" || h["retry_count"] != "0" || rdb.ZScore(ctx, "jobs:pending", id).Err() != nil {
+		t.Fatalf("job after SIGTERM: %v; want back in jobs:pending with no retry used", h)
+	}
+	if !strings.Contains(p.log(), "drain timeout passed") {
+		t.Error("the drain timeout was not logged")
+	}
+}
+
+func TestConfigValidateAndPlan(t *testing.T) {
+	out, err := command(map[string]string{"WORKER_CONNECTORS": "comfyui:zz", "MACHINE_GPU_COUNT": "two"}, "config", "validate").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "MACHINE_GPU_COUNT") || !strings.Contains(string(out), "comfyui:zz") {
+		t.Errorf("config validate accepted a broken config or hid a problem:\n%s", out)
+	}
+	out, err = command(map[string]string{"WORKER_CONNECTORS": "simulation,mock"}, "config", "validate").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "valid") {
+		t.Errorf("config validate refused a good config: %v\n%s", err, out)
+	}
+	out, err = command(map[string]string{"MACHINE_ID": "box", "MACHINE_GPU_COUNT": "2", "WORKER_CONNECTORS": "comfyui,mock"}, "plan", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan struct {
+		Slots []struct {
+			ID  string `json:"id"`
+			GPU int    `json:"gpu"`
+		} `json:"slots"`
+		Services []struct {
+			Name string `json:"name"`
+			Port int    `json:"port"`
+		} `json:"services"`
+	}
+	if err := json.Unmarshal(out, &plan); err != nil {
+		t.Fatalf("plan --json is not JSON: %v\n%s", err, out)
+	}
+	if len(plan.Slots) != 3 || plan.Slots[1].ID != "box-worker-comfyui-1" || plan.Slots[1].GPU != 1 || plan.Services[1].Port != 8189 {
+		t.Errorf("plan = %+v", plan)
+	}
+	out, _ = command(map[string]string{"MACHINE_GPU_COUNT": "2", "WORKER_CONNECTORS": "simulation"}, "plan").Output()
+	if !strings.Contains(string(out), "SLOT") || !strings.Contains(string(out), "-worker-simulation-1") {
+		t.Errorf("plan table:\n%s", out)
+	}
+}
+
+func TestSubmitWithoutBrokerSaysWhatToDo(t *testing.T) {
+	out, err := command(map[string]string{"MACHINE_RUN_DIR": t.TempDir()}, "submit").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "HUB_REDIS_URL") {
+		t.Errorf("submit with no broker: %v\n%s", err, out)
+	}
+}

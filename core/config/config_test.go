@@ -1,0 +1,103 @@
+package config_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emp-job-queue/machine/core/config"
+)
+
+func load(env map[string]string) (*config.Config, error) {
+	return config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+}
+
+func TestDefaultsRunTheDemo(t *testing.T) {
+	c, err := load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Embedded() || c.GPUCount != 2 || !c.SimulatedGPUs || len(c.Connectors) != 1 || c.Connectors[0].Name != "simulation" {
+		t.Fatalf("defaults = %+v", c)
+	}
+	if c.HealthPort != 9090 || c.StatusInterval != 10*time.Second || c.HeartbeatInterval != 30*time.Second || c.JobTimeout != 30*time.Minute {
+		t.Errorf("timing defaults = %+v", c)
+	}
+}
+
+func TestConnectorSyntax(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"WORKER_CONNECTORS": "comfyui,openai"}, "comfyui:auto openai:auto"},
+		{map[string]string{"WORKER_CONNECTORS": "comfyui:2, openai:1 ,mock:auto"}, "comfyui:2 openai:1 mock:auto"},
+		{map[string]string{"WORKERS": "simulation:3"}, "simulation:3"},
+		{map[string]string{"WORKERS": "mock:1", "WORKER_CONNECTORS": "mock:1"}, "mock:1"},
+	}
+	for _, tc := range cases {
+		c, err := load(tc.env)
+		if err != nil {
+			t.Errorf("%v: %v", tc.env, err)
+			continue
+		}
+		var got []string
+		for _, x := range c.Connectors {
+			if x.Auto {
+				got = append(got, x.Name+":auto")
+			} else {
+				got = append(got, x.Name+":"+strconv.Itoa(x.Count))
+			}
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("%v parsed as %v, want %s", tc.env, got, tc.want)
+		}
+	}
+}
+
+
+// Every problem is reported at once, each naming its variable and a fix.
+func TestEveryProblemAtOnce(t *testing.T) {
+	_, err := load(map[string]string{
+		"WORKER_CONNECTORS": "comfyui:x,nonsense", "MACHINE_GPU_COUNT": "-1", "HUB_REDIS_URL": "http://user:hunter2@x",
+		"MACHINE_HEALTH_PORT": "99999", "WORKER_CUSTOMER_ISOLATION": "medium", "WORKER_CAPABILITIES": "[1]",
+		"MACHINE_ID": "bad id!", "WORKERS": "mock",
+	})
+	problems, ok := err.(config.Problems)
+	if !ok {
+		t.Fatalf("error %v is not a Problems list", err)
+	}
+	for _, want := range []string{"comfyui:x", "nonsense", "MACHINE_GPU_COUNT", "HUB_REDIS_URL", "MACHINE_HEALTH_PORT",
+		"WORKER_CUSTOMER_ISOLATION", "WORKER_CAPABILITIES", "MACHINE_ID", "WORKERS"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("problems do not mention %s:\n%v", want, err)
+		}
+	}
+	if len(problems) < 9 {
+		t.Errorf("%d problems reported, want at least 9:\n%v", len(problems), err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Error("the error shows the Redis password")
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	if got := config.RedactURL("redis://default:hunter2@redis.example:6379/0"); strings.Contains(got, "hunter2") || !strings.Contains(got, "redis.example:6379") {
+		t.Errorf("RedactURL = %s", got)
+	}
+}
+
+func TestListsAndModels(t *testing.T) {
+	c, err := load(map[string]string{"ALLOWED_CUSTOMERS": `["a","b"]`, "DENIED_CUSTOMERS": "c, d", "WORKER_MODELS": `{"comfyui":["sdxl"]}`,
+		"SERVICE_INSTALL_TIMEOUT": "600", "MACHINE_DRAIN_TIMEOUT": "2m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.AllowedCustomers) != 2 || len(c.DeniedCustomers) != 2 || c.DeniedCustomers[1] != "d" || c.Models["comfyui"][0] != "sdxl" {
+		t.Errorf("lists = %v %v %v", c.AllowedCustomers, c.DeniedCustomers, c.Models)
+	}
+	if c.InstallTimeout != 10*time.Minute || c.DrainTimeout != 2*time.Minute {
+		t.Errorf("durations = %v %v", c.InstallTimeout, c.DrainTimeout)
+	}
+}

@@ -1,0 +1,315 @@
+package machine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/machine"
+	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/internal/redistest"
+)
+
+type harness struct {
+	t      *testing.T
+	rdb    *redis.Client
+	b      *broker.Broker
+	m      *machine.Machine
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// start runs a machine against a real redis-server with the given environment on top of
+// test defaults. The fallback poll is ten minutes, so any pickup the tests see came from the
+// job_submitted wake-up.
+func start(t *testing.T, env map[string]string) *harness {
+	t.Helper()
+	srv := redistest.Start(t)
+	base := map[string]string{
+		"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "test-box", "MACHINE_HEALTH_PORT": "0",
+		"WORKER_POLL_INTERVAL_MS": "600000", "MACHINE_RUN_DIR": t.TempDir(),
+		"WORKER_SIMULATION_PROCESSING_TIME": "0.05", "WORKER_SIMULATION_STEPS": "2",
+	}
+	for k, v := range env {
+		base[k] = v
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := base[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := machine.New(cfg, slog.New(slog.DiscardHandler), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, rdb: srv.Client(), m: m, cancel: cancel, done: make(chan error, 1)}
+	h.b = broker.New(h.rdb)
+	go func() { h.done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		h.stop()
+		h.rdb.Close()
+	})
+	h.waitFor("the machine to be ready", func() bool { return m.Store().Snapshot().Phase == state.Ready })
+	return h
+}
+
+func (h *harness) stop() {
+	h.once.Do(func() {
+		h.cancel()
+		select {
+		case err := <-h.done:
+			if err != nil {
+				h.t.Errorf("machine stopped with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			h.t.Fatal("machine did not stop within 30 s")
+		}
+	})
+}
+
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) submit(service, payload string) string {
+	h.t.Helper()
+	id, err := h.b.Submit(context.Background(), broker.JobSpec{Service: service, Payload: json.RawMessage(payload)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+func (h *harness) status(id string) string {
+	return h.rdb.HGet(context.Background(), "job:"+id, "status").Val()
+}
+
+func TestJobsFlowThroughEverySlot(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation:2,mock"})
+	var ids []string
+	for range 10 {
+		ids = append(ids, h.submit("simulation", `{}`))
+	}
+	ids = append(ids, h.submit("mock", `{"delay_ms":5,"test_data":{"x":1}}`))
+	for _, id := range ids {
+		h.waitFor("job "+id+" to complete", func() bool { return h.status(id) == "completed" })
+	}
+	snap := h.m.Store().Snapshot()
+	var done uint64
+	for _, s := range snap.Slots {
+		done += s.Completed
+	}
+	if done != 11 {
+		t.Fatalf("slots report %d completed jobs, want 11", done)
+	}
+	var stored struct {
+		Data struct {
+			Data map[string]any `json:"data"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal([]byte(h.rdb.HGet(context.Background(), "jobs:completed", ids[10]).Val()), &stored)
+	if td, _ := stored.Data.Data["test_data"].(map[string]any); td["x"] != 1.0 {
+		t.Errorf("mock result lost its test_data: %+v", stored)
+	}
+	// Registered, heartbeating workers.
+	for _, s := range snap.Slots {
+		if h.rdb.Exists(context.Background(), "worker:"+s.ID+":heartbeat").Val() != 1 {
+			t.Errorf("slot %s has no heartbeat key", s.ID)
+		}
+	}
+}
+
+func TestBadInputFailsClearlyAndLosesNothing(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation"})
+	ctx := context.Background()
+	unknown := h.submit("no-such-service", `{}`)
+	// A payload that is not JSON at all, as a broken submitter could write it.
+	bad := broker.NewID()
+	h.rdb.HSet(ctx, "job:"+bad, map[string]any{"id": bad, "service_required": "simulation", "payload": "{not json",
+		"priority": "50", "created_at": broker.ISO(time.Now()), "status": "pending", "retry_count": "0", "max_retries": "3"})
+	h.rdb.ZAdd(ctx, "jobs:pending", redis.Z{Score: 6e16, Member: bad})
+	h.rdb.Publish(ctx, "job_submitted", `{"job_id":"`+bad+`","service_required":"simulation"}`)
+	wrongType := h.submit("simulation", `{"steps":"many"}`)
+	good := h.submit("simulation", `{}`)
+
+	for _, id := range []string{bad, wrongType} {
+		h.waitFor("job "+id+" to fail", func() bool { return h.status(id) == "failed" })
+		var f map[string]any
+		_ = json.Unmarshal([]byte(h.rdb.HGet(ctx, "jobs:failed", id).Val()), &f)
+		msg, _ := f["error"].(string)
+		if !strings.Contains(msg, id) || !strings.Contains(msg, "payload") {
+			t.Errorf("failure of %s does not say what is wrong: %q", id, msg)
+		}
+		if f["retry_count"] != 1.0 {
+			t.Errorf("a bad payload was retried: %v", f)
+		}
+		if h.rdb.HGet(ctx, "job:"+id, "payload").Val() == "" {
+			t.Errorf("job %s lost its payload", id)
+		}
+	}
+	h.waitFor("the good job to complete", func() bool { return h.status(good) == "completed" })
+	if h.status(unknown) != "pending" || h.rdb.ZScore(ctx, "jobs:pending", unknown).Err() != nil {
+		t.Errorf("a job for a service nobody here serves must stay pending for another machine; status %q", h.status(unknown))
+	}
+}
+
+func TestRetryableFailuresAreRetriedThenFail(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "mock"})
+	id := h.submit("mock", `{"delay_ms":1,"should_fail":true}`)
+	h.waitFor("the job to fail for good", func() bool { return h.status(id) == "failed" })
+	if rc := h.rdb.HGet(context.Background(), "job:"+id, "retry_count").Val(); rc != "3" {
+		t.Errorf("retry_count = %s, want 3 attempts", rc)
+	}
+	if e := h.rdb.HGet(context.Background(), "job:"+id, "error").Val(); e != "Mock failure requested" {
+		t.Errorf("error = %q", e)
+	}
+}
+
+func TestDrainFinishesShortJobsAndReturnsLongOnes(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation:2", "MACHINE_DRAIN_TIMEOUT": "1s"})
+	short := h.submit("simulation", `{"duration_ms":300,"steps":3}`)
+	long := h.submit("simulation", `{"duration_ms":60000,"steps":60}`)
+	h.waitFor("both jobs to start", func() bool { return h.status(short) == "in_progress" && h.status(long) == "in_progress" })
+	h.stop()
+	if st := h.status(short); st != "completed" {
+		t.Errorf("short job ended %q, want completed within the drain timeout", st)
+	}
+	ctx := context.Background()
+	lh := h.rdb.HGetAll(ctx, "job:"+long).Val()
+	if lh["status"] != "pending" || lh["retry_count"] != "0" || lh["worker_id"] != "" {
+		t.Errorf("long job after drain: %v; want pending with its retries untouched", lh)
+	}
+	if h.rdb.ZScore(ctx, "jobs:pending", long).Err() != nil {
+		t.Error("long job is not back in jobs:pending")
+	}
+	keys := h.rdb.Keys(ctx, "jobs:active:*").Val()
+	for _, k := range keys {
+		if n := h.rdb.HLen(ctx, k).Val(); n != 0 {
+			t.Errorf("%s still lists %d jobs", k, n)
+		}
+	}
+	if n := len(h.rdb.Keys(ctx, "worker:test-box-*").Val()); n != 0 {
+		t.Errorf("%d worker keys left after a clean stop", n)
+	}
+}
+
+func TestHTTPRoutes(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_API_TOKEN": "s3cret-token"})
+	base := "http://" + h.m.HTTPAddr()
+	get := func(method, path, token string) (int, map[string]any, string) {
+		req, _ := http.NewRequest(method, base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var m map[string]any
+		_ = json.Unmarshal(body, &m)
+		return resp.StatusCode, m, string(body)
+	}
+	code, body, _ := get("GET", "/health", "")
+	if code != 200 || body["healthy"] != true {
+		t.Errorf("/health = %d %v", code, body)
+	}
+	if agg, _ := body["services"].(map[string]any)["status-aggregator"].(map[string]any); agg["healthy"] != true {
+		t.Errorf("/health status-aggregator = %v", agg)
+	}
+	if code, body, _ = get("GET", "/ready", ""); code != 200 || body["ready"] != true {
+		t.Errorf("/ready = %d %v", code, body)
+	}
+	code, body, raw := get("GET", "/status", "")
+	if code != 200 || body["machine_id"] != "test-box" || body["phase"] != "ready" {
+		t.Errorf("/status = %d %v", code, body)
+	}
+	if strings.Contains(raw, "s3cret-token") {
+		t.Error("/status shows the API token")
+	}
+	if code, body, _ = get("POST", "/refresh-status", ""); code != 200 || body["message"] != "Status update triggered" {
+		t.Errorf("/refresh-status = %d %v", code, body)
+	}
+	if code, _, raw = get("GET", "/metrics", ""); code != 200 || !strings.Contains(raw, "machine_broker_up 1") {
+		t.Errorf("/metrics = %d, lacks machine_broker_up 1", code)
+	}
+	if code, _, _ = get("POST", "/restart/service?service=comfyui-gpu0", ""); code != 401 {
+		t.Errorf("restart without token = %d, want 401", code)
+	}
+	if code, body, _ = get("POST", "/restart/service?service=comfyui-gpu0", "s3cret-token"); code != 404 || !strings.Contains(fmt.Sprint(body["error"]), "comfyui-gpu0") {
+		t.Errorf("restart of an unknown service = %d %v", code, body)
+	}
+	if code, _, _ = get("GET", "/nope", ""); code != 404 {
+		t.Errorf("unknown route = %d", code)
+	}
+}
+
+func TestRefusesConnectorsItCannotRun(t *testing.T) {
+	cfg, err := config.Load(func(k string) (string, bool) {
+		v, ok := map[string]string{"WORKER_CONNECTORS": "comfyui,mock"}[k]
+		return v, ok
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = machine.New(cfg, slog.New(slog.DiscardHandler), "test")
+	if err == nil || !strings.Contains(err.Error(), `"comfyui"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
+		t.Fatalf("New = %v, want a clear refusal naming comfyui and WORKER_CONNECTORS", err)
+	}
+}
+
+func TestMachineStatusIsPublished(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_STATUS_UPDATE_INTERVAL_SECONDS": "1"})
+	ctx := context.Background()
+	ps := h.rdb.Subscribe(ctx, "machine:status:test-box")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	id := h.submit("simulation", `{"duration_ms":200}`)
+	deadline := time.After(15 * time.Second)
+	for !(seen["periodic"] && seen["event_driven:busy"]) {
+		select {
+		case msg := <-ps.Channel():
+			var m struct {
+				UpdateType string `json:"update_type"`
+				Status     struct {
+					Workers map[string]struct {
+						Status       string  `json:"status"`
+						CurrentJobID *string `json:"current_job_id"`
+					} `json:"workers"`
+				} `json:"status"`
+			}
+			if err := json.Unmarshal([]byte(msg.Payload), &m); err != nil {
+				t.Fatal(err)
+			}
+			seen[m.UpdateType] = true
+			if w := m.Status.Workers["test-box-worker-simulation-0"]; m.UpdateType == "event_driven" && w.Status == "busy" && w.CurrentJobID != nil && *w.CurrentJobID == id {
+				seen["event_driven:busy"] = true
+			}
+		case <-deadline:
+			t.Fatalf("status messages seen: %v; want a periodic one and an event-driven one showing the busy slot", seen)
+		}
+	}
+}
