@@ -56,7 +56,6 @@ func TestConnectorSyntax(t *testing.T) {
 	}
 }
 
-
 // Every problem is reported at once, each naming its variable and a fix.
 func TestEveryProblemAtOnce(t *testing.T) {
 	_, err := load(map[string]string{
