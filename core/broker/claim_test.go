@@ -236,3 +236,37 @@ func TestCapabilitiesNeverCarryNull(t *testing.T) {
 		t.Error("capabilities without worker_id were accepted")
 	}
 }
+
+func TestServiceCacheIsKeptTidy(t *testing.T) {
+	e := newEnv(t)
+	base := time.Now().Add(-time.Hour)
+	for i := range 5 {
+		e.apiJob(fmt.Sprintf("other-%d", i), map[string]string{"service_required": "comfyui", "created_at": iso(base.Add(time.Duration(i) * 10 * time.Second))})
+	}
+	e.apiJob("mine", map[string]string{"created_at": iso(base.Add(time.Minute))})
+	if id := e.claimID(e.caps(slotCaps{})); id != "mine" {
+		t.Fatalf("claimed %q", id)
+	}
+	cache := e.rdb.HGetAll(e.ctx, broker.KeyServiceCache).Val()
+	if len(cache) != 5 || cache["other-0"] != "comfyui" {
+		t.Fatalf("service cache = %v, want the 5 unclaimed jobs and not the claimed one", cache)
+	}
+	// The API cancels two pending jobs: ZREM from jobs:pending only.
+	e.rdb.ZRem(e.ctx, "jobs:pending", "other-1", "other-3")
+	n, err := e.b.PruneServiceCache(e.ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("prune = %d, %v; want 2", n, err)
+	}
+	if e.rdb.HLen(e.ctx, broker.KeyServiceCache).Val() != 3 {
+		t.Error("prune removed entries of jobs still pending")
+	}
+	// A job whose hash vanished after it was cached is still removed when a worker for its
+	// service reaches it.
+	e.rdb.Del(e.ctx, "job:other-0")
+	if id := e.claimID(e.caps(slotCaps{services: []string{"comfyui"}})); id != "other-2" {
+		t.Fatalf("claimed %q, want other-2 after skipping the vanished other-0", id)
+	}
+	if e.rdb.ZScore(e.ctx, "jobs:pending", "other-0").Err() != redis.Nil {
+		t.Error("vanished job still pending")
+	}
+}

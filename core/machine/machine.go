@@ -274,11 +274,12 @@ func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) err
 	}
 }
 
-// liveness pings the broker every 2 s (health, metrics) and heartbeats every slot.
+// liveness pings the broker every 2 s (health, metrics), heartbeats every slot, and prunes
+// the claim script's service cache every 5 minutes.
 func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	lastBeat := time.Now()
+	lastBeat, lastPrune := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -295,6 +296,14 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) 
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil && time.Since(lastPrune) >= 5*time.Minute {
+			lastPrune = time.Now()
+			if n, perr := b.PruneServiceCache(ctx); perr != nil {
+				m.log.Warn("service cache not pruned; will try again", "err", perr)
+			} else if n > 0 {
+				m.log.Debug("service cache pruned", "entries", n)
+			}
 		}
 		m.store.BrokerReachable(err == nil, err)
 		if err == nil {

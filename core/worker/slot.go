@@ -185,10 +185,12 @@ func (s *Slot) execute(jobCtx context.Context, j *job.Job, log *slog.Logger) (re
 			res, err = job.Result{}, fmt.Errorf("connector %s crashed on this job: %v", s.p.Connector, r)
 		}
 	}()
-	var last time.Time
+	// Progress reaches the broker at most every progressEvery, and not at all for jobs shorter
+	// than that: the claim already published 0 % and completion publishes 100 %.
+	last := time.Now()
 	report := func(p job.Progress) {
 		s.p.Store.JobProgress(s.p.ID, p.Percent, p.Message)
-		if now := time.Now(); now.Sub(last) >= s.progressEvery || p.Percent >= 100 {
+		if now := time.Now(); now.Sub(last) >= s.progressEvery && p.Percent < 100 {
 			last = now
 			wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
 			defer wcancel()

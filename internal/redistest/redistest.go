@@ -93,6 +93,9 @@ func (s *Server) start(bin string) error {
 // Client returns a new client for the server; the caller closes it.
 func (s *Server) Client() *redis.Client { return redis.NewClient(&redis.Options{Addr: s.Addr}) }
 
+// Pid is the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Stop kills the server by its pid.
 func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {

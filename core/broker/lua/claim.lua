@@ -4,6 +4,11 @@
 -- limited to the first 100 jobs: it covers `limit` jobs from the head, then a rotating window of
 -- the tail, so no job starves behind unclaimable ones.
 --
+-- To keep a scan cheap when thousands of jobs for other services sit ahead, each pending job's
+-- service_required is cached in the hash jobs:pending:service (ours, additive): one HMGET per
+-- page of 1000 ids replaces one call per id. A job's service never changes, so the cache is never
+-- stale; entries of jobs that left the queue by other paths are pruned by PruneServiceCache.
+--
 -- ARGV[1] capabilities JSON (never contains null)
 -- ARGV[2] scan limit per window
 -- ARGV[3] tail cursor (position in jobs:pending where the tail window starts)
@@ -14,6 +19,8 @@ local limit = tonumber(ARGV[2]) or 10000
 local cursor = tonumber(ARGV[3]) or 0
 local worker_id = caps.worker_id
 local pending = 'jobs:pending'
+local svc_cache = 'jobs:pending:service'
+local ANY = '\0' -- cached marker of a job without service_required: every worker may take it
 
 local services = {}
 if type(caps.job_service_required_map) == 'table' then
@@ -140,6 +147,7 @@ local function try(id)
   if not f[1] then
     if redis.call('EXISTS', key) == 0 then
       redis.call('ZREM', pending, id)
+      redis.call('HDEL', svc_cache, id)
       return nil, true
     end
     return nil, false
@@ -160,19 +168,46 @@ local function try(id)
   return job, false
 end
 
--- scan looks at up to `count` ids from position `from`, in pages.
+-- scan looks at up to `count` ids from position `from`, in pages that start small (the head
+-- of the queue usually matches) and grow to 1000.
 local function scan(from, count)
-  local page = 512
+  local page = 16
   local pos, seen = from, 0
   while seen < count do
     local n = math.min(page, count - seen)
+    page = math.min(page * 4, 1000)
     local ids = redis.call('ZREVRANGE', pending, pos, pos + n - 1)
     if #ids == 0 then return nil end
+    local svcs = redis.call('HMGET', svc_cache, unpack(ids))
+    local learned = {}
     local removed = 0
-    for _, id in ipairs(ids) do
-      local job, dangling = try(id)
-      if job then return id, job end
-      if dangling then removed = removed + 1 end
+    local found_id, found_job
+    for i = 1, #ids do
+      local id, svc = ids[i], svcs[i]
+      if not svc then
+        local f = redis.call('HMGET', 'job:' .. id, 'id', 'service_required')
+        if f[1] then
+          svc = f[2] or ANY
+          learned[#learned + 1] = id
+          learned[#learned + 1] = svc
+        elseif redis.call('EXISTS', 'job:' .. id) == 0 then
+          redis.call('ZREM', pending, id)
+          removed = removed + 1
+        end
+      end
+      if svc and (svc == ANY or services[svc]) then
+        local job, dangling = try(id)
+        if job then
+          found_id, found_job = id, job
+          break
+        end
+        if dangling then removed = removed + 1 end
+      end
+    end
+    if #learned > 0 then redis.call('HSET', svc_cache, unpack(learned)) end
+    if found_id then
+      redis.call('HDEL', svc_cache, found_id)
+      return found_id, found_job
     end
     seen = seen + #ids
     pos = pos + #ids - removed

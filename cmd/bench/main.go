@@ -1,0 +1,403 @@
+// Command bench measures the machine end to end against a real redis-server it starts itself,
+// and prints one table: medians and percentiles, each next to a baseline measured in the same
+// run. `make bench` runs it. These machines are shared and noisy: read ratios, not absolutes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/internal/redistest"
+)
+
+type row struct {
+	metric, value, baseline, ratio, goal string
+}
+
+func main() {
+	bin := flag.String("machine", "bin/machine", "the machine binary to measure")
+	samples := flag.Int("samples", 200, "pickup latency samples")
+	jobs := flag.Int("jobs", 20000, "jobs per throughput run")
+	flag.Parse()
+	if err := run(*bin, *samples, *jobs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin string, samples, jobs int) error {
+	dir, err := os.MkdirTemp("", "machine-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := redistest.StartServer(dir)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	rdb := srv.Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	b := broker.New(rdb)
+	var rows []row
+
+	fmt.Fprintln(os.Stderr, "pickup latency: machine (wake on job_submitted) …")
+	m, err := startMachine(bin, dir, srv.URL, "mock:4")
+	if err != nil {
+		return err
+	}
+	fast, err := pickup(ctx, b, rdb, samples, 5*time.Millisecond)
+	m.stop()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "pickup latency: baseline (4 workers polling every 1 s, the old runtime) …")
+	stopPollers := pollers(ctx, b, 4, time.Second)
+	slow, err := pickup(ctx, b, rdb, max(samples/5, 20), 0)
+	stopPollers()
+	if err != nil {
+		return err
+	}
+	rows = append(rows,
+		latencyRow("enqueue→claim p50, idle slots", fast, slow, 0.5, "≤ 2 ms"),
+		latencyRow("enqueue→claim p99, idle slots", fast, slow, 0.99, ""),
+	)
+
+	fmt.Fprintln(os.Stderr, "throughput: no-op jobs, 8 slots, 3 runs …")
+	var rates []float64
+	var rss int64
+	for range 3 {
+		r, kb, err := throughput(ctx, b, rdb, bin, dir, srv.URL, jobs, srv.Pid())
+		if err != nil {
+			return err
+		}
+		rates = append(rates, r)
+		rss = max(rss, kb)
+	}
+	rows = append(rows, row{"no-op job lifecycle, 8 slots (median of 3)", fmt.Sprintf("%.0f jobs/s", median(rates)),
+		fmt.Sprintf("runs %s", fmtRates(rates)), "", "≥ 5000 jobs/s"})
+
+	fmt.Fprintln(os.Stderr, "claim with 10,000 unrelated pending jobs ahead …")
+	empty, full, err := claimBehind(ctx, b, rdb, 10000)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{"claim with 10,000 unrelated jobs ahead (p50)", ms(percentile(full, 0.5)),
+		ms(percentile(empty, 0.5)) + " (empty queue)", fmt.Sprintf("×%.1f", ratio(full, empty)), "≤ 5 ms"},
+		row{"claim with 10,000 unrelated jobs ahead (p99)", ms(percentile(full, 0.99)), ms(percentile(empty, 0.99)) + " (empty queue)", "", ""})
+
+	rows = append(rows, row{"headless core RSS, 8 slots, after the runs", fmt.Sprintf("%.1f MB", float64(rss)/1024), "", "", "≤ 30 MB"})
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "METRIC\tVALUE\tBASELINE (same run)\tRATIO\tGOAL")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.metric, r.value, r.baseline, r.ratio, r.goal)
+	}
+	return tw.Flush()
+}
+
+// machineProc is a running `machine --no-tui`.
+type machineProc struct {
+	cmd  *exec.Cmd
+	port int
+}
+
+func startMachine(bin, dir, url, connectors string) (*machineProc, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--no-tui")
+	cmd.Env = append(os.Environ(), "HUB_REDIS_URL="+url, "WORKER_CONNECTORS="+connectors, "MACHINE_ID=bench",
+		"MACHINE_HEALTH_PORT="+strconv.Itoa(port), "MACHINE_RUN_DIR="+filepath.Join(dir, "run"), "LOG_LEVEL=warn")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w (run `make build` first)", bin, err)
+	}
+	m := &machineProc{cmd: cmd, port: port}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", port)); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return m, nil
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.stop()
+	return nil, fmt.Errorf("machine did not get ready within 20 s")
+}
+
+// cpuTicks is a process's user+system CPU time in clock ticks.
+func cpuTicks(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + k
+}
+
+func (m *machineProc) rssKB() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+func (m *machineProc) stop() {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = m.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// pickup submits jobs one at a time to idle workers and returns each job's enqueue→claim time:
+// from just before the submit to the claim's own timestamp (assigned_at, Redis's clock, which
+// is this host's clock).
+func pickup(ctx context.Context, b *broker.Broker, rdb *redis.Client, n int, gap time.Duration) ([]time.Duration, error) {
+	ps := rdb.Subscribe(ctx, broker.ChanClaimed)
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		return nil, err
+	}
+	ch := ps.Channel()
+	var out []time.Duration
+	for range n {
+		t0 := time.Now()
+		id, err := b.Submit(ctx, broker.JobSpec{Service: "mock", Payload: []byte(`{"delay_ms":0}`)})
+		if err != nil {
+			return nil, err
+		}
+		if err := waitClaimed(ch, id); err != nil {
+			return nil, err
+		}
+		at, err := parseSecMicros(rdb.HGet(ctx, broker.JobKey(id), "assigned_at").Val())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, at.Sub(t0))
+		time.Sleep(gap)
+	}
+	return out, nil
+}
+
+func waitClaimed(ch <-chan *redis.Message, id string) error {
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-ch:
+			if strings.Contains(m.Payload, id) {
+				return nil
+			}
+		case <-timeout:
+			return fmt.Errorf("job %s was not claimed within 10 s", id)
+		}
+	}
+}
+
+func parseSecMicros(s string) (time.Time, error) {
+	sec, micros, ok := strings.Cut(s, ".")
+	if !ok {
+		return time.Time{}, fmt.Errorf("assigned_at %q is not sec.micros", s)
+	}
+	a, err1 := strconv.ParseInt(sec, 10, 64)
+	c, err2 := strconv.ParseInt(micros, 10, 64)
+	if err1 != nil || err2 != nil {
+		return time.Time{}, fmt.Errorf("assigned_at %q is not sec.micros", s)
+	}
+	return time.Unix(a, c*1000), nil
+}
+
+// pollers emulates the old runtime's workers: each claims every interval (the old
+// WORKER_POLL_INTERVAL_MS), at a random phase, and completes what it claims at once.
+func pollers(ctx context.Context, b *broker.Broker, n int, interval time.Duration) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range n {
+		id := fmt.Sprintf("baseline-worker-mock-%d", i)
+		caps, _ := broker.Capabilities{WorkerID: id, Services: []string{"mock"}}.Encode()
+		wg.Go(func() {
+			time.Sleep(time.Duration(rand.Int64N(int64(interval))))
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				if j, _, err := b.Claim(ctx, caps, 100, 0); err == nil && j != nil {
+					_ = b.Complete(ctx, j, id, jobResult())
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// throughput preloads jobs, starts a machine with 8 slots, and measures the completion rate
+// between 10 % and 90 % of the jobs (steady state, start-up excluded). It returns jobs/s and
+// the machine's RSS afterwards.
+func throughput(ctx context.Context, b *broker.Broker, rdb *redis.Client, bin, dir, url string, n, redisPid int) (float64, int64, error) {
+	if err := rdb.FlushAll(ctx).Err(); err != nil { // our own server
+		return 0, 0, err
+	}
+	const batch = 500
+	for i := 0; i < n; i += batch {
+		pipe := rdb.Pipeline()
+		now := broker.ISO(time.Now())
+		for k := i; k < min(i+batch, n); k++ {
+			id := fmt.Sprintf("tp-%d", k)
+			pipe.HSet(ctx, broker.JobKey(id), "id", id, "service_required", "mock", "priority", "50",
+				"payload", `{"delay_ms":0}`, "requirements", "", "created_at", now, "status", "pending",
+				"retry_count", "0", "max_retries", "3")
+			pipe.ZAdd(ctx, broker.KeyPending, redis.Z{Score: float64(50e15 - k), Member: id})
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
+	m, err := startMachine(bin, dir, url, "mock:8")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer m.stop()
+	lo, hi := int64(n/10), int64(n*9/10)
+	var tLo, tHi time.Time
+	deadline := time.Now().Add(5 * time.Minute)
+	for tHi.IsZero() {
+		done := rdb.HLen(ctx, broker.KeyCompleted).Val()
+		now := time.Now()
+		if tLo.IsZero() && done >= lo {
+			tLo = now
+		}
+		if done >= hi {
+			tHi = now
+		}
+		if now.After(deadline) {
+			return 0, 0, fmt.Errorf("only %d of %d jobs completed in 5 minutes", done, n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	rate := float64(hi-lo) / tHi.Sub(tLo).Seconds()
+	if os.Getenv("BENCH_VERBOSE") != "" {
+		fmt.Fprintf(os.Stderr, "  cpu ticks: machine %d, redis %d\n", cpuTicks(m.cmd.Process.Pid), cpuTicks(redisPid))
+	}
+	for rdb.HLen(ctx, broker.KeyCompleted).Val() < int64(n) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return rate, m.rssKB(), nil
+}
+
+// claimBehind times single claims with an empty queue, then with `ahead` higher-priority jobs
+// for a service this worker does not serve in front of its job.
+func claimBehind(ctx context.Context, b *broker.Broker, rdb *redis.Client, ahead int) (empty, full []time.Duration, err error) {
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		return nil, nil, err
+	}
+	caps, _ := broker.Capabilities{WorkerID: "bench-worker-mock-0", Services: []string{"mock"}}.Encode()
+	measure := func(n int) ([]time.Duration, error) {
+		var out []time.Duration
+		for range n {
+			if _, err := b.Submit(ctx, broker.JobSpec{Service: "mock", Priority: 10}); err != nil {
+				return nil, err
+			}
+			t0 := time.Now()
+			j, _, err := b.Claim(ctx, caps, 20000, 0)
+			d := time.Since(t0)
+			if err != nil || j == nil {
+				return nil, fmt.Errorf("claim behind the queue: job %v, %v", j, err)
+			}
+			out = append(out, d)
+		}
+		return out, nil
+	}
+	if empty, err = measure(50); err != nil {
+		return nil, nil, err
+	}
+	pipe := rdb.Pipeline()
+	for k := range ahead {
+		id := fmt.Sprintf("other-%d", k)
+		pipe.HSet(ctx, broker.JobKey(id), "id", id, "service_required", "comfyui", "priority", "90", "payload", "{}", "status", "pending")
+		pipe.ZAdd(ctx, broker.KeyPending, redis.Z{Score: float64(90e15 - k), Member: id})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, nil, err
+	}
+	full, err = measure(50)
+	return empty, full, err
+}
+
+func latencyRow(name string, v, base []time.Duration, p float64, goal string) row {
+	a, c := percentile(v, p), percentile(base, p)
+	return row{name, ms(a), ms(c) + " (1 s polling)", fmt.Sprintf("%.0f× faster", float64(c)/float64(max(a, 1))), goal}
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(int(p*float64(len(s))), len(s)-1)]
+}
+
+func ratio(a, b []time.Duration) float64 {
+	return float64(percentile(a, 0.5)) / float64(max(percentile(b, 0.5), 1))
+}
+
+func median(f []float64) float64 {
+	s := slices.Clone(f)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func fmtRates(r []float64) string {
+	var parts []string
+	for _, x := range r {
+		parts = append(parts, fmt.Sprintf("%.0f", x))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func jobResult() job.Result { return job.Result{Success: true} }
