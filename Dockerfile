@@ -11,7 +11,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/machine ./cmd/machine
+RUN CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/machine ./cmd/machine
 
 # ---- runtime: slim Debian, the binary, nothing else ----
 FROM debian:bookworm-slim AS runtime

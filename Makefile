@@ -1,6 +1,7 @@
 # The two commands a fresh machine needs: `make run` and `make test` (see README).
 GO      ?= go
 export PATH := /usr/local/go/bin:$(PATH)
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

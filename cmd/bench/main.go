@@ -25,6 +25,8 @@ import (
 
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/redistest"
 )
 
@@ -106,6 +108,11 @@ func run(bin string, samples, jobs int) error {
 		row{"claim with 10,000 unrelated jobs ahead (p99)", ms(percentile(full, 0.99)), ms(percentile(empty, 0.99)) + " (empty queue)", "", ""})
 
 	rows = append(rows, row{"headless core RSS, 8 slots, after the runs", fmt.Sprintf("%.1f MB", float64(rss)/1024), "", "", "≤ 30 MB"})
+
+	fmt.Fprintln(os.Stderr, "GPU sampler cost at 8 GPUs …")
+	tick, gpuOnly := samplerCost(ctx)
+	rows = append(rows, row{"GPU sampler at 1 Hz, 8 GPUs (fake) + host + gauges", fmt.Sprintf("%.3f %% of a core", tick.Seconds()*100),
+		fmt.Sprintf("%.1f µs a tick (GPU reads alone)", float64(gpuOnly.Nanoseconds())/1000), fmt.Sprintf("%.0f µs CPU a tick", float64(tick.Microseconds())), "< 0.5 % of a core"})
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tVALUE\tBASELINE (same run)\tRATIO\tGOAL")
@@ -364,6 +371,36 @@ func claimBehind(ctx context.Context, b *broker.Broker, rdb *redis.Client, ahead
 	}
 	full, err = measure(50)
 	return empty, full, err
+}
+
+// cpuTime is this process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// samplerCost returns the median CPU time of one sampler tick (8 fake GPUs, host metrics,
+// Prometheus gauges), and of the GPU reads alone, over batches of ticks. At 1 Hz, CPU time per
+// tick in seconds ×100 is the share of one core.
+func samplerCost(ctx context.Context) (tick, gpuOnly time.Duration) {
+	m := metrics.New()
+	full := gpu.NewSampler(gpu.SamplerParams{Source: gpu.NewFake(8, "", 0), Host: gpu.NewHost("/"),
+		OnSample: func(s gpu.Snapshot) { m.ObserveTelemetry(s) }})
+	bare := gpu.NewSampler(gpu.SamplerParams{Source: gpu.NewFake(8, "", 0)})
+	measure := func(s *gpu.Sampler) time.Duration {
+		var per []time.Duration
+		for range 5 {
+			const n = 200
+			t0 := cpuTime()
+			for range n {
+				s.Sample(ctx)
+			}
+			per = append(per, (cpuTime()-t0)/n)
+		}
+		return percentile(per, 0.5)
+	}
+	return measure(full), measure(bare)
 }
 
 func latencyRow(name string, v, base []time.Duration, p float64, goal string) row {

@@ -32,6 +32,9 @@ func newPlanCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := detectGPUs(cfg); err != nil {
+				return err
+			}
 			p, err := plan.New(cfg)
 			if err != nil {
 				return err
@@ -60,7 +63,9 @@ func gpuLabel(g int) string {
 func printPlan(w io.Writer, cfg *config.Config, p *plan.Plan) {
 	gpus := fmt.Sprint(p.GPUCount)
 	if cfg.SimulatedGPUs && p.GPUCount > 0 {
-		gpus += " (simulated; set MACHINE_GPU_COUNT)"
+		gpus += " (simulated: no NVIDIA driver, or GPU_MODE=mock)"
+	} else if p.GPUCount > 0 {
+		gpus += fmt.Sprintf(" × %s, %.0f GB", cfg.GPUModel, cfg.GPUMemoryGB)
 	}
 	broker := cfg.RedactedRedisURL()
 	if broker == "" {
@@ -101,6 +106,9 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := detectGPUs(cfg); err != nil {
+				return err
+			}
 			if _, err := plan.New(cfg); err != nil {
 				return err
 			}
@@ -116,6 +124,15 @@ func newConfigCmd() *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// detectGPUs lets the GPU source fill what the environment left unset, as `machine` does.
+func detectGPUs(cfg *config.Config) error {
+	src, _, err := machine.OpenGPUs(cfg)
+	if err != nil {
+		return err
+	}
+	return src.Close()
 }
 
 // brokerURL is HUB_REDIS_URL, or the URL a running machine's embedded broker advertised.

@@ -83,7 +83,15 @@ func run(stderr io.Writer, noTUI bool) error {
 	if terminal {
 		fmt.Fprintln(stderr, "machine: the console is not part of this build yet; running headless (use --no-tui to silence this notice)")
 	}
-	m, err := machine.New(cfg, log, version)
+	gpus, note, err := machine.OpenGPUs(cfg)
+	if err != nil {
+		return err
+	}
+	defer gpus.Close()
+	if note != "" {
+		log.Info("GPUs are simulated", "why", note, "count", cfg.GPUCount)
+	}
+	m, err := machine.New(cfg, machine.Options{Log: log, Version: version, GPUs: gpus})
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/emp-job-queue/machine/internal/redistest"
 )
 
-var binary string
+var binary, binaryNoCgo string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "machine-bin")
@@ -30,6 +30,13 @@ func TestMain(m *testing.M) {
 	binary = filepath.Join(dir, "machine")
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build machine: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	binaryNoCgo = filepath.Join(dir, "machine-nocgo")
+	build := exec.Command("go", "build", "-o", binaryNoCgo, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build machine with CGO_ENABLED=0: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -258,5 +265,22 @@ func TestSubmitWithoutBrokerSaysWhatToDo(t *testing.T) {
 	out, err := command(map[string]string{"MACHINE_RUN_DIR": t.TempDir()}, "submit").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "HUB_REDIS_URL") {
 		t.Errorf("submit with no broker: %v\n%s", err, out)
+	}
+}
+
+// A build without cgo has no NVML: it runs on simulated GPUs, and says so clearly when real
+// ones are demanded.
+func TestBuildWithoutCgo(t *testing.T) {
+	cmd := exec.Command(binaryNoCgo, "plan")
+	cmd.Env = []string{"GPU_MODE=actual"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "CGO_ENABLED=0") || !strings.Contains(string(out), "GPU_MODE") {
+		t.Errorf("GPU_MODE=actual without cgo: %v\n%s", err, out)
+	}
+	cmd = exec.Command(binaryNoCgo, "plan")
+	cmd.Env = []string{"MACHINE_GPU_COUNT=3"}
+	out, err = cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "GPUs 3 (simulated") {
+		t.Errorf("plan without cgo: %v\n%s", err, out)
 	}
 }

@@ -26,14 +26,19 @@ type Config struct {
 
 	Connectors []Connector // WORKER_CONNECTORS (alias WORKERS)
 
-	GPUCount        int     // MACHINE_GPU_COUNT
-	HasGPU          bool    // MACHINE_HAS_GPU
-	GPUModel        string  // MACHINE_GPU_MODEL
-	GPUMemoryGB     float64 // MACHINE_GPU_MEMORY_GB
-	RAMGB           float64 // MACHINE_RAM_GB
-	CPUCores        int     // MACHINE_CPU_CORES
-	InstancesPerGPU int     // PM2_INSTANCES_PER_GPU
-	SimulatedGPUs   bool    // true when the GPU count was not configured and the demo default applies
+	GPUCount        int           // MACHINE_GPU_COUNT
+	HasGPU          bool          // MACHINE_HAS_GPU
+	GPUModel        string        // MACHINE_GPU_MODEL
+	GPUMemoryGB     float64       // MACHINE_GPU_MEMORY_GB
+	RAMGB           float64       // MACHINE_RAM_GB
+	CPUCores        int           // MACHINE_CPU_CORES
+	InstancesPerGPU int           // PM2_INSTANCES_PER_GPU
+	SimulatedGPUs   bool          // true when the GPUs are the fake source's
+	GPUMode         string        // GPU_MODE: auto (NVML if present), actual (NVML or fail), mock (fake)
+	GPUSampleEvery  time.Duration // MACHINE_GPU_SAMPLE_INTERVAL_MS
+	Workspace       string        // MACHINE_WORKSPACE: whose disk the host metrics report
+
+	gpuCountSet, gpuModelSet, gpuMemorySet bool
 
 	RedisURL string // HUB_REDIS_URL; empty: start the embedded broker
 
@@ -64,6 +69,21 @@ type Simulation struct {
 	Duration    time.Duration // WORKER_SIMULATION_PROCESSING_TIME (seconds)
 	Steps       int           // WORKER_SIMULATION_STEPS
 	FailureRate float64       // WORKER_SIMULATION_FAILURE_RATE (0..1)
+}
+
+// ApplyGPUs fills the GPU fields the environment left unset from what the GPU source
+// found: environment overrides win. simulated says the source is the fake one.
+func (c *Config) ApplyGPUs(count int, model string, memoryGB float64, simulated bool) {
+	c.SimulatedGPUs = simulated
+	if !simulated && !c.gpuCountSet && c.HasGPU {
+		c.GPUCount = count
+	}
+	if !c.gpuModelSet && model != "" {
+		c.GPUModel = model
+	}
+	if !c.gpuMemorySet && memoryGB > 0 {
+		c.GPUMemoryGB = memoryGB
+	}
 }
 
 // Embedded reports whether the machine runs its own in-process broker.

@@ -43,19 +43,28 @@ func Load(env Lookup) (*Config, error) {
 	c.MachineType = r.str("MACHINE_TYPE", "")
 	c.Pool = r.str("MACHINE_POOL", "")
 
-	_, gpuSet := env("MACHINE_GPU_COUNT")
+	c.gpuCountSet = r.str("MACHINE_GPU_COUNT", "") != ""
+	c.gpuModelSet = r.str("MACHINE_GPU_MODEL", "") != ""
+	c.gpuMemorySet = r.str("MACHINE_GPU_MEMORY_GB", "") != ""
 	c.GPUCount = r.intRange("MACHINE_GPU_COUNT", DefaultSimulatedGPUs, 0, 64, "the number of GPUs to use, e.g. 2 (0 for a CPU-only machine)")
-	c.SimulatedGPUs = !gpuSet
+	c.SimulatedGPUs = true // until a GPU source says otherwise (ApplyGPUs)
+	c.GPUMode = strings.ToLower(r.str("GPU_MODE", "auto"))
+	switch c.GPUMode {
+	case "auto", "actual", "mock":
+	default:
+		r.problem("GPU_MODE %q must be auto (NVML when a driver is present), actual (NVML or fail) or mock (simulated GPUs)", c.GPUMode)
+	}
+	c.GPUSampleEvery = r.millis("MACHINE_GPU_SAMPLE_INTERVAL_MS", time.Second, 100*time.Millisecond, time.Minute, "a number of milliseconds such as 1000")
 	c.HasGPU = r.boolean("MACHINE_HAS_GPU", c.GPUCount > 0)
 	if !c.HasGPU {
 		c.GPUCount = 0
 	}
 	c.GPUModel = r.str("MACHINE_GPU_MODEL", "")
-	if c.GPUModel == "" && c.SimulatedGPUs && c.GPUCount > 0 {
+	if c.GPUModel == "" && c.GPUCount > 0 {
 		c.GPUModel = "Simulated GPU"
 	}
 	c.GPUMemoryGB = r.float("MACHINE_GPU_MEMORY_GB", 0, "the memory of one GPU in GB, e.g. 24")
-	if c.GPUMemoryGB == 0 && c.SimulatedGPUs && c.GPUCount > 0 {
+	if c.GPUMemoryGB == 0 && c.GPUCount > 0 {
 		c.GPUMemoryGB = 24
 	}
 	c.RAMGB = r.float("MACHINE_RAM_GB", hostRAMGB(), "the machine's RAM in GB, e.g. 64")
@@ -92,6 +101,7 @@ func Load(env Lookup) (*Config, error) {
 	c.DrainTimeout = r.duration("MACHINE_DRAIN_TIMEOUT", 60*time.Second, "a duration such as 60s or 5m")
 	c.InstallTimeout = r.duration("SERVICE_INSTALL_TIMEOUT", 30*time.Minute, "a duration such as 30m, or a number of seconds")
 	c.RunDir = r.str("MACHINE_RUN_DIR", DefaultRunDir())
+	c.Workspace = r.str("MACHINE_WORKSPACE", defaultWorkspace())
 	c.ComfyUIBasePort = r.intRange("COMFYUI_BASE_PORT", 8188, 1, 65000, "a TCP port such as 8188")
 	c.LogLevel = strings.ToLower(r.str("LOG_LEVEL", "info"))
 	switch c.LogLevel {
@@ -328,6 +338,17 @@ func (r *reader) connectors() []Connector {
 		r.problem("%s is empty; name at least one connector, e.g. %s=simulation", key, key)
 	}
 	return out
+}
+
+// defaultWorkspace is /workspace (the image's) where it exists, else the current directory.
+func defaultWorkspace() string {
+	if st, err := os.Stat("/workspace"); err == nil && st.IsDir() {
+		return "/workspace"
+	}
+	if wd, err := os.Getwd(); err == nil {
+		return wd
+	}
+	return "/"
 }
 
 // hostRAMGB reads the host's memory from /proc/meminfo; 0 where that is unavailable.

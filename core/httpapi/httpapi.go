@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/gpu"
 )
 
 // Params builds the handler. Every field is immutable after New.
@@ -150,7 +151,49 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"broker": map[string]any{"url": snap.Broker.URL, "embedded": snap.Broker.Embedded,
 			"connected": snap.Broker.Connected, "last_error": snap.Broker.LastError},
 		"services": map[string]any{}, "slots": slots, "recent_jobs": recent,
+		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 	})
+}
+
+// na turns an n/a reading into JSON null.
+func na(v float64) any {
+	if gpu.IsNA(v) {
+		return nil
+	}
+	return v
+}
+
+// gpus lists the latest GPU readings with the job running on each (from the plan's binding:
+// NVML process ids are host pids and do not match ours inside a container).
+func gpus(snap state.Snapshot) []map[string]any {
+	out := []map[string]any{}
+	for _, r := range snap.Telemetry.GPUs {
+		var jobs []string
+		for _, sl := range snap.Slots {
+			if sl.GPU == r.Index && sl.JobID != "" {
+				jobs = append(jobs, sl.JobID)
+			}
+		}
+		reason, bad := snap.Telemetry.Unhealthy[r.Index]
+		out = append(out, map[string]any{
+			"index": r.Index, "name": r.Name, "uuid": r.UUID, "mig": r.MIG, "healthy": !bad, "unhealthy_reason": reason,
+			"utilization_percent": na(r.UtilGPU), "memory_utilization_percent": na(r.UtilMemory),
+			"memory_used_mb": na(r.MemoryUsedMB), "memory_total_mb": na(r.MemoryTotalMB),
+			"temperature_c": na(r.TemperatureC), "power_w": na(r.PowerW), "power_limit_w": na(r.PowerLimitW),
+			"fan_percent": na(r.FanPct), "sm_clock_mhz": na(r.SMClockMHz), "memory_clock_mhz": na(r.MemClockMHz),
+			"pstate": na(r.PState), "encoder_percent": na(r.EncoderUtil), "decoder_percent": na(r.DecoderUtil),
+			"jobs": jobs,
+		})
+	}
+	return out
+}
+
+func host(h gpu.HostReading) map[string]any {
+	return map[string]any{
+		"cpu_percent": na(h.CPUPercent), "cpu_cores": h.CPUCores, "memory_used_mb": na(h.MemUsedMB),
+		"memory_total_mb": na(h.MemTotalMB), "disk_path": h.DiskPath, "disk_used_gb": na(h.DiskUsedGB),
+		"disk_total_gb": na(h.DiskTotalGB),
+	}
 }
 
 func (s *server) refresh(w http.ResponseWriter, r *http.Request) {

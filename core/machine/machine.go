@@ -28,6 +28,7 @@ import (
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/status"
 	"github.com/emp-job-queue/machine/core/worker"
+	"github.com/emp-job-queue/machine/gpu"
 )
 
 // factories are the connectors this build can run.
@@ -62,6 +63,26 @@ func CheckRunnable(cfg *config.Config) error {
 	return nil
 }
 
+// Options are what New needs besides the configuration.
+type Options struct {
+	Log     *slog.Logger
+	Version string
+	// GPUs is the GPU source (OpenGPUs picks it); nil means a fake sized by the configuration.
+	GPUs gpu.Source
+}
+
+// OpenGPUs opens the GPU source GPU_MODE asks for and lets what it found fill the GPU
+// settings the environment left unset. note says why GPUs are simulated, when they are.
+func OpenGPUs(cfg *config.Config) (gpu.Source, string, error) {
+	src, note, err := gpu.Open(cfg.GPUMode, gpu.FakeSpec{Count: cfg.GPUCount, Model: cfg.GPUModel, MemoryGB: cfg.GPUMemoryGB})
+	if err != nil {
+		return nil, "", err
+	}
+	sum := gpu.Summarize(src)
+	cfg.ApplyGPUs(sum.Count, sum.Model, sum.MemoryGB, src.Name() == "fake")
+	return src, note, nil
+}
+
 // Machine is one machine's core.
 type Machine struct {
 	cfg     *config.Config
@@ -70,6 +91,7 @@ type Machine struct {
 	store   *state.Store
 	metrics *metrics.Metrics
 	version string
+	gpus    gpu.Source
 
 	mu       sync.Mutex
 	stopJobs context.CancelFunc // set while Run drains
@@ -77,7 +99,15 @@ type Machine struct {
 }
 
 // New prepares a machine for a validated configuration.
-func New(cfg *config.Config, log *slog.Logger, version string) (*Machine, error) {
+func New(cfg *config.Config, opts Options) (*Machine, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	gpus := opts.GPUs
+	if gpus == nil {
+		gpus = gpu.NewFake(cfg.GPUCount, cfg.GPUModel, cfg.GPUMemoryGB)
+	}
 	if err := CheckRunnable(cfg); err != nil {
 		return nil, err
 	}
@@ -89,10 +119,12 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Machine, error)
 	for i, s := range p.Slots {
 		slots[i] = state.Slot{ID: s.ID, Connector: s.Connector, GPU: s.GPU}
 	}
-	return &Machine{
-		cfg: cfg, plan: p, log: log, version: version,
+	m := &Machine{
+		cfg: cfg, plan: p, log: log, version: opts.Version, gpus: gpus,
 		store: state.New(cfg.MachineID, cfg.Pool, slots), metrics: metrics.New(),
-	}, nil
+	}
+	m.store.SetGPUSource(gpus.Name())
+	return m, nil
 }
 
 // Store is the machine's state, for readers.
@@ -181,6 +213,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake)) })
 	bg.Go(func() { m.liveness(bgCtx, b, ids) })
 	bg.Go(func() { pub.Run(bgCtx) })
+	sampler := m.sampler()
+	bg.Go(func() { sampler.Run(bgCtx) })
 
 	claimCtx, stopClaiming := context.WithCancel(ctx)
 	defer stopClaiming()
@@ -194,7 +228,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	for _, s := range m.plan.Slots {
 		slot := worker.New(worker.Params{
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](m.cfg),
-			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector],
+			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: gate(sampler, s.GPU),
 			PollInterval: m.cfg.PollInterval, ScanLimit: m.cfg.ClaimScanLimit, JobTimeout: m.cfg.JobTimeout, Log: m.log,
 		})
 		slots.Go(func() { slot.Run(claimCtx, jobCtx) })
@@ -312,6 +346,36 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) 
 			m.metrics.BrokerUp.Set(0)
 		}
 	}
+}
+
+// sampler reads GPUs and the host into the state store and the metrics. A fake source's load
+// follows the jobs running on each GPU, so the simulated GPUs look like the work they do.
+func (m *Machine) sampler() *gpu.Sampler {
+	if fake, ok := m.gpus.(*gpu.Fake); ok {
+		fake.SetActivity(func(index int) float64 {
+			for _, s := range m.store.Snapshot().Slots {
+				if s.GPU == index && s.JobID != "" {
+					return 1
+				}
+			}
+			return 0
+		})
+	}
+	return gpu.NewSampler(gpu.SamplerParams{
+		Source: m.gpus, Interval: m.cfg.GPUSampleEvery, Host: gpu.NewHost(m.cfg.Workspace), Log: m.log,
+		OnSample: func(t gpu.Snapshot) {
+			m.store.SetTelemetry(t)
+			m.metrics.ObserveTelemetry(t)
+		},
+	})
+}
+
+// gate keeps a slot bound to a GPU from claiming while that GPU is out of service.
+func gate(s *gpu.Sampler, index int) func() bool {
+	if index == plan.NoGPU {
+		return nil
+	}
+	return func() bool { return s.Healthy(index) }
 }
 
 // wakeChannels makes one channel per connector, with room for a token per slot.

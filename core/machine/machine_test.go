@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/machine"
 	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/redistest"
 )
 
@@ -36,11 +36,17 @@ type harness struct {
 // job_submitted wake-up.
 func start(t *testing.T, env map[string]string) *harness {
 	t.Helper()
+	return startWith(t, env, machine.Options{Version: "test"})
+}
+
+func startWith(t *testing.T, env map[string]string, opts machine.Options) *harness {
+	t.Helper()
 	srv := redistest.Start(t)
 	base := map[string]string{
 		"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "test-box", "MACHINE_HEALTH_PORT": "0",
 		"WORKER_POLL_INTERVAL_MS": "600000", "MACHINE_RUN_DIR": t.TempDir(),
 		"WORKER_SIMULATION_PROCESSING_TIME": "0.05", "WORKER_SIMULATION_STEPS": "2",
+		"MACHINE_DRAIN_TIMEOUT": "2s",
 	}
 	for k, v := range env {
 		base[k] = v
@@ -49,7 +55,7 @@ func start(t *testing.T, env map[string]string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := machine.New(cfg, slog.New(slog.DiscardHandler), "test")
+	m, err := machine.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +278,7 @@ func TestRefusesConnectorsItCannotRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = machine.New(cfg, slog.New(slog.DiscardHandler), "test")
+	_, err = machine.New(cfg, machine.Options{})
 	if err == nil || !strings.Contains(err.Error(), `"comfyui"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
 		t.Fatalf("New = %v, want a clear refusal naming comfyui and WORKER_CONNECTORS", err)
 	}
@@ -287,7 +293,7 @@ func TestMachineStatusIsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
-	id := h.submit("simulation", `{"duration_ms":200}`)
+	id := h.submit("simulation", `{"duration_ms":1500}`) // longer than the 250 ms coalescing window
 	deadline := time.After(15 * time.Second)
 	for !(seen["periodic"] && seen["event_driven:busy"]) {
 		select {
@@ -305,11 +311,93 @@ func TestMachineStatusIsPublished(t *testing.T) {
 				t.Fatal(err)
 			}
 			seen[m.UpdateType] = true
-			if w := m.Status.Workers["test-box-worker-simulation-0"]; m.UpdateType == "event_driven" && w.Status == "busy" && w.CurrentJobID != nil && *w.CurrentJobID == id {
-				seen["event_driven:busy"] = true
+			for _, w := range m.Status.Workers {
+				if m.UpdateType == "event_driven" && w.Status == "busy" && w.CurrentJobID != nil && *w.CurrentJobID == id {
+					seen["event_driven:busy"] = true
+				}
 			}
 		case <-deadline:
 			t.Fatalf("status messages seen: %v; want a periodic one and an event-driven one showing the busy slot", seen)
 		}
 	}
+}
+
+func TestUnhealthyGPUStopsItsSlot(t *testing.T) {
+	fake := gpu.NewFake(2, "Sim", 24)
+	h := startWith(t, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_GPU_SAMPLE_INTERVAL_MS": "100"},
+		machine.Options{GPUs: fake})
+	fake.Fail(0, "XID 79 critical error")
+	h.waitFor("GPU 0 to be reported out of service", func() bool {
+		return h.m.Store().Snapshot().Telemetry.Unhealthy[0] != ""
+	})
+	var ids []string
+	for range 6 {
+		ids = append(ids, h.submit("simulation", `{"duration_ms":20}`))
+	}
+	for _, id := range ids {
+		h.waitFor("job "+id, func() bool { return h.status(id) == "completed" })
+	}
+	for _, s := range h.m.Store().Snapshot().Slots {
+		if s.GPU == 0 && s.Completed != 0 {
+			t.Errorf("slot %s on the failed GPU ran %d jobs", s.ID, s.Completed)
+		}
+		if s.GPU == 1 && s.Completed != 6 {
+			t.Errorf("slot %s on the healthy GPU ran %d jobs, want 6", s.ID, s.Completed)
+		}
+	}
+	resp, err := http.Get("http://" + h.m.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `machine_gpu_healthy{gpu="0",model="Sim"} 0`) ||
+		!strings.Contains(string(body), `machine_gpu_healthy{gpu="1",model="Sim"} 1`) {
+		t.Errorf("/metrics does not show GPU health:\n%s", grep(string(body), "machine_gpu_healthy"))
+	}
+}
+
+func TestStatusAttributesJobsToGPUs(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_GPU_SAMPLE_INTERVAL_MS": "100"})
+	id := h.submit("simulation", `{"duration_ms":30000,"steps":300}`)
+	type gpuView struct {
+		Index int      `json:"index"`
+		Util  *float64 `json:"utilization_percent"`
+		Jobs  []string `json:"jobs"`
+	}
+	var busy, idle gpuView
+	h.waitFor("a GPU to show the job and its load", func() bool {
+		resp, err := http.Get("http://" + h.m.HTTPAddr() + "/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			GPUs []gpuView `json:"gpus"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&st) != nil || len(st.GPUs) != 2 {
+			return false
+		}
+		for _, g := range st.GPUs {
+			if len(g.Jobs) == 1 && g.Jobs[0] == id {
+				busy = g
+			} else {
+				idle = g
+			}
+		}
+		return busy.Util != nil && *busy.Util > 50
+	})
+	if idle.Util == nil || *idle.Util > 10 || len(idle.Jobs) != 0 {
+		t.Errorf("idle GPU = %+v", idle)
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -4,9 +4,12 @@
 package state
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/emp-job-queue/machine/gpu"
 )
 
 // Phase is the machine's lifecycle phase, as the monitor knows it.
@@ -75,6 +78,10 @@ type Snapshot struct {
 	Broker         Broker
 	Slots          []Slot
 	Recent         []Finished
+	// Telemetry is the GPU sampler's latest sample (GPUs, host, services).
+	Telemetry gpu.Snapshot
+	// GPUSource says where GPU readings come from ("nvml", "fake").
+	GPUSource string
 }
 
 // Slot returns the slot with the given id.
@@ -167,6 +174,20 @@ func (s *Store) slot(snap *Snapshot, id string) *Slot {
 		}
 	}
 	return nil
+}
+
+// SetTelemetry records the GPU sampler's latest sample. A GPU going out of service is a
+// change the monitor must hear of at once; the readings themselves are not.
+func (s *Store) SetTelemetry(t gpu.Snapshot) {
+	s.mu.Lock()
+	changed := !maps.Equal(s.snap.Telemetry.Unhealthy, t.Unhealthy)
+	s.mu.Unlock()
+	s.update(changed, func(snap *Snapshot) { snap.Telemetry = t })
+}
+
+// SetGPUSource records where GPU readings come from.
+func (s *Store) SetGPUSource(name string) {
+	s.update(false, func(snap *Snapshot) { snap.GPUSource = name })
 }
 
 // SetPhase records the machine's phase.

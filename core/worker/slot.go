@@ -38,6 +38,7 @@ type Params struct {
 	Store        *state.Store
 	Metrics      *metrics.Metrics
 	Wake         <-chan struct{} // a token per claimable job for this slot's services
+	Gate         func() bool     // nil, or false while the slot must not claim (its GPU is out of service)
 	PollInterval time.Duration
 	ScanLimit    int
 	JobTimeout   time.Duration
@@ -79,6 +80,10 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 	poll := time.NewTimer(s.p.PollInterval)
 	defer poll.Stop()
 	for claimCtx.Err() == nil {
+		if s.p.Gate != nil && !s.p.Gate() {
+			s.sleep(claimCtx, min(s.p.PollInterval, time.Second))
+			continue
+		}
 		j, next, err := s.claim(jobCtx, cursor)
 		if err != nil {
 			failures++

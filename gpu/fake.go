@@ -1,0 +1,111 @@
+package gpu
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+)
+
+// Fake is a deterministic source for machines without GPUs (tests, CI, the embedded demo).
+// Each GPU's utilization, memory, temperature and power follow its activity, which the machine
+// sets from the jobs running on it; the n-th reading of a GPU is always the same for the same
+// activity.
+type Fake struct {
+	mu       sync.Mutex
+	devices  []Device
+	activity func(index int) float64 // 0 idle … 1 fully busy
+	ticks    []int
+	failures chan HealthEvent
+}
+
+// NewFake returns a fake source of count GPUs of the given model and memory.
+func NewFake(count int, model string, memoryGB float64) *Fake {
+	if model == "" {
+		model = "Simulated GPU"
+	}
+	if memoryGB <= 0 {
+		memoryGB = 24
+	}
+	f := &Fake{activity: func(int) float64 { return 0 }, ticks: make([]int, count), failures: make(chan HealthEvent, 16)}
+	for i := range count {
+		f.devices = append(f.devices, Device{
+			Index: i, Name: model, MemoryTotalMB: memoryGB * 1024,
+			UUID: fmt.Sprintf("GPU-fake0000-0000-0000-0000-%012d", i),
+		})
+	}
+	return f
+}
+
+// SetActivity sets where each GPU's activity comes from.
+func (f *Fake) SetActivity(fn func(index int) float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.activity = fn
+}
+
+// Fail makes the next health watch report the GPU unhealthy, as an XID error would.
+func (f *Fake) Fail(index int, reason string) {
+	f.failures <- HealthEvent{Index: index, UUID: f.devices[index].UUID, Reason: reason}
+}
+
+// Name implements Source.
+func (f *Fake) Name() string { return "fake" }
+
+// Devices implements Source.
+func (f *Fake) Devices() []Device { return append([]Device(nil), f.devices...) }
+
+// Read implements Source.
+func (f *Fake) Read(context.Context) ([]Reading, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Reading, len(f.devices))
+	for i, d := range f.devices {
+		t := float64(f.ticks[i])
+		f.ticks[i]++
+		a := math.Max(0, math.Min(1, f.activity(i)))
+		wave := 0.5 + 0.5*math.Sin(t*0.7+float64(i))
+		util := a*(78+18*wave) + (1-a)*(1+2*wave)
+		pstate := 8.0
+		if a > 0 {
+			pstate = 0
+		}
+		out[i] = Reading{
+			Device:       d,
+			UtilGPU:      round1(util),
+			UtilMemory:   round1(util * 0.6),
+			MemoryUsedMB: math.Round(d.MemoryTotalMB * (0.03 + a*(0.55+0.1*wave))),
+			TemperatureC: math.Round(31 + util*0.45),
+			PowerW:       math.Round(45 + util*3.3),
+			PowerLimitW:  450,
+			FanPct:       math.Round(30 + util*0.5),
+			SMClockMHz:   math.Round(210 + a*2310),
+			MemClockMHz:  math.Round(405 + a*10096),
+			PState:       pstate,
+			EncoderUtil:  0,
+			DecoderUtil:  0,
+		}
+	}
+	return out, nil
+}
+
+// WatchHealth implements Source: it reports the failures injected with Fail.
+func (f *Fake) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-f.failures:
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// Close implements Source.
+func (f *Fake) Close() error { return nil }
+
+func round1(v float64) float64 { return math.Round(v*10) / 10 }
