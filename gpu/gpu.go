@@ -28,19 +28,19 @@ type Device struct {
 // Reading is one sample of one GPU. Any float may be NA.
 type Reading struct {
 	Device
-	UtilGPU       float64 // %
-	UtilMemory    float64 // % of time the memory controller was busy
-	MemoryUsedMB  float64
-	TemperatureC  float64
-	PowerW        float64
-	PowerLimitW   float64
-	FanPct        float64
-	SMClockMHz    float64
-	MemClockMHz   float64
-	PState        float64 // 0 (max performance) … 15; NA when unknown
-	EncoderUtil   float64 // %
-	DecoderUtil   float64 // %
-	Processes     []Process
+	UtilGPU      float64 // %
+	UtilMemory   float64 // % of time the memory controller was busy
+	MemoryUsedMB float64
+	TemperatureC float64
+	PowerW       float64
+	PowerLimitW  float64
+	FanPct       float64
+	SMClockMHz   float64
+	MemClockMHz  float64
+	PState       float64 // 0 (max performance) … 15; NA when unknown
+	EncoderUtil  float64 // %
+	DecoderUtil  float64 // %
+	Processes    []Process
 }
 
 // Process is a process using a GPU, with the memory it holds. PIDs are host PIDs: inside a
@@ -72,10 +72,10 @@ type Source interface {
 
 // Summary is what the machine advertises from its GPUs.
 type Summary struct {
-	Count       int
-	Model       string
-	MemoryGB    float64 // of the smallest GPU, so a requirement it passes holds on every slot
-	Source      string
+	Count    int
+	Model    string
+	MemoryGB float64 // of the smallest GPU, so a requirement it passes holds on every slot
+	Source   string
 }
 
 // Summarize describes the inventory of a source.

@@ -126,7 +126,7 @@ func TestNVMLHealthEvents(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	events <- nvml.EventData{Device: srv.Devices[5], EventType: nvml.EventTypeXidCriticalError, EventData: 13} // application XID
-	events <- nvml.EventData{Device: srv.Devices[4], EventType: nvml.EventTypeSingleBitEccError}           // corrected
+	events <- nvml.EventData{Device: srv.Devices[4], EventType: nvml.EventTypeSingleBitEccError}               // corrected
 	events <- nvml.EventData{Device: srv.Devices[6], EventType: nvml.EventTypeXidCriticalError, EventData: 79}
 	events <- nvml.EventData{Device: srv.Devices[7], EventType: nvml.EventTypeDoubleBitEccError}
 	var got []gpu.HealthEvent

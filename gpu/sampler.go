@@ -55,14 +55,14 @@ type Snapshot struct {
 
 // SamplerParams builds a Sampler. Every field is immutable after NewSampler.
 type SamplerParams struct {
-	Source    Source
-	Interval  time.Duration // default 1 s
-	History   int           // samples kept per metric; default 300 (5 minutes at 1 Hz)
-	Host      *Host         // nil: no host metrics
-	Services  func() map[string]int
-	OnSample  func(Snapshot)        // called after each sample, on the sampler's goroutine
-	OnHealth  func(ev HealthEvent)  // called when a GPU goes out of service
-	Log       *slog.Logger
+	Source   Source
+	Interval time.Duration // default 1 s
+	History  int           // samples kept per metric; default 300 (5 minutes at 1 Hz)
+	Host     *Host         // nil: no host metrics
+	Services func() map[string]int
+	OnSample func(Snapshot)       // called after each sample, on the sampler's goroutine
+	OnHealth func(ev HealthEvent) // called when a GPU goes out of service
+	Log      *slog.Logger
 }
 
 // Sampler reads the GPUs and the host on its own goroutine, at a fixed rate, and keeps a
