@@ -1,0 +1,576 @@
+// Package supervisor runs the machine's internal services (one ComfyUI per GPU, a browser, …)
+// as child processes, in place of PM2: each in its own process group with its own environment,
+// gated by a readiness probe, restarted with exponential backoff until a crash loop marks it
+// errored, restarted between jobs when it outgrows its memory watermark, and stopped with
+// SIGTERM then SIGKILL to the whole group. Its output goes to a rotated file and a ring of the
+// last lines. A restarted machine re-attaches to the services it started (pid file plus the
+// process's start time) instead of killing a warm ComfyUI.
+//
+//	          start/adopt          probe ok
+//	stopped ───────────▶ starting ─────────▶ ready
+//	   ▲                    │  ▲               │ exit
+//	   │ stop               │  └── backoff ◀───┤ (Decide)
+//	   └────────────────────┴────── errored ◀──┘ crash loop
+package supervisor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// State is a service's lifecycle state.
+type State string
+
+const (
+	Stopped  State = "stopped"
+	Starting State = "starting" // running, not ready yet
+	Ready    State = "ready"
+	Backoff  State = "backoff" // exited; waiting to restart
+	Errored  State = "errored" // crash loop or cannot start; waits for the operator
+)
+
+// Spec is one service to run.
+type Spec struct {
+	Name          string
+	Command       []string
+	Dir           string
+	Env           []string // on top of PATH, HOME, LANG and TZ; the machine's secrets are not passed on
+	Port          int
+	GPU           int // -1 when not bound
+	Probe         Probe
+	Policy        Policy
+	MemoryLimitMB float64       // restart between jobs above this RSS; 0: no watermark
+	StopGrace     time.Duration // SIGTERM → SIGKILL; default 10 s
+}
+
+// Status is how a service is now.
+type Status struct {
+	Name      string
+	State     State
+	PID       int
+	Restarts  int
+	StartedAt time.Time
+	Port      int
+	GPU       int
+	Adopted   bool   // re-attached after a machine restart
+	LastExit  string // how the last run ended
+	Error     string // why it is errored or not ready
+	RSSMB     float64
+}
+
+// PM2Status is the state in the old runtime's words, for the monitor's pm2_status.
+func (s Status) PM2Status() string {
+	switch s.State {
+	case Ready:
+		return "online"
+	case Starting, Backoff:
+		return "launching"
+	case Errored:
+		return "errored"
+	default:
+		return "stopped"
+	}
+}
+
+// ErrUnknownService is returned for a name the supervisor does not run.
+var ErrUnknownService = errors.New("unknown service")
+
+// Params builds a Supervisor. Every field is immutable after New.
+type Params struct {
+	Specs       []Spec
+	RunDir      string // pid files go to RunDir/services
+	LogDir      string // name.log, rotated to name.log.1 …
+	Busy        func(service string) bool
+	OnChange    func(Status)
+	Log         *slog.Logger
+	MemoryEvery time.Duration // RSS check period; default 5 s
+	LogMaxBytes int64         // default 10 MiB
+	LogKeep     int           // rotated files kept; default 3
+	RingLines   int           // lines kept in memory; default 10,000
+	KeepOnExit  bool          // leave services running when Run ends, for the next machine to adopt
+}
+
+// Supervisor runs a set of services.
+type Supervisor struct {
+	p        Params
+	services map[string]*service
+	order    []string
+}
+
+// New prepares the services; Run starts them.
+func New(p Params) (*Supervisor, error) {
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
+	}
+	if p.MemoryEvery <= 0 {
+		p.MemoryEvery = 5 * time.Second
+	}
+	if p.LogMaxBytes <= 0 {
+		p.LogMaxBytes = 10 << 20
+	}
+	if p.LogKeep <= 0 {
+		p.LogKeep = 3
+	}
+	if p.RingLines <= 0 {
+		p.RingLines = 10000
+	}
+	if p.Busy == nil {
+		p.Busy = func(string) bool { return false }
+	}
+	for _, dir := range []string{filepath.Join(p.RunDir, "services"), p.LogDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	s := &Supervisor{p: p, services: map[string]*service{}}
+	for _, spec := range p.Specs {
+		if spec.Name == "" || len(spec.Command) == 0 {
+			return nil, fmt.Errorf("service %q needs a name and a command", spec.Name)
+		}
+		if _, dup := s.services[spec.Name]; dup {
+			return nil, fmt.Errorf("service %q is defined twice", spec.Name)
+		}
+		if spec.Policy == (Policy{}) {
+			spec.Policy = DefaultPolicy
+		}
+		if spec.StopGrace <= 0 {
+			spec.StopGrace = 10 * time.Second
+		}
+		if spec.Probe.Every <= 0 {
+			spec.Probe.Every = 500 * time.Millisecond
+		}
+		sv := &service{
+			spec: spec, sup: s, cmds: make(chan command, 4), ring: newRing(p.RingLines),
+			pidPath: filepath.Join(p.RunDir, "services", spec.Name+".pid"),
+			logPath: filepath.Join(p.LogDir, spec.Name+".log"),
+			status:  Status{Name: spec.Name, State: Stopped, Port: spec.Port, GPU: spec.GPU},
+		}
+		sv.hash = specHash(spec)
+		s.services[spec.Name] = sv
+		s.order = append(s.order, spec.Name)
+	}
+	return s, nil
+}
+
+func specHash(s Spec) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %q %q %d", s.Command, s.Dir, s.Env, s.Port)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Run starts every service and supervises them until ctx ends; then it stops them (or, with
+// KeepOnExit, leaves them running for the next machine to adopt) and returns.
+func (s *Supervisor) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, name := range s.order {
+		sv := s.services[name]
+		wg.Go(func() { sv.run(ctx) })
+	}
+	wg.Wait()
+}
+
+func (s *Supervisor) get(name string) (*service, error) {
+	sv, ok := s.services[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: this machine runs %s", ErrUnknownService, name, s.names())
+	}
+	return sv, nil
+}
+
+func (s *Supervisor) names() string {
+	if len(s.order) == 0 {
+		return "no services"
+	}
+	return strings.Join(s.order, ", ")
+}
+
+// Ready reports whether a service is ready; slots bound to it claim only then.
+func (s *Supervisor) Ready(name string) bool {
+	sv, err := s.get(name)
+	return err == nil && sv.snapshot().State == Ready
+}
+
+// Statuses returns every service's status, in plan order.
+func (s *Supervisor) Statuses() []Status {
+	out := make([]Status, 0, len(s.order))
+	for _, name := range s.order {
+		out = append(out, s.services[name].snapshot())
+	}
+	return out
+}
+
+// PIDs maps running services to their pids, for the host sampler.
+func (s *Supervisor) PIDs() map[string]int {
+	out := map[string]int{}
+	for _, st := range s.Statuses() {
+		if st.PID > 0 {
+			out[st.Name] = st.PID
+		}
+	}
+	return out
+}
+
+// Logs returns a service's last n lines (all kept lines when n ≤ 0).
+func (s *Supervisor) Logs(name string, n int) ([]string, error) {
+	sv, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	return sv.ring.last(n), nil
+}
+
+// Restart restarts a service now (an errored one too), resetting its crash count.
+func (s *Supervisor) Restart(name string) error { return s.send(name, cmdRestart) }
+
+// Stop stops a service and keeps it stopped.
+func (s *Supervisor) Stop(name string) error { return s.send(name, cmdStop) }
+
+// Start starts a stopped or errored service.
+func (s *Supervisor) Start(name string) error { return s.send(name, cmdStart) }
+
+func (s *Supervisor) send(name string, c command) error {
+	sv, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	select {
+	case sv.cmds <- c:
+		return nil
+	default:
+		return fmt.Errorf("service %q is busy with earlier commands; try again", name)
+	}
+}
+
+type command int
+
+const (
+	cmdRestart command = iota + 1
+	cmdStop
+	cmdStart
+)
+
+// service is one supervised service; its run loop is the only writer of its process.
+type service struct {
+	spec    Spec
+	sup     *Supervisor
+	hash    string
+	cmds    chan command
+	ring    *ring
+	pidPath string
+	logPath string
+
+	mu     sync.Mutex
+	status Status
+}
+
+func (sv *service) snapshot() Status {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	return sv.status
+}
+
+func (sv *service) set(fn func(*Status)) {
+	sv.mu.Lock()
+	fn(&sv.status)
+	st := sv.status
+	sv.mu.Unlock()
+	if sv.sup.p.OnChange != nil {
+		sv.sup.p.OnChange(st)
+	}
+}
+
+// proc is a running instance: our child, or a process adopted from an earlier machine.
+type proc struct {
+	pid     int
+	ticks   uint64
+	adopted bool
+	done    chan string // how it ended
+	stop    context.CancelFunc
+}
+
+func (sv *service) run(ctx context.Context) {
+	log := sv.sup.p.Log.With("service", sv.spec.Name)
+	lf, _, err := openLog(sv.logPath, sv.sup.p.LogMaxBytes, sv.sup.p.LogKeep, sv.ring)
+	if err != nil {
+		sv.set(func(s *Status) { s.State, s.Error = Errored, err.Error() })
+		log.Error("service cannot log; not started", "err", err)
+		return
+	}
+	tailCtx, stopTail := context.WithCancel(context.WithoutCancel(ctx))
+	var tail sync.WaitGroup
+	tail.Go(func() { sv.tail(tailCtx, lf) })
+	defer func() { stopTail(); tail.Wait(); _ = lf.poll() }()
+
+	want := true // the operator's wish: running or stopped
+	consecutive := 0
+	for {
+		if !want {
+			sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-sv.cmds:
+				want = c != cmdStop
+				consecutive = 0
+			}
+			continue
+		}
+		p, err := sv.launch(ctx)
+		if err != nil {
+			sv.set(func(s *Status) { s.State, s.PID, s.Error = Errored, 0, err.Error() })
+			log.Error("service cannot start", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-sv.cmds:
+				want = c != cmdStop
+				consecutive = 0
+			}
+			continue
+		}
+		if p.adopted {
+			log.Info("re-attached to the running service started by an earlier machine", "pid", p.pid)
+		}
+		started := time.Now()
+		sv.set(func(s *Status) {
+			s.State, s.PID, s.Adopted, s.StartedAt, s.Error = Starting, p.pid, p.adopted, started, ""
+		})
+		ended, exit, c := sv.watch(ctx, p, log)
+		switch {
+		case ctx.Err() != nil:
+			if sv.sup.p.KeepOnExit {
+				p.stop()
+				log.Info("leaving the service running for the next machine to adopt", "pid", p.pid)
+				return
+			}
+			sv.terminate(p, log)
+			sv.set(func(s *Status) { s.State, s.PID, s.LastExit = Stopped, 0, "stopped with the machine" })
+			return
+		case !ended: // a command or the memory watermark
+			sv.terminate(p, log)
+			sv.set(func(s *Status) { s.Restarts++; s.LastExit = exit })
+			consecutive = 0
+			want = c != cmdStop
+			continue
+		}
+		d := Decide(sv.spec.Policy, consecutive, started, time.Now(), exit)
+		consecutive = d.Consecutive
+		sv.killLeftovers(p)
+		if !d.Restart {
+			log.Error("service is crash-looping; not restarting it", "reason", d.Message)
+			sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error = Errored, 0, exit, d.Message })
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-sv.cmds:
+				want = c != cmdStop
+				consecutive = 0
+			}
+			continue
+		}
+		log.Warn("service exited", "exit", exit, "restart_in", d.Delay.String(), "in_a_row", d.Consecutive)
+		sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error, s.Restarts = Backoff, 0, exit, d.Message, s.Restarts+1 })
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d.Delay):
+		case c := <-sv.cmds:
+			want = c != cmdStop
+			consecutive = 0
+		}
+	}
+}
+
+// watch follows a running instance until it exits (ended), a command arrives, the memory
+// watermark calls for a restart between jobs, or ctx ends.
+func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended bool, exit string, c command) {
+	probe := time.NewTicker(sv.spec.Probe.Every)
+	defer probe.Stop()
+	mem := time.NewTicker(sv.sup.p.MemoryEvery)
+	defer mem.Stop()
+	ready := false
+	for {
+		select {
+		case <-ctx.Done():
+			return false, "", 0
+		case exit := <-p.done:
+			return true, exit, 0
+		case c := <-sv.cmds:
+			if c == cmdStart {
+				continue // already running
+			}
+			return false, map[command]string{cmdRestart: "restarted by the operator", cmdStop: "stopped by the operator"}[c], c
+		case <-probe.C:
+			err := sv.spec.Probe.check(ctx)
+			switch {
+			case err == nil && !ready:
+				ready = true
+				log.Info("service ready", "pid", p.pid, "port", sv.spec.Port)
+				sv.set(func(s *Status) { s.State, s.Error = Ready, "" })
+			case err != nil && ready:
+				ready = false
+				sv.set(func(s *Status) { s.State, s.Error = Starting, "readiness probe fails: "+err.Error() })
+			case err != nil:
+				sv.set(func(s *Status) { s.Error = "not ready yet: " + err.Error() })
+			}
+		case <-mem.C:
+			rss, err := rssMB(p.pid)
+			if err != nil {
+				continue
+			}
+			sv.set(func(s *Status) { s.RSSMB = rss })
+			if limit := sv.spec.MemoryLimitMB; limit > 0 && rss > limit {
+				if sv.sup.p.Busy(sv.spec.Name) {
+					log.Warn("service is over its memory watermark; restarting it after the running job", "rss_mb", int(rss), "limit_mb", int(limit))
+					continue
+				}
+				log.Warn("service is over its memory watermark; restarting it between jobs", "rss_mb", int(rss), "limit_mb", int(limit))
+				return false, fmt.Sprintf("memory watermark: RSS %.0f MB over %.0f MB", rss, limit), cmdRestart
+			}
+		}
+	}
+}
+
+// baseEnv is what a service inherits from the machine: enough to run, none of its secrets.
+func baseEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// launch adopts the instance an earlier machine left running, or starts a new one.
+func (sv *service) launch(ctx context.Context) (*proc, error) {
+	if rec, err := readPidFile(sv.pidPath); err == nil && alive(rec.PID, rec.StartTicks) {
+		if rec.SpecHash == sv.hash {
+			return sv.adopt(ctx, rec), nil
+		}
+		// Started from an older configuration: it holds our port, so it goes first.
+		sv.terminate(&proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string), stop: func() {}}, sv.sup.p.Log)
+	}
+	bin, err := exec.LookPath(sv.spec.Command[0])
+	if err != nil {
+		return nil, fmt.Errorf("cannot start %s: command %q not found (%v); install it or fix the service's command", sv.spec.Name, sv.spec.Command[0], err)
+	}
+	out, err := os.OpenFile(sv.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log of %s: %w", sv.spec.Name, err)
+	}
+	defer out.Close()
+	cmd := exec.Command(bin, sv.spec.Command[1:]...)
+	cmd.Dir = sv.spec.Dir
+	cmd.Env = append(baseEnv(), sv.spec.Env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("cannot start %s: %w", sv.spec.Name, err)
+	}
+	ticks, _ := startTicks(cmd.Process.Pid)
+	if err := writePidFile(sv.pidPath, pidRecord{PID: cmd.Process.Pid, StartTicks: ticks, SpecHash: sv.hash, StartedAt: time.Now()}); err != nil {
+		sv.sup.p.Log.Warn("pid file not written; a restarted machine will not re-attach to this service", "service", sv.spec.Name, "err", err)
+	}
+	p := &proc{pid: cmd.Process.Pid, ticks: ticks, done: make(chan string, 1), stop: func() {}}
+	go func() {
+		err := cmd.Wait()
+		exit := "exit status 0"
+		if err != nil {
+			exit = err.Error()
+		}
+		p.done <- exit
+	}()
+	return p, nil
+}
+
+// adopt follows a process this machine did not start: it cannot wait for it, so it polls.
+func (sv *service) adopt(ctx context.Context, rec pidRecord) *proc {
+	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	p := &proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string, 1), stop: stop}
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-t.C:
+				if !alive(p.pid, p.ticks) {
+					p.done <- "exited (re-attached process; its exit status is not known)"
+					return
+				}
+			}
+		}
+	}()
+	return p
+}
+
+// terminate stops an instance: SIGTERM to its group, SIGKILL after the grace period.
+func (sv *service) terminate(p *proc, log *slog.Logger) {
+	defer p.stop()
+	_ = signalGroup(p.pid, syscall.SIGTERM)
+	if !sv.waitGone(p, sv.spec.StopGrace) {
+		log.Warn("service ignored SIGTERM; killing its process group", "service", sv.spec.Name, "pid", p.pid, "grace", sv.spec.StopGrace.String())
+		_ = signalGroup(p.pid, syscall.SIGKILL)
+		sv.waitGone(p, 5*time.Second)
+	}
+	sv.killLeftovers(p)
+	_ = os.Remove(sv.pidPath)
+}
+
+// killLeftovers kills whatever the service left in its process group after it ended.
+func (sv *service) killLeftovers(p *proc) {
+	if groupAlive(p.pid) {
+		_ = signalGroup(p.pid, syscall.SIGKILL)
+	}
+}
+
+func (sv *service) waitGone(p *proc, d time.Duration) bool {
+	deadline := time.After(d)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.done:
+			return true
+		case <-tick.C:
+			if p.adopted && !alive(p.pid, p.ticks) {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// tail copies the service's log file into its ring until ctx ends.
+func (sv *service) tail(ctx context.Context, lf *logFile) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := lf.poll(); err != nil && !errors.Is(err, os.ErrNotExist) {
+				sv.sup.p.Log.Debug("service log not read", "service", sv.spec.Name, "err", err)
+			}
+		}
+	}
+}
+
+// Names returns the services' names in plan order.
+func (s *Supervisor) Names() []string { return slices.Clone(s.order) }
