@@ -381,7 +381,9 @@ func (sv *service) run(ctx context.Context) {
 			continue
 		}
 		log.Warn("service exited", "exit", exit, "restart_in", d.Delay.String(), "in_a_row", d.Consecutive)
-		sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error, s.Restarts = Backoff, 0, exit, d.Message, s.Restarts+1 })
+		sv.set(func(s *Status) {
+			s.State, s.PID, s.LastExit, s.Error, s.Restarts = Backoff, 0, exit, d.Message, s.Restarts+1
+		})
 		select {
 		case <-ctx.Done():
 			return
