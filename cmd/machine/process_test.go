@@ -20,7 +20,7 @@ import (
 	"github.com/emp-job-queue/machine/internal/redistest"
 )
 
-var binary, binaryNoCgo string
+var binary, binaryNoCgo, testService string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "machine-bin")
@@ -37,6 +37,11 @@ func TestMain(m *testing.M) {
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build machine with CGO_ENABLED=0: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	testService = filepath.Join(dir, "testservice")
+	if out, err := exec.Command("go", "build", "-o", testService, "../../internal/testservice").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build testservice: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -283,4 +288,78 @@ func TestBuildWithoutCgo(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "GPUs 3 (simulated") {
 		t.Errorf("plan without cgo: %v\n%s", err, out)
 	}
+}
+
+func httpDo(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+func service(t *testing.T, p *proc, name string) map[string]any {
+	t.Helper()
+	svc, _ := p.status(t)["services"].(map[string]any)[name].(map[string]any)
+	return svc
+}
+
+// Services declared in MACHINE_SERVICES_FILE are supervised; the HTTP routes restart them and
+// show their logs; and a machine killed with SIGKILL finds the service still running when it
+// comes back, and re-attaches to it instead of starting another.
+func TestServicesSurviveAMachineRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	svcPort := freePort(t)
+	file := filepath.Join(dir, "services.json")
+	defs := fmt.Sprintf(`[{"name":"sidecar","command":[%q],"port":%d,"env":{"LOG_EVERY_MS":"50"},
+		"probe":{"kind":"http","target":"http://127.0.0.1:%d/"}}]`, testService, svcPort, svcPort)
+	if err := os.WriteFile(file, []byte(defs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "box", "WORKER_CONNECTORS": "mock",
+		"MACHINE_RUN_DIR": filepath.Join(dir, "run"), "MACHINE_LOG_DIR": filepath.Join(dir, "logs"),
+		"MACHINE_SERVICES_FILE": file, "MACHINE_KEEP_SERVICES": "true"}
+	first := startMachine(t, env)
+	waitUntil(t, "the service to be online", func() bool { return service(t, first, "sidecar")["status"] == "online" })
+	base := fmt.Sprintf("http://127.0.0.1:%d", first.port)
+	waitUntil(t, "its log lines", func() bool {
+		code, body := httpDo(t, "GET", base+"/pm2/logs?service=sidecar&lines=3")
+		return code == 200 && strings.Count(body, "tick") == 3
+	})
+	pid := service(t, first, "sidecar")["pid"].(float64)
+	if code, body := httpDo(t, "POST", base+"/restart/service?service=sidecar"); code != 200 {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	waitUntil(t, "a restarted service", func() bool {
+		s := service(t, first, "sidecar")
+		return s["status"] == "online" && s["pid"].(float64) != pid
+	})
+	pid = service(t, first, "sidecar")["pid"].(float64)
+	if code, body := httpDo(t, "GET", base+"/health"); code != 200 || !strings.Contains(body, `"sidecar"`) {
+		t.Errorf("/health = %d %s", code, body)
+	}
+
+	_ = first.cmd.Process.Signal(syscall.SIGKILL)
+	<-first.done
+	first.done <- nil
+	if syscall.Kill(int(pid), 0) != nil {
+		t.Fatal("the service died with the machine")
+	}
+	second := startMachine(t, env)
+	waitUntil(t, "the service online again", func() bool { return service(t, second, "sidecar")["status"] == "online" })
+	s := service(t, second, "sidecar")
+	if s["pid"].(float64) != pid || s["adopted"] != true {
+		t.Fatalf("after the restart: %v; want pid %v re-attached", s, pid)
+	}
+	_ = second.cmd.Process.Signal(syscall.SIGTERM)
+	<-second.done
+	second.done <- nil
+	// KEEP_SERVICES: a clean stop leaves the service for the next machine too. Stop it now.
+	_ = syscall.Kill(-int(pid), syscall.SIGKILL)
 }

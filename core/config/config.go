@@ -62,6 +62,32 @@ type Config struct {
 	CustomCapabilities map[string]any // WORKER_CAPABILITIES: extra capability keys (JSON object)
 
 	Simulation Simulation
+
+	Services     []ServiceDef // MACHINE_SERVICES_FILE: extra services to supervise
+	KeepServices bool         // MACHINE_KEEP_SERVICES: leave services running on exit, for the next machine to adopt
+	LogDir       string       // MACHINE_LOG_DIR: service logs
+	ComfyArgs    string       // COMFY_ARGS: extra ComfyUI arguments
+}
+
+// ServiceDef is an extra service declared in MACHINE_SERVICES_FILE, supervised like the
+// services the connectors need (PM2's ecosystem file, in short).
+type ServiceDef struct {
+	Name          string            `json:"name"`
+	Command       []string          `json:"command"`
+	Dir           string            `json:"dir,omitempty"`
+	Env           map[string]string `json:"env,omitempty"`
+	Port          int               `json:"port,omitempty"`
+	GPU           *int              `json:"gpu,omitempty"`
+	Probe         ProbeDef          `json:"probe,omitempty"`
+	MemoryLimitMB float64           `json:"memory_limit_mb,omitempty"`
+	StopGraceS    float64           `json:"stop_grace_seconds,omitempty"`
+}
+
+// ProbeDef is a service's readiness probe.
+type ProbeDef struct {
+	Kind    string   `json:"kind,omitempty"` // http, tcp, exec, or empty (ready once started)
+	Target  string   `json:"target,omitempty"`
+	Command []string `json:"command,omitempty"`
 }
 
 // Simulation holds the simulation connector's defaults; a job's payload may override them.

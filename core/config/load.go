@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -125,6 +127,11 @@ func Load(env Lookup) (*Config, error) {
 	c.Models = r.models()
 	c.WorkflowID = r.str("WORKER_WORKFLOW_ID", "")
 	c.CustomCapabilities = r.customCaps()
+
+	c.KeepServices = r.boolean("MACHINE_KEEP_SERVICES", false)
+	c.LogDir = r.str("MACHINE_LOG_DIR", defaultLogDir(c.RunDir))
+	c.ComfyArgs = r.str("COMFY_ARGS", "")
+	c.Services = r.services()
 
 	c.Simulation.Duration = r.seconds("WORKER_SIMULATION_PROCESSING_TIME", 5*time.Second, 0, 24*time.Hour, "a number of seconds such as 5")
 	c.Simulation.Steps = r.intRange("WORKER_SIMULATION_STEPS", 10, 1, 10000, "a number of progress steps such as 10")
@@ -338,6 +345,63 @@ func (r *reader) connectors() []Connector {
 		r.problem("%s is empty; name at least one connector, e.g. %s=simulation", key, key)
 	}
 	return out
+}
+
+// defaultLogDir is /workspace/logs (the old runtime's) where /workspace exists.
+func defaultLogDir(runDir string) string {
+	if st, err := os.Stat("/workspace"); err == nil && st.IsDir() {
+		return "/workspace/logs"
+	}
+	return filepath.Join(runDir, "logs")
+}
+
+var serviceNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+// services reads MACHINE_SERVICES_FILE, a JSON array of ServiceDef.
+func (r *reader) services() []ServiceDef {
+	path := r.str("MACHINE_SERVICES_FILE", "")
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		r.problem("MACHINE_SERVICES_FILE %s cannot be read (%v); point it at a JSON array of services", path, err)
+		return nil
+	}
+	var defs []ServiceDef
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&defs); err != nil {
+		r.problem("MACHINE_SERVICES_FILE %s is not a JSON array of services (%v); see the README for the fields", path, err)
+		return nil
+	}
+	seen := map[string]bool{}
+	for i, d := range defs {
+		where := fmt.Sprintf("MACHINE_SERVICES_FILE %s, service %d", path, i+1)
+		switch {
+		case !serviceNamePattern.MatchString(d.Name):
+			r.problem("%s: name %q must be lower-case letters, digits, '.', '_' or '-'", where, d.Name)
+		case seen[d.Name]:
+			r.problem("%s: name %q is used twice", where, d.Name)
+		}
+		seen[d.Name] = true
+		if len(d.Command) == 0 {
+			r.problem("%s (%s): command is empty; give the program and its arguments as a list", where, d.Name)
+		}
+		switch d.Probe.Kind {
+		case "", "tcp", "http":
+			if d.Probe.Kind != "" && d.Probe.Target == "" {
+				r.problem("%s (%s): a %s probe needs a target", where, d.Name, d.Probe.Kind)
+			}
+		case "exec":
+			if len(d.Probe.Command) == 0 {
+				r.problem("%s (%s): an exec probe needs a command", where, d.Name)
+			}
+		default:
+			r.problem("%s (%s): probe kind %q must be http, tcp or exec", where, d.Name, d.Probe.Kind)
+		}
+	}
+	return defs
 }
 
 // defaultWorkspace is /workspace (the image's) where it exists, else the current directory.

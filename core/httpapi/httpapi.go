@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
 
@@ -23,6 +24,14 @@ type Params struct {
 	Refresh func() // asks the status publisher for an immediate publish
 	Token   string // required by mutating routes when set
 	Version string
+	// Services are the supervised services; nil when the machine runs none.
+	Services Services
+}
+
+// Services is what the HTTP routes need of the supervisor.
+type Services interface {
+	Restart(name string) error
+	Logs(name string, lines int) ([]string, error)
 }
 
 type server struct {
@@ -103,6 +112,11 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		services[sl.ID] = map[string]any{"healthy": ok, "status": status, "pid": s.pid, "restarts": 0}
 		healthy = healthy && ok
 	}
+	for _, st := range snap.Services {
+		ok := st.State == supervisor.Ready
+		services[st.Name] = map[string]any{"healthy": ok, "status": st.PM2Status(), "pid": st.PID, "restarts": st.Restarts, "error": st.Error}
+		healthy = healthy && (ok || snap.Phase != state.Ready)
+	}
 	var brokerErr any
 	if !snap.Broker.Connected {
 		brokerErr = "Not connected to Redis"
@@ -150,9 +164,29 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"pool": snap.Pool, "phase": snap.Phase,
 		"broker": map[string]any{"url": snap.Broker.URL, "embedded": snap.Broker.Embedded,
 			"connected": snap.Broker.Connected, "last_error": snap.Broker.LastError},
-		"services": map[string]any{}, "slots": slots, "recent_jobs": recent,
+		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 	})
+}
+
+func services(snap state.Snapshot) map[string]any {
+	out := map[string]any{}
+	for _, st := range snap.Services {
+		var uptime int64
+		if st.PID > 0 {
+			uptime = time.Since(st.StartedAt).Milliseconds()
+		}
+		var mem any
+		if st.RSSMB > 0 {
+			mem = int64(st.RSSMB * (1 << 20))
+		}
+		out[st.Name] = map[string]any{
+			"name": st.Name, "status": st.PM2Status(), "state": st.State, "pid": st.PID, "memory": mem,
+			"uptime": uptime, "restarts": st.Restarts, "port": st.Port, "adopted": st.Adopted,
+			"last_exit": st.LastExit, "error": st.Error,
+		}
+	}
+	return out
 }
 
 // na turns an n/a reading into JSON null.
@@ -206,26 +240,51 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// restartService and serviceLogs answer for supervised services. This machine supervises none
-// yet (in-process connectors only), so every name is unknown, and the answer says so.
+// restartService restarts a supervised service (the monitor's button).
 func (s *server) restartService(w http.ResponseWriter, r *http.Request) {
-	s.unknownService(w, r.URL.Query().Get("service"))
-}
-
-func (s *server) serviceLogs(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("service")
-	if gpu := r.URL.Query().Get("gpu"); name == "" && gpu != "" {
-		name = "comfyui-gpu" + gpu
-	}
-	s.unknownService(w, name)
-}
-
-func (s *server) unknownService(w http.ResponseWriter, name string) {
 	if name == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "name the service: ?service=<name>"})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, map[string]any{
-		"error": fmt.Sprintf("no service named %q is supervised by this machine; it runs no internal services in this configuration", name),
-	})
+	if err := s.serviceErr(name, func() error { return s.Services.Restart(name) }); err != nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"message": fmt.Sprintf("Service %s restarting", name), "service": name})
+}
+
+// serviceLogs returns a service's last lines as text (?lines=, default 50).
+func (s *server) serviceLogs(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("service")
+	if g := r.URL.Query().Get("gpu"); name == "" && g != "" {
+		name = "comfyui-gpu" + g
+	}
+	if name == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "name the service: ?service=<name>"})
+		return
+	}
+	n := 50
+	if v := r.URL.Query().Get("lines"); v != "" {
+		if _, err := fmt.Sscanf(v, "%d", &n); err != nil || n < 1 {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "lines must be a positive number"})
+			return
+		}
+	}
+	var lines []string
+	if err := s.serviceErr(name, func() (err error) { lines, err = s.Services.Logs(name, n); return err }); err != nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": err.Error()})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+func (s *server) serviceErr(name string, op func() error) error {
+	if s.Services == nil {
+		return fmt.Errorf("no service named %q is supervised by this machine; it runs no services in this configuration", name)
+	}
+	return op()
 }

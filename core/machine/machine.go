@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -27,6 +28,7 @@ import (
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/status"
+	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/core/worker"
 	"github.com/emp-job-queue/machine/gpu"
 )
@@ -195,6 +197,16 @@ func (m *Machine) Run(ctx context.Context) error {
 		return err
 	}
 
+	// Services start first: slots bound to them claim only once they are ready.
+	sup, err := m.supervisor()
+	if err != nil {
+		return err
+	}
+	var supDone sync.WaitGroup
+	supCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopServices(); supDone.Wait() }()
+	supDone.Go(func() { sup.Run(supCtx) })
+
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(m.cfg.HealthPort)))
 	if err != nil {
 		return fmt.Errorf("MACHINE_HEALTH_PORT %d is not available (%w); set MACHINE_HEALTH_PORT to a free port, or 0 for any", m.cfg.HealthPort, err)
@@ -204,16 +216,17 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
 	pub := status.NewPublisher(m.plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
-	srv := m.serveHTTP(ln, pub)
+	srv := m.serveHTTP(ln, pub, sup)
 
 	// Background work that lives until the slots are done.
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bg sync.WaitGroup
+
 	wake := m.wakeChannels()
 	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake)) })
 	bg.Go(func() { m.liveness(bgCtx, b, ids) })
 	bg.Go(func() { pub.Run(bgCtx) })
-	sampler := m.sampler()
+	sampler := m.sampler(sup)
 	bg.Go(func() { sampler.Run(bgCtx) })
 
 	claimCtx, stopClaiming := context.WithCancel(ctx)
@@ -228,7 +241,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	for _, s := range m.plan.Slots {
 		slot := worker.New(worker.Params{
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](m.cfg),
-			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: gate(sampler, s.GPU),
+			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: gate(sampler, sup, s),
 			PollInterval: m.cfg.PollInterval, ScanLimit: m.cfg.ClaimScanLimit, JobTimeout: m.cfg.JobTimeout, Log: m.log,
 		})
 		slots.Go(func() { slot.Run(claimCtx, jobCtx) })
@@ -350,7 +363,7 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) 
 
 // sampler reads GPUs and the host into the state store and the metrics. A fake source's load
 // follows the jobs running on each GPU, so the simulated GPUs look like the work they do.
-func (m *Machine) sampler() *gpu.Sampler {
+func (m *Machine) sampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	if fake, ok := m.gpus.(*gpu.Fake); ok {
 		fake.SetActivity(func(index int) float64 {
 			for _, s := range m.store.Snapshot().Slots {
@@ -363,6 +376,7 @@ func (m *Machine) sampler() *gpu.Sampler {
 	}
 	return gpu.NewSampler(gpu.SamplerParams{
 		Source: m.gpus, Interval: m.cfg.GPUSampleEvery, Host: gpu.NewHost(m.cfg.Workspace), Log: m.log,
+		Services: sup.PIDs,
 		OnSample: func(t gpu.Snapshot) {
 			m.store.SetTelemetry(t)
 			m.metrics.ObserveTelemetry(t)
@@ -370,12 +384,55 @@ func (m *Machine) sampler() *gpu.Sampler {
 	})
 }
 
-// gate keeps a slot bound to a GPU from claiming while that GPU is out of service.
-func gate(s *gpu.Sampler, index int) func() bool {
-	if index == plan.NoGPU {
+// gate keeps a slot from claiming while its GPU is out of service or its service not ready.
+func gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot) func() bool {
+	if slot.GPU == plan.NoGPU && slot.Service == "" {
 		return nil
 	}
-	return func() bool { return s.Healthy(index) }
+	return func() bool {
+		return (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service))
+	}
+}
+
+// supervisor builds the supervisor for the services the machine runs: those declared in
+// MACHINE_SERVICES_FILE (the connectors' own services join them as their connectors land).
+func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
+	var specs []supervisor.Spec
+	for _, d := range m.cfg.Services {
+		gpuIndex := plan.NoGPU
+		if d.GPU != nil {
+			gpuIndex = *d.GPU
+		}
+		spec := supervisor.Spec{
+			Name: d.Name, Command: d.Command, Dir: d.Dir, Port: d.Port, GPU: gpuIndex,
+			Probe:         supervisor.Probe{Kind: d.Probe.Kind, Target: d.Probe.Target, Cmd: d.Probe.Command},
+			MemoryLimitMB: d.MemoryLimitMB, StopGrace: time.Duration(d.StopGraceS * float64(time.Second)),
+		}
+		if d.Port > 0 {
+			spec.Env = append(spec.Env, fmt.Sprintf("PORT=%d", d.Port))
+		}
+		if gpuIndex != plan.NoGPU {
+			spec.Env = append(spec.Env, fmt.Sprintf("CUDA_VISIBLE_DEVICES=%d", gpuIndex))
+		}
+		for _, k := range slices.Sorted(maps.Keys(d.Env)) { // sorted: the spec's hash must not change between runs
+			spec.Env = append(spec.Env, k+"="+d.Env[k])
+		}
+		specs = append(specs, spec)
+	}
+	return supervisor.New(supervisor.Params{
+		Specs: specs, RunDir: m.cfg.RunDir, LogDir: m.cfg.LogDir, Log: m.log, KeepOnExit: m.cfg.KeepServices,
+		OnChange: m.store.SetService,
+		Busy: func(service string) bool {
+			for _, sl := range m.plan.Slots {
+				if sl.Service == service {
+					if live, ok := m.store.Snapshot().Slot(sl.ID); ok && live.JobID != "" {
+						return true
+					}
+				}
+			}
+			return false
+		},
+	})
 }
 
 // wakeChannels makes one channel per connector, with room for a token per slot.
@@ -418,10 +475,11 @@ func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
 	}
 }
 
-func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher) *http.Server {
+func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *http.Server {
 	srv := &http.Server{
 		Handler: httpapi.New(httpapi.Params{
 			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
+			Services: sup,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
 
@@ -82,6 +83,18 @@ type Snapshot struct {
 	Telemetry gpu.Snapshot
 	// GPUSource says where GPU readings come from ("nvml", "fake").
 	GPUSource string
+	// Services are the supervised services, in plan order.
+	Services []supervisor.Status
+}
+
+// Service returns a supervised service's status.
+func (s Snapshot) Service(name string) (supervisor.Status, bool) {
+	for _, st := range s.Services {
+		if st.Name == name {
+			return st, true
+		}
+	}
+	return supervisor.Status{}, false
 }
 
 // Slot returns the slot with the given id.
@@ -125,6 +138,7 @@ func (s *Store) Snapshot() Snapshot {
 	c := s.snap
 	c.Slots = slices.Clone(s.snap.Slots)
 	c.Recent = slices.Clone(s.snap.Recent[max(0, len(s.snap.Recent)-recentCap):])
+	c.Services = slices.Clone(s.snap.Services)
 	return c
 }
 
@@ -183,6 +197,24 @@ func (s *Store) SetTelemetry(t gpu.Snapshot) {
 	changed := !maps.Equal(s.snap.Telemetry.Unhealthy, t.Unhealthy)
 	s.mu.Unlock()
 	s.update(changed, func(snap *Snapshot) { snap.Telemetry = t })
+}
+
+// SetService records a supervised service's status; a state change is one the monitor must
+// hear of at once, a new RSS reading is not.
+func (s *Store) SetService(st supervisor.Status) {
+	s.mu.Lock()
+	old, ok := Snapshot{Services: s.snap.Services}.Service(st.Name)
+	s.mu.Unlock()
+	important := !ok || old.State != st.State || old.PID != st.PID
+	s.update(important, func(snap *Snapshot) {
+		for i := range snap.Services {
+			if snap.Services[i].Name == st.Name {
+				snap.Services[i] = st
+				return
+			}
+		}
+		snap.Services = append(snap.Services, st)
+	})
 }
 
 // SetGPUSource records where GPU readings come from.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/core/supervisor"
 )
 
 // Update types of the message.
@@ -137,14 +138,26 @@ func Build(p *plan.Plan, snap state.Snapshot, updateType, healthURL, version str
 	return m
 }
 
-// serviceStatus fills a connector service's state. In-process connectors are as healthy as the
-// slot and its broker connection; connectors whose internal service is not supervised yet
-// report it as not found rather than pretend.
+// serviceStatus fills a connector service's state: a slot's internal service as the
+// supervisor sees it (not found when it does not run it), and in-process connectors as healthy
+// as the slot and its broker connection.
 func serviceStatus(st ServiceStructure, live state.Slot, snap state.Snapshot, sl plan.Slot) ServiceStatus {
 	s := ServiceStatus{ServiceStructure: st}
+	if sl.Service != "" {
+		sup, ok := snap.Service(sl.Service)
+		switch {
+		case !ok:
+			s.Status, s.Health, s.PM2Status = "inactive", "unknown", "not_found"
+		case sup.State == supervisor.Ready:
+			s.Status, s.Health, s.PM2Status = "active", "healthy", sup.PM2Status()
+		case sup.State == supervisor.Errored:
+			s.Status, s.Health, s.PM2Status = "inactive", "unhealthy", sup.PM2Status()
+		default:
+			s.Status, s.Health, s.PM2Status = "inactive", "unknown", sup.PM2Status()
+		}
+		return s
+	}
 	switch {
-	case sl.Service != "":
-		s.Status, s.Health, s.PM2Status = "inactive", "unknown", "not_found"
 	case live.Status == state.SlotStopped:
 		s.Status, s.Health, s.PM2Status = "inactive", "unknown", "stopped"
 	case !snap.Broker.Connected:

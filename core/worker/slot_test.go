@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +91,40 @@ func TestUnsuccessfulResultIsAFailure(t *testing.T) {
 	}, time.Minute)
 	if h["status"] != "failed" || h["error"] != "upstream said no" {
 		t.Errorf("after an unsuccessful result: %v", h)
+	}
+}
+
+// A slot whose gate is closed (service not ready, GPU out of service) claims nothing; it
+// claims once the gate opens.
+func TestClosedGateClaimsNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	defer rdb.Close()
+	b := broker.New(rdb)
+	ctx := context.Background()
+	id, _ := b.Submit(ctx, broker.JobSpec{Service: "test"})
+	caps, _ := broker.Capabilities{WorkerID: "w-0", Services: []string{"test"}}.Encode()
+	store := state.New("m", "", []state.Slot{{ID: "w-0"}})
+	var open atomic.Bool
+	slot := worker.New(worker.Params{ID: "w-0", Connector: "test", Caps: caps, Broker: b, Store: store,
+		Conn: connFunc(func(context.Context, *job.Job, job.ProgressFunc) (job.Result, error) {
+			return job.Result{Success: true}, nil
+		}),
+		Wake: make(chan struct{}), PollInterval: 10 * time.Millisecond, ScanLimit: 100, Gate: open.Load})
+	claimCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { slot.Run(claimCtx, ctx); close(done) }()
+	defer func() { stop(); <-done }()
+	time.Sleep(300 * time.Millisecond) // thirty poll periods with the gate closed
+	if st := rdb.HGet(ctx, "job:"+id, "status").Val(); st != "pending" {
+		t.Fatalf("job %s while the gate was closed", st)
+	}
+	open.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.HGet(ctx, "job:"+id, "status").Val() != "completed" {
+		if time.Now().After(deadline) {
+			t.Fatal("job not run after the gate opened")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
