@@ -109,6 +109,13 @@ func run(bin string, samples, jobs int) error {
 
 	rows = append(rows, row{"headless core RSS, 8 slots, after the runs", fmt.Sprintf("%.1f MB", float64(rss)/1024), "", "", "≤ 30 MB"})
 
+	fmt.Fprintln(os.Stderr, "supervised services: start to ready, overhead per service …")
+	svcRows, err := serviceBench(bin, dir, srv.URL)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, svcRows...)
+
 	fmt.Fprintln(os.Stderr, "GPU sampler cost at 8 GPUs …")
 	tick, gpuOnly := samplerCost(ctx)
 	rows = append(rows, row{"GPU sampler at 1 Hz, 8 GPUs (fake) + host + gauges", fmt.Sprintf("%.3f %% of a core", tick.Seconds()*100),
@@ -128,7 +135,7 @@ type machineProc struct {
 	port int
 }
 
-func startMachine(bin, dir, url, connectors string) (*machineProc, error) {
+func startMachine(bin, dir, url, connectors string, extraEnv ...string) (*machineProc, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -138,6 +145,7 @@ func startMachine(bin, dir, url, connectors string) (*machineProc, error) {
 	cmd := exec.Command(bin, "--no-tui")
 	cmd.Env = append(os.Environ(), "HUB_REDIS_URL="+url, "WORKER_CONNECTORS="+connectors, "MACHINE_ID=bench",
 		"MACHINE_HEALTH_PORT="+strconv.Itoa(port), "MACHINE_RUN_DIR="+filepath.Join(dir, "run"), "LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (run `make build` first)", bin, err)
@@ -371,6 +379,134 @@ func claimBehind(ctx context.Context, b *broker.Broker, rdb *redis.Client, ahead
 	}
 	full, err = measure(50)
 	return empty, full, err
+}
+
+// serviceBench measures the supervisor with the test service: how long a machine takes from
+// its start to all of 2 services ready, against the same 2 processes started and probed
+// directly in the same run; and what each supervised service costs the machine in RSS and CPU
+// (10 services against none).
+func serviceBench(bin, dir, url string) ([]row, error) {
+	svc := filepath.Join(dir, "testservice")
+	if out, err := exec.Command("go", "build", "-o", svc, "./internal/testservice").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build testservice: %v\n%s", err, out)
+	}
+	servicesFile := func(n int) (string, []int, error) {
+		var defs []string
+		var ports []int
+		for i := range n {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return "", nil, err
+			}
+			port := l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			ports = append(ports, port)
+			defs = append(defs, fmt.Sprintf(`{"name":"svc-%d","command":[%q],"port":%d,"probe":{"kind":"http","target":"http://127.0.0.1:%d/"}}`, i, svc, port, port))
+		}
+		path := filepath.Join(dir, fmt.Sprintf("services-%d.json", n))
+		return path, ports, os.WriteFile(path, []byte("["+strings.Join(defs, ",")+"]"), 0o600)
+	}
+	ready := func(port int) bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	waitAll := func(ports []int) error {
+		deadline := time.Now().Add(30 * time.Second)
+		for _, p := range ports {
+			for !ready(p) {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("service on port %d not ready in 30 s", p)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		return nil
+	}
+	var viaMachine, direct []time.Duration
+	for range 5 {
+		file, ports, err := servicesFile(2)
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		m, err := startMachine(bin, dir, url, "mock:1", "MACHINE_SERVICES_FILE="+file, "MACHINE_LOG_DIR="+filepath.Join(dir, "logs"))
+		if err != nil {
+			return nil, err
+		}
+		err = waitAll(ports)
+		viaMachine = append(viaMachine, time.Since(t0))
+		m.stop()
+		if err != nil {
+			return nil, err
+		}
+		t0 = time.Now()
+		var procs []*exec.Cmd
+		for _, p := range ports {
+			c := exec.Command(svc)
+			c.Env = []string{fmt.Sprintf("PORT=%d", p)}
+			if err := c.Start(); err != nil {
+				return nil, err
+			}
+			procs = append(procs, c)
+		}
+		err = waitAll(ports)
+		direct = append(direct, time.Since(t0))
+		for _, c := range procs {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	rows := []row{{"machine start → 2 services ready (median of 5)", ms(percentile(viaMachine, 0.5)),
+		ms(percentile(direct, 0.5)) + " (same processes started directly)", fmt.Sprintf("×%.1f", ratio(viaMachine, direct)), ""}}
+
+	const n = 10
+	measure := func(services int) (rssKB int64, cpu float64, err error) {
+		extra := []string{"MACHINE_LOG_DIR=" + filepath.Join(dir, "logs")}
+		var ports []int
+		if services > 0 {
+			file, p, err := servicesFile(services)
+			if err != nil {
+				return 0, 0, err
+			}
+			ports = p
+			extra = append(extra, "MACHINE_SERVICES_FILE="+file)
+		}
+		m, err := startMachine(bin, dir, url, "mock:1", extra...)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer m.stop()
+		if err := waitAll(ports); err != nil {
+			return 0, 0, err
+		}
+		time.Sleep(2 * time.Second) // settle
+		c0 := cpuTicks(m.cmd.Process.Pid)
+		const window = 10 * time.Second
+		time.Sleep(window)
+		ticks := cpuTicks(m.cmd.Process.Pid) - c0
+		return m.rssKB(), float64(ticks) / 100 / window.Seconds() * 100, nil
+	}
+	rss0, cpu0, err := measure(0)
+	if err != nil {
+		return nil, err
+	}
+	rssN, cpuN, err := measure(n)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows,
+		row{"machine RSS per supervised service", fmt.Sprintf("%.2f MB", float64(rssN-rss0)/1024/n),
+			fmt.Sprintf("%.1f MB with none, %.1f MB with %d", float64(rss0)/1024, float64(rssN)/1024, n), "", "< 2 MB"},
+		row{"machine CPU per supervised service (10 s window)", fmt.Sprintf("%.3f %% of a core", (cpuN-cpu0)/n),
+			fmt.Sprintf("%.2f %% with none, %.2f %% with %d", cpu0, cpuN, n), "", "< 0.1 % of a core"})
+	return rows, nil
 }
 
 // cpuTime is this process's user+system CPU time.

@@ -51,7 +51,7 @@ embedded broker and simulated GPUs, so it runs anywhere.`,
 		},
 	}
 	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
-	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), &cobra.Command{
+	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
 	})

@@ -363,3 +363,33 @@ func TestServicesSurviveAMachineRestart(t *testing.T) {
 	// KEEP_SERVICES: a clean stop leaves the service for the next machine too. Stop it now.
 	_ = syscall.Kill(-int(pid), syscall.SIGKILL)
 }
+
+// `machine install` runs the ComfyUI installer for a comfyui plan: here from a local
+// repository, twice (the second run finds everything done).
+func TestInstallCommand(t *testing.T) {
+	repo := t.TempDir()
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"commit", "-q", "--allow-empty", "-m", "init"}} {
+		c := exec.Command("git", append([]string{"-C", repo, "-c", "user.email=t@e", "-c", "user.name=t"}, args...)...)
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("git: %v %s", err, out)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(repo, "requirements.txt"), nil, 0o644)
+	_ = exec.Command("git", "-C", repo, "-c", "user.email=t@e", "-c", "user.name=t", "add", ".").Run()
+	_ = exec.Command("git", "-C", repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-m", "req").Run()
+	work := t.TempDir()
+	env := map[string]string{"WORKER_CONNECTORS": "comfyui", "MACHINE_GPU_COUNT": "1", "COMFYUI_REPO_URL": "file://" + repo,
+		"COMFYUI_BRANCH": "main", "COMFYUI_DIR": filepath.Join(work, "ComfyUI"), "MACHINE_CACHE_DIR": filepath.Join(work, "cache")}
+	for run := 1; run <= 2; run++ {
+		out, err := command(env, "install").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "ComfyUI installed") {
+			t.Fatalf("install run %d: %v\n%s", run, err, out)
+		}
+		if run == 2 && strings.Contains(string(out), `"install step started"`) {
+			t.Errorf("second install ran steps again:\n%s", out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(work, "ComfyUI", ".venv", "bin", "python")); err != nil {
+		t.Errorf("no venv after install: %v", err)
+	}
+}

@@ -67,6 +67,20 @@ type Config struct {
 	KeepServices bool         // MACHINE_KEEP_SERVICES: leave services running on exit, for the next machine to adopt
 	LogDir       string       // MACHINE_LOG_DIR: service logs
 	ComfyArgs    string       // COMFY_ARGS: extra ComfyUI arguments
+
+	ComfyUI        ComfyUI // where and what ComfyUI is installed from
+	CacheDir       string  // MACHINE_CACHE_DIR: shared download cache
+	InstallStrict  bool    // MACHINE_INSTALL_STRICT: a broken node or model fails the install
+	BrowserInstall string  // BROWSER_INSTALL: "apt" lets the machine install Chromium, "none" does not
+}
+
+// ComfyUI says where ComfyUI comes from.
+type ComfyUI struct {
+	RepoURL  string // COMFYUI_REPO_URL
+	Branch   string // COMFYUI_BRANCH
+	Commit   string // COMFYUI_COMMIT
+	Dir      string // COMFYUI_DIR
+	Manifest string // COMFYUI_MANIFEST: custom nodes and models (JSON)
 }
 
 // ServiceDef is an extra service declared in MACHINE_SERVICES_FILE, supervised like the

@@ -132,6 +132,19 @@ func Load(env Lookup) (*Config, error) {
 	c.LogDir = r.str("MACHINE_LOG_DIR", defaultLogDir(c.RunDir))
 	c.ComfyArgs = r.str("COMFY_ARGS", "")
 	c.Services = r.services()
+	c.ComfyUI = ComfyUI{
+		RepoURL:  r.str("COMFYUI_REPO_URL", "https://github.com/stakeordie/ComfyUI.git"),
+		Branch:   r.str("COMFYUI_BRANCH", "forward"),
+		Commit:   r.str("COMFYUI_COMMIT", ""),
+		Dir:      r.str("COMFYUI_DIR", filepath.Join(c.Workspace, "ComfyUI")),
+		Manifest: r.str("COMFYUI_MANIFEST", ""),
+	}
+	c.CacheDir = r.str("MACHINE_CACHE_DIR", filepath.Join(c.Workspace, ".cache", "machine"))
+	c.InstallStrict = r.boolean("MACHINE_INSTALL_STRICT", false)
+	c.BrowserInstall = r.str("BROWSER_INSTALL", "none")
+	if c.BrowserInstall != "apt" && c.BrowserInstall != "none" {
+		r.problem("BROWSER_INSTALL %q must be apt (the machine may apt-get install chromium) or none", c.BrowserInstall)
+	}
 
 	c.Simulation.Duration = r.seconds("WORKER_SIMULATION_PROCESSING_TIME", 5*time.Second, 0, 24*time.Hour, "a number of seconds such as 5")
 	c.Simulation.Steps = r.intRange("WORKER_SIMULATION_STEPS", 10, 1, 10000, "a number of progress steps such as 10")

@@ -419,10 +419,12 @@ func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended 
 			switch {
 			case err == nil && !ready:
 				ready = true
+				probe.Reset(readyProbeEvery) // ready: a slower liveness check is enough
 				log.Info("service ready", "pid", p.pid, "port", sv.spec.Port)
 				sv.set(func(s *Status) { s.State, s.Error = Ready, "" })
 			case err != nil && ready:
 				ready = false
+				probe.Reset(sv.spec.Probe.Every)
 				sv.set(func(s *Status) { s.State, s.Error = Starting, "readiness probe fails: "+err.Error() })
 			case err != nil:
 				sv.set(func(s *Status) { s.Error = "not ready yet: " + err.Error() })
@@ -444,6 +446,10 @@ func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended 
 		}
 	}
 }
+
+// readyProbeEvery spaces the probes of a ready service: frequent probes only matter while it
+// starts, and each one costs the machine CPU.
+const readyProbeEvery = 5 * time.Second
 
 // baseEnv is what a service inherits from the machine: enough to run, none of its secrets.
 func baseEnv() []string {
@@ -560,13 +566,16 @@ func (sv *service) waitGone(p *proc, d time.Duration) bool {
 
 // tail copies the service's log file into its ring until ctx ends.
 func (sv *service) tail(ctx context.Context, lf *logFile) {
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if st, err := os.Stat(lf.path); err == nil && st.Size() == lf.offset {
+				continue // nothing new: skip the open and read
+			}
 			if err := lf.poll(); err != nil && !errors.Is(err, os.ErrNotExist) {
 				sv.sup.p.Log.Debug("service log not read", "service", sv.spec.Name, "err", err)
 			}
