@@ -50,3 +50,19 @@ func (b *Broker) PruneServiceCache(ctx context.Context) (int, error) {
 		}
 	}
 }
+
+var pendingCountScript = script("pending_count")
+
+// PendingFor counts pending jobs for the given services among the first limit jobs of
+// jobs:pending; complete is false when the queue is longer than that.
+func (b *Broker) PendingFor(ctx context.Context, services []string, limit int) (count int64, complete bool, err error) {
+	args := []any{limit}
+	for _, s := range services {
+		args = append(args, s)
+	}
+	res, err := pendingCountScript.Run(ctx, b.rdb, nil, args...).Int64Slice()
+	if err != nil || len(res) != 2 {
+		return 0, false, fmt.Errorf("count pending jobs: %v", err)
+	}
+	return res[0], res[1] == 1, nil
+}

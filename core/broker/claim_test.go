@@ -270,3 +270,20 @@ func TestServiceCacheIsKeptTidy(t *testing.T) {
 		t.Error("vanished job still pending")
 	}
 }
+
+func TestPendingFor(t *testing.T) {
+	e := newEnv(t)
+	for i := range 7 {
+		e.apiJob(fmt.Sprintf("a-%d", i), nil)
+	}
+	for i := range 5 {
+		e.apiJob(fmt.Sprintf("b-%d", i), map[string]string{"service_required": "comfyui"})
+	}
+	n, complete, err := e.b.PendingFor(e.ctx, []string{"simulation", "mock"}, 1000)
+	if err != nil || n != 7 || !complete {
+		t.Fatalf("PendingFor = %d, %v, %v; want 7, complete", n, complete, err)
+	}
+	if _, complete, _ := e.b.PendingFor(e.ctx, []string{"comfyui"}, 10); complete {
+		t.Error("a count limited to 10 of 12 jobs says it is complete")
+	}
+}

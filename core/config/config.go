@@ -52,6 +52,7 @@ type Config struct {
 	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
 	InstallTimeout     time.Duration // SERVICE_INSTALL_TIMEOUT
 	RunDir             string        // MACHINE_RUN_DIR: pid files, the embedded broker's URL, sockets
+	ControlSocket      string        // MACHINE_CONTROL_SOCKET: where `machine console` attaches
 	ComfyUIBasePort    int           // COMFYUI_BASE_PORT
 	LogLevel           string        // LOG_LEVEL
 	CustomerIsolation  string        // WORKER_CUSTOMER_ISOLATION (alias CUSTOMER_ISOLATION): loose|strict

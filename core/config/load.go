@@ -104,6 +104,7 @@ func Load(env Lookup) (*Config, error) {
 	c.InstallTimeout = r.duration("SERVICE_INSTALL_TIMEOUT", 30*time.Minute, "a duration such as 30m, or a number of seconds")
 	c.RunDir = r.str("MACHINE_RUN_DIR", DefaultRunDir())
 	c.Workspace = r.str("MACHINE_WORKSPACE", defaultWorkspace())
+	c.ControlSocket = r.str("MACHINE_CONTROL_SOCKET", filepath.Join(c.RunDir, "control.sock"))
 	c.ComfyUIBasePort = r.intRange("COMFYUI_BASE_PORT", 8188, 1, 65000, "a TCP port such as 8188")
 	c.LogLevel = strings.ToLower(r.str("LOG_LEVEL", "info"))
 	switch c.LogLevel {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,7 @@ import (
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
 	"github.com/emp-job-queue/machine/core/connectors/simulation"
+	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/embedded"
 	"github.com/emp-job-queue/machine/core/httpapi"
 	"github.com/emp-job-queue/machine/core/metrics"
@@ -98,6 +100,10 @@ type Machine struct {
 	mu       sync.Mutex
 	stopJobs context.CancelFunc // set while Run drains
 	httpAddr string
+
+	paused   atomic.Bool // drained by the operator (control API): slots claim nothing
+	services atomic.Pointer[supervisor.Supervisor]
+	sampler  atomic.Pointer[gpu.Sampler]
 }
 
 // New prepares a machine for a validated configuration.
@@ -206,6 +212,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	supCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() { stopServices(); supDone.Wait() }()
 	supDone.Go(func() { sup.Run(supCtx) })
+	m.services.Store(sup)
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(m.cfg.HealthPort)))
 	if err != nil {
@@ -217,6 +224,11 @@ func (m *Machine) Run(ctx context.Context) error {
 	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
 	pub := status.NewPublisher(m.plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
 	srv := m.serveHTTP(ln, pub, sup)
+	ctl, err := control.Listen(m.cfg.ControlSocket, m.Control(), m.log)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
 
 	// Background work that lives until the slots are done.
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -226,7 +238,9 @@ func (m *Machine) Run(ctx context.Context) error {
 	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake)) })
 	bg.Go(func() { m.liveness(bgCtx, b, ids) })
 	bg.Go(func() { pub.Run(bgCtx) })
-	sampler := m.sampler(sup)
+	bg.Go(func() { ctl.Serve(bgCtx) })
+	sampler := m.newSampler(sup)
+	m.sampler.Store(sampler)
 	bg.Go(func() { sampler.Run(bgCtx) })
 
 	claimCtx, stopClaiming := context.WithCancel(ctx)
@@ -241,7 +255,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	for _, s := range m.plan.Slots {
 		slot := worker.New(worker.Params{
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](m.cfg),
-			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: gate(sampler, sup, s),
+			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: m.gate(sampler, sup, s),
 			PollInterval: m.cfg.PollInterval, ScanLimit: m.cfg.ClaimScanLimit, JobTimeout: m.cfg.JobTimeout, Log: m.log,
 		})
 		slots.Go(func() { slot.Run(claimCtx, jobCtx) })
@@ -344,6 +358,11 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) 
 		if ctx.Err() != nil {
 			return
 		}
+		if err == nil {
+			if n, _, qerr := b.PendingFor(ctx, m.jobServices(), 10000); qerr == nil {
+				m.store.SetQueueDepth(n)
+			}
+		}
 		if err == nil && time.Since(lastPrune) >= 5*time.Minute {
 			lastPrune = time.Now()
 			if n, perr := b.PruneServiceCache(ctx); perr != nil {
@@ -363,7 +382,7 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) 
 
 // sampler reads GPUs and the host into the state store and the metrics. A fake source's load
 // follows the jobs running on each GPU, so the simulated GPUs look like the work they do.
-func (m *Machine) sampler(sup *supervisor.Supervisor) *gpu.Sampler {
+func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	if fake, ok := m.gpus.(*gpu.Fake); ok {
 		fake.SetActivity(func(index int) float64 {
 			for _, s := range m.store.Snapshot().Slots {
@@ -384,13 +403,11 @@ func (m *Machine) sampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	})
 }
 
-// gate keeps a slot from claiming while its GPU is out of service or its service not ready.
-func gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot) func() bool {
-	if slot.GPU == plan.NoGPU && slot.Service == "" {
-		return nil
-	}
+// gate keeps a slot from claiming while the operator drained the machine, its GPU is out of
+// service, or its service is not ready.
+func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot) func() bool {
 	return func() bool {
-		return (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service))
+		return !m.paused.Load() && (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service))
 	}
 }
 
@@ -433,6 +450,19 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 			return false
 		},
 	})
+}
+
+// jobServices are the service_required values this machine's slots claim.
+func (m *Machine) jobServices() []string {
+	var out []string
+	for _, s := range m.plan.Slots {
+		for _, svc := range s.JobServices {
+			if !slices.Contains(out, svc) {
+				out = append(out, svc)
+			}
+		}
+	}
+	return out
 }
 
 // wakeChannels makes one channel per connector, with room for a token per slot.

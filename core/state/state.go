@@ -85,6 +85,10 @@ type Snapshot struct {
 	GPUSource string
 	// Services are the supervised services, in plan order.
 	Services []supervisor.Status
+	// Paused is true while the operator has drained the machine: slots claim nothing.
+	Paused bool
+	// QueueDepth counts pending jobs for the services this machine serves.
+	QueueDepth int64
 }
 
 // Service returns a supervised service's status.
@@ -215,6 +219,21 @@ func (s *Store) SetService(st supervisor.Status) {
 		}
 		snap.Services = append(snap.Services, st)
 	})
+}
+
+// SetPaused records whether the operator drained the machine.
+func (s *Store) SetPaused(p bool) {
+	s.update(true, func(snap *Snapshot) { snap.Paused = p })
+}
+
+// SetQueueDepth records the pending jobs for this machine's services.
+func (s *Store) SetQueueDepth(n int64) {
+	s.mu.Lock()
+	same := s.snap.QueueDepth == n
+	s.mu.Unlock()
+	if !same {
+		s.update(false, func(snap *Snapshot) { snap.QueueDepth = n })
+	}
 }
 
 // SetGPUSource records where GPU readings come from.

@@ -1,0 +1,161 @@
+// Package control is how a console watches and steers a running core: a versioned protocol of
+// snapshots and commands, served on a unix socket (mode 0600) for `machine console`, and over
+// an in-memory transport for the console that runs in the same process. Both use the same
+// types and the same Core, so they are one code path.
+//
+// Wire format (version 1): newline-delimited JSON. The client sends {"v":1}; the server answers
+// with a snapshot at once and another after every change (at most 10 a second); the client may
+// send {"id":n,"command":{…}} at any time and gets {"id":n,"result":{…}}.
+package control
+
+import (
+	"context"
+	"fmt"
+	"math"
+)
+
+// Version is the protocol version.
+const Version = 1
+
+// Snapshot is everything the console shows, as of one moment.
+type Snapshot struct {
+	Seq        uint64      `json:"seq"`
+	Machine    Machine     `json:"machine"`
+	GPUs       []GPU       `json:"gpus"`
+	Services   []Service   `json:"services"`
+	Connectors []Connector `json:"connectors"`
+	Jobs       []Job       `json:"jobs"`   // in flight
+	Recent     []Finished  `json:"recent"` // newest last
+}
+
+// Machine is the header.
+type Machine struct {
+	ID              string `json:"id"`
+	Pool            string `json:"pool,omitempty"`
+	Phase           string `json:"phase"`
+	Paused          bool   `json:"paused"` // drained by the operator: slots claim nothing
+	UptimeMS        int64  `json:"uptime_ms"`
+	BrokerURL       string `json:"broker_url"` // password hidden
+	BrokerConnected bool   `json:"broker_connected"`
+	BrokerEmbedded  bool   `json:"broker_embedded"`
+	QueueDepth      int64  `json:"queue_depth"` // pending jobs for the services this machine serves
+	GPUSource       string `json:"gpu_source"`
+	Version         string `json:"version"`
+}
+
+// GPU is one GPU. Readings that are n/a are nil.
+type GPU struct {
+	Index      int       `json:"index"`
+	Name       string    `json:"name"`
+	MIG        bool      `json:"mig"`
+	Healthy    bool      `json:"healthy"`
+	Reason     string    `json:"reason,omitempty"`
+	Util       *float64  `json:"util"`
+	MemUsedMB  *float64  `json:"mem_used_mb"`
+	MemTotalMB *float64  `json:"mem_total_mb"`
+	TempC      *float64  `json:"temp_c"`
+	PowerW     *float64  `json:"power_w"`
+	PowerLimit *float64  `json:"power_limit_w"`
+	History    []float64 `json:"history"` // utilization, oldest first; NaN-free (n/a as -1)
+	Jobs       []string  `json:"jobs"`
+}
+
+// Service is one supervised service.
+type Service struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	PID      int    `json:"pid"`
+	Restarts int    `json:"restarts"`
+	Healthy  bool   `json:"healthy"`
+	Port     int    `json:"port"`
+	UptimeMS int64  `json:"uptime_ms"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Connector is one configured connector.
+type Connector struct {
+	Name   string `json:"name"`
+	State  string `json:"state"` // enabled, disabled, draining
+	Busy   int    `json:"busy"`
+	Slots  int    `json:"slots"`
+	Done   uint64 `json:"done"`
+	Failed uint64 `json:"failed"`
+}
+
+// Job is a job in flight.
+type Job struct {
+	ID        string  `json:"id"`
+	Slot      string  `json:"slot"`
+	Connector string  `json:"connector"`
+	Service   string  `json:"service"`
+	GPU       int     `json:"gpu"`
+	Progress  float64 `json:"progress"`
+	Message   string  `json:"message"`
+	ElapsedMS int64   `json:"elapsed_ms"`
+}
+
+// Finished is a recently ended job.
+type Finished struct {
+	ID         string `json:"id"`
+	Service    string `json:"service"`
+	Outcome    string `json:"outcome"`
+	Error      string `json:"error,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// Ops of a Command.
+const (
+	EnableConnector  = "enable_connector"
+	DisableConnector = "disable_connector"
+	SetConcurrency   = "set_concurrency"
+	RestartService   = "restart_service"
+	StopService      = "stop_service"
+	StartService     = "start_service"
+	Drain            = "drain"
+	Resume           = "resume"
+	Logs             = "logs"
+)
+
+// Command asks the core to do something.
+type Command struct {
+	Op        string `json:"op"`
+	Connector string `json:"connector,omitempty"`
+	Count     int    `json:"count,omitempty"`
+	Service   string `json:"service,omitempty"`
+	Lines     int    `json:"lines,omitempty"`
+}
+
+// Result is the core's answer: OK, or an Error sentence that says what to do.
+type Result struct {
+	OK      bool     `json:"ok"`
+	Error   string   `json:"error,omitempty"`
+	Message string   `json:"message,omitempty"`
+	Lines   []string `json:"lines,omitempty"`
+}
+
+// Fail is a result that did not happen, with its reason.
+func Fail(format string, args ...any) Result { return Result{Error: fmt.Sprintf(format, args...)} }
+
+// Core is what the control API serves: the machine implements it.
+type Core interface {
+	Snapshot() Snapshot
+	// Changes signals after changes (coalesced); stop ends the subscription.
+	Changes() (changes <-chan struct{}, stop func())
+	Do(ctx context.Context, c Command) Result
+}
+
+// Client is the console's view of a core, local or remote.
+type Client interface {
+	// Updates delivers snapshots, the latest first; it is closed when the core goes away.
+	Updates() <-chan Snapshot
+	Do(ctx context.Context, c Command) (Result, error)
+	Close() error
+}
+
+// Reading turns a reading into a JSON-safe value: nil when n/a (NaN).
+func Reading(v float64) *float64 {
+	if math.IsNaN(v) {
+		return nil
+	}
+	return &v
+}

@@ -1,0 +1,275 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// message is one line of the wire protocol.
+type message struct {
+	V        int       `json:"v,omitempty"`
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	ID       int64     `json:"id,omitempty"`
+	Command  *Command  `json:"command,omitempty"`
+	Result   *Result   `json:"result,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// minGap spaces snapshots: a console needs no more than 10 frames a second.
+const minGap = 100 * time.Millisecond
+
+// follow sends a snapshot now and after every change, at most every minGap, until ctx ends.
+func follow(ctx context.Context, core Core, send func(Snapshot) bool) {
+	changes, stop := core.Changes()
+	defer stop()
+	if !send(core.Snapshot()) {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minGap):
+		}
+		if !send(core.Snapshot()) {
+			return
+		}
+	}
+}
+
+// latest is a one-slot channel that always holds the newest snapshot.
+func pushLatest(ch chan Snapshot, s Snapshot) {
+	for {
+		select {
+		case ch <- s:
+			return
+		default:
+			select {
+			case <-ch:
+			default:
+			}
+		}
+	}
+}
+
+// local is the in-memory transport.
+type local struct {
+	core    Core
+	updates chan Snapshot
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// Local connects a console to a core in the same process.
+func Local(core Core) Client {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &local{core: core, updates: make(chan Snapshot, 1), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		defer close(l.updates)
+		follow(ctx, core, func(s Snapshot) bool { pushLatest(l.updates, s); return true })
+	}()
+	return l
+}
+
+func (l *local) Updates() <-chan Snapshot { return l.updates }
+
+func (l *local) Do(ctx context.Context, c Command) (Result, error) { return l.core.Do(ctx, c), nil }
+
+func (l *local) Close() error {
+	l.cancel()
+	<-l.done
+	return nil
+}
+
+// Server serves a core on a unix socket.
+type Server struct {
+	core Core
+	path string
+	ln   net.Listener
+	log  *slog.Logger
+}
+
+// Listen opens the control socket (mode 0600). A socket left by a machine that is gone is
+// replaced; one that answers belongs to a running machine and is an error.
+func Listen(path string, core Core, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create control socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another machine is already running with control socket %s; stop it, or set MACHINE_CONTROL_SOCKET", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("open control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict control socket %s: %w", path, err)
+	}
+	return &Server{core: core, path: path, ln: ln, log: log}, nil
+}
+
+// Serve accepts consoles until ctx ends, then closes them and removes the socket.
+func (s *Server) Serve(ctx context.Context) {
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			break
+		}
+		wg.Go(func() { s.serve(ctx, conn) })
+	}
+	wg.Wait()
+	_ = os.Remove(s.path)
+}
+
+func (s *Server) serve(ctx context.Context, conn net.Conn) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	in := bufio.NewScanner(conn)
+	in.Buffer(make([]byte, 64<<10), 1<<20)
+	var writeMu sync.Mutex
+	enc := json.NewEncoder(conn)
+	write := func(m message) bool {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		return enc.Encode(m) == nil
+	}
+	if !in.Scan() {
+		return
+	}
+	var hello message
+	if json.Unmarshal(in.Bytes(), &hello) != nil || hello.V != Version {
+		write(message{Error: fmt.Sprintf("this machine speaks control protocol version %d; update the console (got %q)", Version, in.Text())})
+		return
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		follow(ctx, s.core, func(snap Snapshot) bool {
+			if !write(message{Snapshot: &snap}) {
+				cancel()
+				return false
+			}
+			return true
+		})
+	})
+	for in.Scan() {
+		var m message
+		if json.Unmarshal(in.Bytes(), &m) != nil || m.Command == nil {
+			write(message{ID: m.ID, Result: &Result{Error: "not a command: send {\"id\":n,\"command\":{\"op\":…}}"}})
+			continue
+		}
+		wg.Go(func() {
+			res := s.core.Do(ctx, *m.Command)
+			write(message{ID: m.ID, Result: &res})
+		})
+	}
+	cancel()
+}
+
+// remote is a console attached over the socket.
+type remote struct {
+	conn    net.Conn
+	updates chan Snapshot
+	mu      sync.Mutex
+	nextID  int64
+	pending map[int64]chan Result
+	enc     *json.Encoder
+	done    chan struct{}
+}
+
+// ErrNoCore says no machine answers on the socket.
+var ErrNoCore = errors.New("no running machine")
+
+// Dial attaches to the machine serving path.
+func Dial(ctx context.Context, path string) (Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w answers on control socket %s (%v): start one with `machine`, or set MACHINE_CONTROL_SOCKET to its socket", ErrNoCore, path, err)
+	}
+	r := &remote{conn: conn, updates: make(chan Snapshot, 1), pending: map[int64]chan Result{}, enc: json.NewEncoder(conn), done: make(chan struct{})}
+	if err := r.enc.Encode(message{V: Version}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("attach to %s: %w", path, err)
+	}
+	go r.read()
+	return r, nil
+}
+
+func (r *remote) read() {
+	defer close(r.done)
+	defer close(r.updates)
+	in := bufio.NewScanner(r.conn)
+	in.Buffer(make([]byte, 64<<10), 16<<20)
+	for in.Scan() {
+		var m message
+		if json.Unmarshal(in.Bytes(), &m) != nil {
+			continue
+		}
+		switch {
+		case m.Snapshot != nil:
+			pushLatest(r.updates, *m.Snapshot)
+		case m.Result != nil:
+			r.mu.Lock()
+			ch := r.pending[m.ID]
+			delete(r.pending, m.ID)
+			r.mu.Unlock()
+			if ch != nil {
+				ch <- *m.Result
+			}
+		}
+	}
+}
+
+func (r *remote) Updates() <-chan Snapshot { return r.updates }
+
+func (r *remote) Do(ctx context.Context, c Command) (Result, error) {
+	ch := make(chan Result, 1)
+	r.mu.Lock()
+	r.nextID++
+	id := r.nextID
+	r.pending[id] = ch
+	err := r.enc.Encode(message{ID: id, Command: &c})
+	r.mu.Unlock()
+	if err != nil {
+		return Result{}, fmt.Errorf("send command: %w", err)
+	}
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-r.done:
+		return Result{}, fmt.Errorf("the machine closed the connection")
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+func (r *remote) Close() error {
+	err := r.conn.Close()
+	<-r.done
+	return err
+}

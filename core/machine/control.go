@@ -1,0 +1,155 @@
+package machine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/core/supervisor"
+	"github.com/emp-job-queue/machine/gpu"
+)
+
+// Control is the machine as the control API serves it.
+func (m *Machine) Control() control.Core { return (*core)(m) }
+
+type core Machine
+
+func (c *core) m() *Machine { return (*Machine)(c) }
+
+// Changes implements control.Core.
+func (c *core) Changes() (<-chan struct{}, func()) { return c.store.Subscribe() }
+
+// Snapshot implements control.Core: the state store, the plan and the sampler's history.
+func (c *core) Snapshot() control.Snapshot {
+	m := c.m()
+	snap := m.store.Snapshot()
+	now := time.Now()
+	out := control.Snapshot{
+		Seq: snap.Version,
+		Machine: control.Machine{
+			ID: snap.MachineID, Pool: snap.Pool, Phase: string(snap.Phase), Paused: snap.Paused,
+			UptimeMS: now.Sub(snap.StartedAt).Milliseconds(), BrokerURL: snap.Broker.URL,
+			BrokerConnected: snap.Broker.Connected, BrokerEmbedded: snap.Broker.Embedded,
+			QueueDepth: snap.QueueDepth, GPUSource: snap.GPUSource, Version: m.version,
+		},
+	}
+	sampler := m.sampler.Load()
+	for _, r := range snap.Telemetry.GPUs {
+		reason, bad := snap.Telemetry.Unhealthy[r.Index]
+		g := control.GPU{
+			Index: r.Index, Name: r.Name, MIG: r.MIG, Healthy: !bad, Reason: reason,
+			Util: control.Reading(r.UtilGPU), MemUsedMB: control.Reading(r.MemoryUsedMB), MemTotalMB: control.Reading(r.MemoryTotalMB),
+			TempC: control.Reading(r.TemperatureC), PowerW: control.Reading(r.PowerW), PowerLimit: control.Reading(r.PowerLimitW),
+		}
+		if sampler != nil {
+			h := sampler.History(r.Index, gpu.Utilization)
+			if len(h) > 120 {
+				h = h[len(h)-120:]
+			}
+			for _, v := range h {
+				if gpu.IsNA(v) {
+					v = -1
+				}
+				g.History = append(g.History, v)
+			}
+		}
+		for _, sl := range snap.Slots {
+			if sl.GPU == r.Index && sl.JobID != "" {
+				g.Jobs = append(g.Jobs, sl.JobID)
+			}
+		}
+		out.GPUs = append(out.GPUs, g)
+	}
+	for _, st := range snap.Services {
+		var up int64
+		if st.PID > 0 {
+			up = now.Sub(st.StartedAt).Milliseconds()
+		}
+		out.Services = append(out.Services, control.Service{
+			Name: st.Name, State: string(st.State), PID: st.PID, Restarts: st.Restarts,
+			Healthy: st.State == supervisor.Ready, Port: st.Port, UptimeMS: up, Error: st.Error,
+		})
+	}
+	for _, want := range m.cfg.Connectors {
+		conn := control.Connector{Name: want.Name, State: "enabled"}
+		if snap.Paused || snap.Phase == state.Draining {
+			conn.State = "draining"
+		}
+		for _, sl := range snap.Slots {
+			if sl.Connector != want.Name {
+				continue
+			}
+			conn.Slots++
+			conn.Done += sl.Completed
+			conn.Failed += sl.Failed
+			if sl.JobID != "" {
+				conn.Busy++
+				out.Jobs = append(out.Jobs, control.Job{
+					ID: sl.JobID, Slot: sl.ID, Connector: sl.Connector, Service: sl.JobService, GPU: sl.GPU,
+					Progress: sl.Progress, Message: sl.Message, ElapsedMS: now.Sub(sl.JobStartedAt).Milliseconds(),
+				})
+			}
+		}
+		out.Connectors = append(out.Connectors, conn)
+	}
+	for _, f := range snap.Recent[max(0, len(snap.Recent)-20):] {
+		out.Recent = append(out.Recent, control.Finished{
+			ID: f.JobID, Service: f.Service, Outcome: f.Outcome, Error: f.Error, DurationMS: f.Duration.Milliseconds(),
+		})
+	}
+	return out
+}
+
+// Do implements control.Core.
+func (c *core) Do(ctx context.Context, cmd control.Command) control.Result {
+	m := c.m()
+	switch cmd.Op {
+	case control.EnableConnector, control.DisableConnector, control.SetConcurrency:
+		if !slices.ContainsFunc(m.cfg.Connectors, func(x config.Connector) bool { return x.Name == cmd.Connector }) && cmd.Op != control.EnableConnector {
+			return control.Fail("connector %q is not configured on this machine", cmd.Connector)
+		}
+		return control.Fail("live connector changes are not in this version yet: set WORKER_CONNECTORS and restart the machine (it drains first)")
+	case control.Drain:
+		m.paused.Store(true)
+		m.store.SetPaused(true)
+		return control.Result{OK: true, Message: "draining: slots finish their jobs and claim nothing new; resume with the same key"}
+	case control.Resume:
+		m.paused.Store(false)
+		m.store.SetPaused(false)
+		return control.Result{OK: true, Message: "resumed: slots claim again"}
+	case control.RestartService, control.StopService, control.StartService, control.Logs:
+		sup := m.services.Load()
+		if sup == nil {
+			return control.Fail("the machine is not running its services yet")
+		}
+		switch cmd.Op {
+		case control.Logs:
+			lines, err := sup.Logs(cmd.Service, cmd.Lines)
+			if err != nil {
+				return control.Fail("%v", err)
+			}
+			return control.Result{OK: true, Lines: lines}
+		case control.RestartService:
+			if err := sup.Restart(cmd.Service); err != nil {
+				return control.Fail("%v", err)
+			}
+			return control.Result{OK: true, Message: fmt.Sprintf("restarting %s", cmd.Service)}
+		case control.StopService:
+			if err := sup.Stop(cmd.Service); err != nil {
+				return control.Fail("%v", err)
+			}
+			return control.Result{OK: true, Message: fmt.Sprintf("stopping %s", cmd.Service)}
+		default:
+			if err := sup.Start(cmd.Service); err != nil {
+				return control.Fail("%v", err)
+			}
+			return control.Result{OK: true, Message: fmt.Sprintf("starting %s", cmd.Service)}
+		}
+	default:
+		return control.Fail("unknown command %q", cmd.Op)
+	}
+}
