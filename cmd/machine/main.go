@@ -1,6 +1,8 @@
 // Command machine turns one GPU box into a worker of the emp-job-queue Redis broker.
 //
+//	machine                   the core and the console in one process (on a terminal)
 //	machine --no-tui          run the headless core (production)
+//	machine console           attach the console to a running core
 //	machine plan [--json]     print what the configuration implies
 //	machine submit …          write jobs exactly as the API does
 //	machine config validate   check the configuration, listing every problem
@@ -51,7 +53,7 @@ embedded broker and simulated GPUs, so it runs anywhere.`,
 		},
 	}
 	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
-	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), &cobra.Command{
+	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
 	})
@@ -78,11 +80,17 @@ func run(stderr io.Writer, noTUI bool) error {
 	if err != nil {
 		return err
 	}
-	terminal := !noTUI && isTerminal(os.Stdout)
-	log := newLogger(stderr, !terminal, cfg.LogLevel)
+	terminal := !noTUI && isTerminal(os.Stdout) && isTerminal(os.Stdin)
+	logOut, logPath := stderr, ""
 	if terminal {
-		fmt.Fprintln(stderr, "machine: the console is not part of this build yet; running headless (use --no-tui to silence this notice)")
+		f, path, err := consoleLog(cfg)
+		if err != nil {
+			return fmt.Errorf("open the console's log file: %w; run with --no-tui", err)
+		}
+		defer f.Close()
+		logOut, logPath = f, path
 	}
+	log := newLogger(logOut, true, cfg.LogLevel)
 	gpus, note, err := machine.OpenGPUs(cfg)
 	if err != nil {
 		return err
@@ -117,7 +125,12 @@ func run(stderr io.Writer, noTUI bool) error {
 		case <-done:
 		}
 	}()
-	if err := m.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if terminal {
+		err = runWithConsole(ctx, stop, cfg, m, logPath, stderr)
+	} else {
+		err = m.Run(ctx)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil

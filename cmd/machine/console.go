@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/machine"
+	"github.com/emp-job-queue/machine/tui"
+)
+
+func newConsoleCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "console",
+		Short: "Attach the console to the running machine (quitting never stops it)",
+		Long: `console attaches to the machine whose control socket is MACHINE_CONTROL_SOCKET
+(default $MACHINE_RUN_DIR/control.sock), e.g. docker exec -it machine console.
+Quitting the console leaves the machine running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.FromEnv()
+			if err != nil {
+				return err
+			}
+			client, err := control.Dial(cmd.Context(), cfg.ControlSocket)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			_, err = tea.NewProgram(tui.New(client, tui.Options{})).Run()
+			return err
+		},
+	}
+}
+
+// runWithConsole runs the core and the console in one process. The core logs to a file so
+// the screen stays the console's. Quitting asks whether to stop the machine or detach.
+func runWithConsole(ctx context.Context, stop context.CancelFunc, cfg *config.Config, m *machine.Machine, logFile string, stderr io.Writer) error {
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	client := control.Local(m.Control())
+	model := tui.New(client, tui.Options{InProcess: true})
+	prog := tea.NewProgram(model, tea.WithContext(ctx))
+	go func() {
+		err := <-done
+		done <- err
+		prog.Quit()
+	}()
+	_, perr := prog.Run()
+	client.Close()
+	if perr != nil && ctx.Err() == nil {
+		fmt.Fprintln(stderr, "machine: console failed:", perr, "- the machine keeps running headless")
+	}
+	if model.Outcome() == tui.StopMachine {
+		stop()
+	} else if ctx.Err() == nil {
+		fmt.Fprintf(stderr, "machine: detached; still running headless (logs: %s). Attach with `machine console`; stop with Ctrl+C or SIGTERM.\n", logFile)
+	}
+	return <-done
+}
+
+// consoleLog opens the file the core logs to while the console owns the screen.
+func consoleLog(cfg *config.Config) (*os.File, string, error) {
+	path := filepath.Join(cfg.LogDir, "machine.log")
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return nil, "", err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return f, path, err
+}

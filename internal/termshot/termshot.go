@@ -1,0 +1,87 @@
+// Package termshot rebuilds a terminal screen from a program's output with the x/vt emulator,
+// and draws it into a PNG with the Go Mono fonts: deterministic, and no browser or terminal
+// needed, so it runs in CI.
+package termshot
+
+import (
+	"image"
+	"image/color"
+	"image/draw"
+	"strings"
+
+	uv "github.com/charmbracelet/ultraviolet"
+	"github.com/charmbracelet/x/vt"
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/gofont/gomono"
+	"golang.org/x/image/font/gofont/gomonobold"
+	"golang.org/x/image/font/opentype"
+	"golang.org/x/image/math/fixed"
+)
+
+// Screen renders one frame (a view's content) into a fresh emulator of w×h cells.
+func Screen(frame string, w, h int) *vt.Emulator {
+	emu := vt.NewEmulator(w, h)
+	_, _ = emu.WriteString(strings.ReplaceAll(frame, "\n", "\r\n"))
+	return emu
+}
+
+var (
+	background = color.RGBA{0x1e, 0x1e, 0x2e, 0xff}
+	foreground = color.RGBA{0xdc, 0xdc, 0xdc, 0xff}
+)
+
+func face(ttf []byte) font.Face {
+	f, err := opentype.Parse(ttf)
+	if err != nil {
+		panic(err) // the embedded fonts always parse
+	}
+	fc, err := opentype.NewFace(f, &opentype.FaceOptions{Size: 14, DPI: 72, Hinting: font.HintingFull})
+	if err != nil {
+		panic(err)
+	}
+	return fc
+}
+
+// PNG draws the emulator's cells: each cell's glyph in its foreground colour on its
+// background, bold where the cell is bold.
+func PNG(emu *vt.Emulator, w, h int) *image.RGBA {
+	regular, bold := face(gomono.TTF), face(gomonobold.TTF)
+	const cw, ch, base = 8, 17, 13
+	img := image.NewRGBA(image.Rect(0, 0, w*cw+16, h*ch+16))
+	draw.Draw(img, img.Bounds(), &image.Uniform{background}, image.Point{}, draw.Src)
+	for y := range h {
+		for x := range w {
+			cell := emu.CellAt(x, y)
+			if cell == nil {
+				continue
+			}
+			fg, bg := color.Color(foreground), color.Color(nil)
+			if cell.Style.Fg != nil {
+				fg = cell.Style.Fg
+			}
+			if cell.Style.Bg != nil {
+				bg = cell.Style.Bg
+			}
+			if cell.Style.Attrs&uv.AttrReverse != 0 {
+				if bg == nil {
+					bg = background
+				}
+				fg, bg = bg, fg
+			}
+			px, py := 8+x*cw, 8+y*ch
+			if bg != nil {
+				draw.Draw(img, image.Rect(px, py, px+cw*max(cell.Width, 1), py+ch), &image.Uniform{bg}, image.Point{}, draw.Src)
+			}
+			if cell.Content == "" || cell.Content == " " {
+				continue
+			}
+			f := regular
+			if cell.Style.Attrs&uv.AttrBold != 0 {
+				f = bold
+			}
+			d := font.Drawer{Dst: img, Src: &image.Uniform{fg}, Face: f, Dot: fixed.P(px, py+base)}
+			d.DrawString(cell.Content)
+		}
+	}
+	return img
+}
