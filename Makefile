@@ -5,7 +5,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test bench vet deps-test
+.PHONY: build run test bench screenshots deps-test
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/machine ./cmd/machine
@@ -22,6 +22,10 @@ test: deps-test
 ## bench: end-to-end figures against a real redis-server (latency, throughput, RSS)
 bench: deps-test build
 	$(GO) run ./cmd/bench -machine bin/machine
+
+## screenshots: PNGs of the console's screens, from a real in-process machine
+screenshots:
+	$(GO) run ./cmd/screenshots -out screenshots
 
 deps-test:
 	@command -v redis-server >/dev/null 2>&1 || { \

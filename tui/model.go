@@ -396,3 +396,31 @@ func (m *Model) clampSelection() {
 		m.sel[p] = max(0, min(m.sel[p], counts[p]-1))
 	}
 }
+
+// Screen names one of the console's screens, for Frame.
+type Screen int
+
+const (
+	MainScreen Screen = iota
+	HelpScreen
+	LogsScreen
+)
+
+// Frame renders one screen of a snapshot at a size exactly as the console draws it; logs are
+// the lines of service for the logs screen. Screenshots and the frame-time benchmark use it.
+func Frame(snap control.Snapshot, screen Screen, service string, logs []string, width, height int) string {
+	m := New(nil, Options{})
+	m.snap, m.have, m.width, m.height = snap, true, width, height
+	switch screen {
+	case HelpScreen:
+		m.mode = modeHelp
+	case LogsScreen:
+		m.mode, m.logService, m.logs = modeLogs, service, logs
+	}
+	return m.render()
+}
+
+// ProgramOptions are the options every console program runs with: snapshots arrive at most 10
+// times a second, so the renderer needs no more frames than that, and an idle console stays
+// cheap.
+func ProgramOptions() []tea.ProgramOption { return []tea.ProgramOption{tea.WithFPS(10)} }

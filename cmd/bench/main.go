@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -23,11 +24,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	tea "charm.land/bubbletea/v2"
+
 	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/metrics"
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/redistest"
+	"github.com/emp-job-queue/machine/tui"
 )
 
 type row struct {
@@ -115,6 +120,13 @@ func run(bin string, samples, jobs int) error {
 		return err
 	}
 	rows = append(rows, svcRows...)
+
+	fmt.Fprintln(os.Stderr, "console: frame time and idle CPU …")
+	consoleRows, err := consoleBench(bin, dir, srv.URL)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, consoleRows...)
 
 	fmt.Fprintln(os.Stderr, "GPU sampler cost at 8 GPUs …")
 	tick, gpuOnly := samplerCost(ctx)
@@ -507,6 +519,70 @@ func serviceBench(bin, dir, url string) ([]row, error) {
 		row{"machine CPU per supervised service (10 s window)", fmt.Sprintf("%.3f %% of a core", (cpuN-cpu0)/n),
 			fmt.Sprintf("%.2f %% with none, %.2f %% with %d", cpu0, cpuN, n), "", "< 0.1 % of a core"})
 	return rows, nil
+}
+
+// busySnapshot is a full screen's worth of machine: 8 GPUs with history, 8 jobs, services.
+func busySnapshot() control.Snapshot {
+	f := func(v float64) *float64 { return &v }
+	snap := control.Snapshot{Machine: control.Machine{ID: "bench", Phase: "ready", BrokerURL: "redis://127.0.0.1:6379",
+		BrokerConnected: true, QueueDepth: 1234, GPUSource: "nvml"}}
+	for i := range 8 {
+		var hist []float64
+		for k := range 120 {
+			hist = append(hist, float64((k*7+i*13)%100))
+		}
+		id := fmt.Sprintf("%08d-job", i)
+		snap.GPUs = append(snap.GPUs, control.GPU{Index: i, Name: "NVIDIA H200", Healthy: true, Util: f(80), MemUsedMB: f(90000),
+			MemTotalMB: f(144384), TempC: f(70), PowerW: f(500), PowerLimit: f(700), History: hist, Jobs: []string{id}})
+		snap.Services = append(snap.Services, control.Service{Name: fmt.Sprintf("comfyui-gpu%d", i), State: "ready", PID: 1000 + i, Port: 8188 + i})
+		snap.Jobs = append(snap.Jobs, control.Job{ID: id, Service: "comfyui", Progress: float64(i * 12), Message: "KSampler", ElapsedMS: 12000})
+		snap.Recent = append(snap.Recent, control.Finished{ID: id, Service: "comfyui", Outcome: "completed", DurationMS: 30000})
+	}
+	snap.Connectors = []control.Connector{{Name: "comfyui", State: "enabled", Busy: 8, Slots: 8, Done: 1000}}
+	return snap
+}
+
+// consoleBench times one frame of the main screen at 160×48 (median of 2,000), and the CPU an
+// attached, idle console (a real tea.Program on the control socket) uses over 10 s, against
+// the same 10 s with nothing attached.
+func consoleBench(bin, dir, url string) ([]row, error) {
+	snap := busySnapshot()
+	var frames []time.Duration
+	for range 2000 {
+		t0 := time.Now()
+		_ = tui.Frame(snap, tui.MainScreen, "", nil, 160, 48)
+		frames = append(frames, time.Since(t0))
+	}
+	m, err := startMachine(bin, dir, url, "mock:1")
+	if err != nil {
+		return nil, err
+	}
+	defer m.stop()
+	const window = 10 * time.Second
+	idle0 := cpuTime()
+	time.Sleep(window)
+	idle := cpuTime() - idle0
+	client, err := control.Dial(context.Background(), filepath.Join(dir, "run", "control.sock"))
+	if err != nil {
+		return nil, err
+	}
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	prog := tea.NewProgram(tui.New(client, tui.Options{}), append(tui.ProgramOptions(), tea.WithInput(inR), tea.WithOutput(io.Discard),
+		tea.WithWindowSize(160, 48), tea.WithoutSignals())...)
+	go func() { _, _ = prog.Run() }()
+	time.Sleep(2 * time.Second)
+	c0 := cpuTime()
+	time.Sleep(window)
+	attached := cpuTime() - c0
+	prog.Quit()
+	client.Close()
+	pct := func(d time.Duration) float64 { return d.Seconds() / window.Seconds() * 100 }
+	return []row{
+		{"console frame, main screen 160×48 (median of 2,000)", ms(percentile(frames, 0.5)), "p99 " + ms(percentile(frames, 0.99)), "", "≤ 2 ms"},
+		{"idle attached console CPU (10 s)", fmt.Sprintf("%.2f %% of a core", pct(attached-idle)),
+			fmt.Sprintf("%.2f %% with nothing attached", pct(idle)), "", "≤ 0.5 % of a core"},
+	}, nil
 }
 
 // cpuTime is this process's user+system CPU time.

@@ -34,7 +34,7 @@ Quitting the console leaves the machine running.`,
 				return err
 			}
 			defer client.Close()
-			_, err = tea.NewProgram(tui.New(client, tui.Options{})).Run()
+			_, err = tea.NewProgram(tui.New(client, tui.Options{}), tui.ProgramOptions()...).Run()
 			return err
 		},
 	}
@@ -47,7 +47,7 @@ func runWithConsole(ctx context.Context, stop context.CancelFunc, cfg *config.Co
 	go func() { done <- m.Run(ctx) }()
 	client := control.Local(m.Control())
 	model := tui.New(client, tui.Options{InProcess: true})
-	prog := tea.NewProgram(model, tea.WithContext(ctx))
+	prog := tea.NewProgram(model, append(tui.ProgramOptions(), tea.WithContext(ctx))...)
 	go func() {
 		err := <-done
 		done <- err

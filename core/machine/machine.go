@@ -135,6 +135,9 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 	return m, nil
 }
 
+// ControlSocket is where consoles attach.
+func (m *Machine) ControlSocket() string { return m.cfg.ControlSocket }
+
 // Store is the machine's state, for readers.
 func (m *Machine) Store() *state.Store { return m.store }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/machine"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
@@ -400,4 +401,64 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A console that attaches, detaches and attaches again leaves the core as it was: the same
+// slots, the same phase, jobs still flowing.
+func TestConsoleAttachDetachLeavesCoreUntouched(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation"})
+	before := h.m.Store().Snapshot()
+	sock := h.m.ControlSocket()
+	for round := 1; round <= 2; round++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		client, err := control.Dial(ctx, sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap := <-client.Updates()
+		if snap.Machine.ID != "test-box" || snap.Machine.Phase != "ready" || len(snap.Connectors) != 1 || snap.Connectors[0].Slots != 2 {
+			t.Fatalf("round %d: snapshot %+v", round, snap.Machine)
+		}
+		res, err := client.Do(ctx, control.Command{Op: control.Logs, Service: "nope"})
+		if err != nil || res.OK || !strings.Contains(res.Error, "nope") {
+			t.Errorf("round %d: logs of an unknown service = %+v, %v", round, res, err)
+		}
+		if err := client.Close(); err != nil {
+			t.Logf("close: %v", err)
+		}
+		cancel()
+		id := h.submit("simulation", `{"duration_ms":10}`)
+		h.waitFor("a job after detaching", func() bool { return h.status(id) == "completed" })
+	}
+	after := h.m.Store().Snapshot()
+	if after.Phase != state.Ready || len(after.Slots) != len(before.Slots) || after.Paused {
+		t.Errorf("core changed: phase %s, %d slots, paused %v", after.Phase, len(after.Slots), after.Paused)
+	}
+	if _, err := control.Dial(context.Background(), sock+".missing"); err == nil || !strings.Contains(err.Error(), sock+".missing") {
+		t.Errorf("dial of a missing socket: %v", err)
+	}
+}
+
+func TestDrainAndResumeFromTheConsole(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation"})
+	core := h.m.Control()
+	if res := core.Do(context.Background(), control.Command{Op: control.Drain}); !res.OK {
+		t.Fatal(res.Error)
+	}
+	id := h.submit("simulation", `{"duration_ms":10}`)
+	time.Sleep(300 * time.Millisecond)
+	if h.status(id) != "pending" {
+		t.Fatalf("a drained machine claimed a job (%s)", h.status(id))
+	}
+	if snap := core.Snapshot(); !snap.Machine.Paused || snap.Connectors[0].State != "draining" {
+		t.Errorf("snapshot while drained: %+v %+v", snap.Machine, snap.Connectors)
+	}
+	if res := core.Do(context.Background(), control.Command{Op: control.Resume}); !res.OK {
+		t.Fatal(res.Error)
+	}
+	h.waitFor("the job after resuming", func() bool { return h.status(id) == "completed" })
+	res := core.Do(context.Background(), control.Command{Op: control.DisableConnector, Connector: "simulation"})
+	if res.OK || !strings.Contains(res.Error, "WORKER_CONNECTORS") {
+		t.Errorf("disable connector = %+v; want a truthful refusal", res)
+	}
 }

@@ -79,9 +79,55 @@ func PNG(emu *vt.Emulator, w, h int) *image.RGBA {
 			if cell.Style.Attrs&uv.AttrBold != 0 {
 				f = bold
 			}
+			r := []rune(cell.Content)[0]
+			if drawBlock(img, r, px, py, cw, ch, fg) {
+				continue
+			}
+			text := cell.Content
+			if _, ok := f.GlyphAdvance(r); !ok {
+				text = fallback(r)
+			}
 			d := font.Drawer{Dst: img, Src: &image.Uniform{fg}, Face: f, Dot: fixed.P(px, py+base)}
-			d.DrawString(cell.Content)
+			d.DrawString(text)
 		}
 	}
 	return img
+}
+
+// drawBlock draws the block elements the console uses for bars and sparklines, which the Go
+// fonts lack, as rectangles.
+func drawBlock(img *image.RGBA, r rune, px, py, cw, ch int, fg color.Color) bool {
+	switch {
+	case r >= '▁' && r <= '█': // eighths, from the bottom
+		h := ch * int(r-'▁'+1) / 8
+		draw.Draw(img, image.Rect(px, py+ch-h, px+cw, py+ch), &image.Uniform{fg}, image.Point{}, draw.Src)
+	case r == '░':
+		rr, gg, bb, _ := fg.RGBA()
+		dim := color.RGBA{uint8(rr >> 9), uint8(gg >> 9), uint8(bb >> 9), 0xff}
+		draw.Draw(img, image.Rect(px, py+2, px+cw, py+ch-2), &image.Uniform{dim}, image.Point{}, draw.Src)
+	default:
+		return false
+	}
+	return true
+}
+
+// fallback stands in for symbols the Go fonts lack.
+func fallback(r rune) string {
+	switch r {
+	case '✓':
+		return "+"
+	case '✗':
+		return "x"
+	case '▸', '›':
+		return ">"
+	case '↻':
+		return "@"
+	case '○':
+		return "o"
+	case '·':
+		return "."
+	case '▏':
+		return "|"
+	}
+	return "?"
 }

@@ -1,0 +1,120 @@
+// Command screenshots renders the console's main screens into PNGs (`make screenshots`): it
+// runs a real machine in-process (embedded broker, simulated GPUs, a supervised service),
+// submits work, and draws what the console shows with the pure-Go terminal renderer.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image/png"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/machine"
+	"github.com/emp-job-queue/machine/internal/termshot"
+	"github.com/emp-job-queue/machine/tui"
+)
+
+func main() {
+	out := flag.String("out", "screenshots", "directory for the PNGs")
+	flag.Parse()
+	if err := run(*out); err != nil {
+		fmt.Fprintln(os.Stderr, "screenshots:", err)
+		os.Exit(1)
+	}
+}
+
+func run(out string) error {
+	dir, err := os.MkdirTemp("", "machine-screens")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	services := filepath.Join(dir, "services.json")
+	svc := `[{"name":"comfyui-gpu0","command":["sh","-c","i=0; while true; i=$((i+1)); do echo \"got prompt $i\"; echo \"Prompt executed in 1.$i seconds\"; sleep 0.1; done"],"port":8188}]`
+	if err := os.WriteFile(services, []byte(svc), 0o600); err != nil {
+		return err
+	}
+	env := map[string]string{
+		"MACHINE_ID": "gpu-box-17", "MACHINE_POOL": "fast", "WORKER_CONNECTORS": "simulation,mock", "MACHINE_GPU_COUNT": "2",
+		"MACHINE_GPU_MODEL": "NVIDIA H200 141GB HBM3e", "MACHINE_GPU_MEMORY_GB": "141", "MACHINE_HEALTH_PORT": "0",
+		"MACHINE_RUN_DIR": dir, "MACHINE_LOG_DIR": filepath.Join(dir, "logs"), "MACHINE_SERVICES_FILE": services,
+		"MACHINE_GPU_SAMPLE_INTERVAL_MS": "100", "WORKER_SIMULATION_PROCESSING_TIME": "20", "WORKER_SIMULATION_STEPS": "40",
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		return err
+	}
+	m, err := machine.New(cfg, machine.Options{Version: "screens", Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	core := m.Control()
+	for core.Snapshot().Machine.Phase != "ready" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "broker.url"))
+	if err != nil {
+		return err
+	}
+	opts, err := redis.ParseURL(string(data[:len(data)-1]))
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	b := broker.New(rdb)
+	for _, spec := range []broker.JobSpec{
+		{Service: "mock", Payload: json.RawMessage(`{"delay_ms":50}`)},
+		{Service: "mock", Payload: json.RawMessage(`{"delay_ms":50,"should_fail":true}`), MaxRetries: new(1)},
+		{Service: "simulation"}, {Service: "simulation"}, {Service: "simulation"},
+	} {
+		if _, err := b.Submit(ctx, spec); err != nil {
+			return err
+		}
+	}
+	time.Sleep(6 * time.Second) // GPU history fills, jobs progress
+	snap := core.Snapshot()
+	logs := core.Do(ctx, control.Command{Op: control.Logs, Service: "comfyui-gpu0", Lines: 200}).Lines
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	shots := []struct {
+		name   string
+		screen tui.Screen
+		w, h   int
+	}{
+		{"main-160x48", tui.MainScreen, 160, 48}, {"main-80x24", tui.MainScreen, 80, 24},
+		{"logs-120x32", tui.LogsScreen, 120, 32}, {"help-100x30", tui.HelpScreen, 100, 30},
+	}
+	for _, s := range shots {
+		frame := tui.Frame(snap, s.screen, "comfyui-gpu0", logs, s.w, s.h)
+		img := termshot.PNG(termshot.Screen(frame, s.w, s.h), s.w, s.h)
+		f, err := os.Create(filepath.Join(out, s.name+".png"))
+		if err != nil {
+			return err
+		}
+		if err := png.Encode(f, img); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Println("wrote", filepath.Join(out, s.name+".png"))
+	}
+	return nil
+}
