@@ -19,6 +19,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/machine /usr/local/bin/machine
+# `docker exec -it <container> console` attaches the console to the running core.
+RUN ln -s /usr/local/bin/machine /usr/local/bin/console
 WORKDIR /workspace
 ENV MACHINE_HEALTH_PORT=9090 \
     MACHINE_RUN_DIR=/run/machine

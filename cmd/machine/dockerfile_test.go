@@ -77,10 +77,13 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("runtime stage %q should be a slim image, not the Go toolchain", runtime)
 	}
 
-	var cgo, copyFromBuilder, entry, health bool
+	var cgo, copyFromBuilder, entry, health, console bool
 	for i, in := range ins {
 		switch in.cmd {
 		case "RUN":
+			if stageOf[i] == runtime && strings.Contains(in.args, "ln -s /usr/local/bin/machine /usr/local/bin/console") {
+				console = true
+			}
 			if stageOf[i] == builder && strings.Contains(in.args, "CGO_ENABLED=1") && strings.Contains(in.args, "./cmd/machine") {
 				cgo = true
 			}
@@ -110,7 +113,8 @@ func TestDockerfile(t *testing.T) {
 			health = stageOf[i] == runtime
 		}
 	}
-	if !cgo || !copyFromBuilder || !entry || !health {
-		t.Errorf("cgo build %v, binary copied into runtime %v, ENTRYPOINT %v, HEALTHCHECK in runtime %v", cgo, copyFromBuilder, entry, health)
+	if !cgo || !copyFromBuilder || !entry || !health || !console {
+		t.Errorf("cgo build %v, binary copied into runtime %v, ENTRYPOINT %v, HEALTHCHECK in runtime %v, console link %v",
+			cgo, copyFromBuilder, entry, health, console)
 	}
 }

@@ -393,3 +393,18 @@ func TestInstallCommand(t *testing.T) {
 		t.Errorf("no venv after install: %v", err)
 	}
 }
+
+// `console` (the image's link to the binary) attaches; with no machine it names the socket.
+func TestConsoleWithoutAMachine(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "console")
+	if err := os.Symlink(binary, link); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	cmd := exec.Command(link)
+	cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), sock) || !strings.Contains(string(out), "no running machine") {
+		t.Errorf("console with no machine: %v\n%s", err, out)
+	}
+}
