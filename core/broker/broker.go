@@ -75,8 +75,9 @@ var (
 
 // Broker is the machine's side of the protocol. It is safe for concurrent use.
 type Broker struct {
-	rdb redis.UniversalClient
-	now func() time.Time
+	rdb    redis.UniversalClient
+	now    func() time.Time
+	policy Policy
 }
 
 // New returns a broker over an open Redis client.
@@ -97,7 +98,8 @@ func (b *Broker) Ping(ctx context.Context) error {
 
 // LoadScripts loads every script into the server's cache, so the first claim does not pay for it.
 func (b *Broker) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{claimScript, startScript, progressScript, completeScript, failScript, releaseScript} {
+	for _, s := range []*redis.Script{claimScript, startScript, progressScript, completeScript, failScript, releaseScript,
+		renewScript, reapScript, pendingCountScript} {
 		if err := s.Load(ctx, b.rdb).Err(); err != nil {
 			return fmt.Errorf("load broker scripts: %w", err)
 		}
@@ -112,7 +114,8 @@ func ISO(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z")
 // returns nil when nothing matched. cursor is the tail-window position from the previous call
 // (0 at first); the next one is returned.
 func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor int64) (*job.Job, int64, error) {
-	res, err := claimScript.Run(ctx, b.rdb, nil, caps, scanLimit, cursor).Slice()
+	res, err := claimScript.Run(ctx, b.rdb, nil, caps, scanLimit, cursor,
+		b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds())).Slice()
 	if err != nil {
 		return nil, cursor, fmt.Errorf("claim: %w", err)
 	}
@@ -265,7 +268,8 @@ func (b *Broker) Fail(ctx context.Context, j *job.Job, workerID, reason string, 
 		mode = "retry"
 	}
 	n, err := failScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), reason, mode, retries,
-		RetryScore(j, now), stored, failedMsg, requeued, workerStatusMsg(workerID, "busy", "idle", now)).Int64()
+		RetryScore(j, now), stored, failedMsg, requeued, workerStatusMsg(workerID, "busy", "idle", now),
+		int64(b.policy.backoff(retries).Seconds())).Int64()
 	if err := owned(n, err, "fail", j.ID); err != nil {
 		return 0, err
 	}

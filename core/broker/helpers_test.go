@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/internal/redistest"
 )
 
@@ -146,3 +147,5 @@ func (e *env) listen(channels ...string) func(wait int) map[string][]map[string]
 		return got
 	}
 }
+
+func jobResult() job.Result { return job.Result{Success: true} }

@@ -75,3 +75,12 @@ func (b *Broker) PublishMachineStatus(ctx context.Context, machineID string, msg
 	}
 	return nil
 }
+
+// MaxmemoryPolicy reads the broker's eviction policy (an error where CONFIG is not allowed).
+func (b *Broker) MaxmemoryPolicy(ctx context.Context) (string, error) {
+	res, err := b.rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return "", fmt.Errorf("read maxmemory-policy: %w", err)
+	}
+	return res["maxmemory-policy"], nil
+}

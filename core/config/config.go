@@ -50,6 +50,10 @@ type Config struct {
 	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: pending jobs one claim looks at
 	JobTimeout         time.Duration // JOB_TIMEOUT_MINUTES (alias WORKER_JOB_TIMEOUT_MINUTES)
 	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
+	Lease              time.Duration // MACHINE_LEASE_SECONDS: a job whose machine stops renewing runs again elsewhere
+	RetryBackoff       time.Duration // WORKER_RETRY_BACKOFF_SECONDS: wait before the first retry (doubling)
+	RetryBackoffMax    time.Duration // WORKER_RETRY_BACKOFF_MAX_SECONDS
+	RetryAvoid         time.Duration // WORKER_RETRY_AVOID_SECONDS: a retry goes to another worker first
 	InstallTimeout     time.Duration // SERVICE_INSTALL_TIMEOUT
 	RunDir             string        // MACHINE_RUN_DIR: pid files, the embedded broker's URL, sockets
 	ControlSocket      string        // MACHINE_CONTROL_SOCKET: where `machine console` attaches

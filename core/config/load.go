@@ -101,6 +101,10 @@ func Load(env Lookup) (*Config, error) {
 		c.JobTimeout = r.minutes("JOB_TIMEOUT_MINUTES", 30*time.Minute)
 	}
 	c.DrainTimeout = r.duration("MACHINE_DRAIN_TIMEOUT", 60*time.Second, "a duration such as 60s or 5m")
+	c.Lease = r.seconds("MACHINE_LEASE_SECONDS", 5*time.Second, time.Second, 10*time.Minute, "a number of seconds such as 5")
+	c.RetryBackoff = r.seconds("WORKER_RETRY_BACKOFF_SECONDS", 2*time.Second, 0, time.Hour, "a number of seconds such as 2 (0: retry at once)")
+	c.RetryBackoffMax = r.seconds("WORKER_RETRY_BACKOFF_MAX_SECONDS", time.Minute, 0, 24*time.Hour, "a number of seconds such as 60")
+	c.RetryAvoid = r.seconds("WORKER_RETRY_AVOID_SECONDS", 30*time.Second, 0, time.Hour, "a number of seconds such as 30 (0: any worker)")
 	c.InstallTimeout = r.duration("SERVICE_INSTALL_TIMEOUT", 30*time.Minute, "a duration such as 30m, or a number of seconds")
 	c.RunDir = r.str("MACHINE_RUN_DIR", DefaultRunDir())
 	c.Workspace = r.str("MACHINE_WORKSPACE", defaultWorkspace())

@@ -102,6 +102,7 @@ type Machine struct {
 	httpAddr string
 
 	paused   atomic.Bool // drained by the operator (control API): slots claim nothing
+	running  sync.Map    // job id → context.CancelCauseFunc, for cancel_job
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
 }
@@ -188,6 +189,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	b := broker.New(rdb)
+	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
+		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax})
 
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
@@ -238,7 +241,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 
 	wake := m.wakeChannels()
-	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake)) })
+	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake), m.cancelJob) })
+	bg.Go(func() { m.recovery(bgCtx, b) })
 	bg.Go(func() { m.liveness(bgCtx, b, ids) })
 	bg.Go(func() { pub.Run(bgCtx) })
 	bg.Go(func() { ctl.Serve(bgCtx) })
@@ -250,6 +254,9 @@ func (m *Machine) Run(ctx context.Context) error {
 	defer stopClaiming()
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
+	// Final writes of jobs are held through a broker outage, until the shutdown deadline.
+	writes, stopWrites := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWrites()
 	m.mu.Lock()
 	m.stopJobs = stopJobs
 	m.mu.Unlock()
@@ -260,6 +267,7 @@ func (m *Machine) Run(ctx context.Context) error {
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](m.cfg),
 			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: m.gate(sampler, sup, s),
 			PollInterval: m.cfg.PollInterval, ScanLimit: m.cfg.ClaimScanLimit, JobTimeout: m.cfg.JobTimeout, Log: m.log,
+			Track: m.track, Writes: writes,
 		})
 		slots.Go(func() { slot.Run(claimCtx, jobCtx) })
 	}
@@ -270,6 +278,10 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.log.Info("machine ready", "machine_id", m.cfg.MachineID, "slots", len(m.plan.Slots), "http", m.HTTPAddr())
 
 	<-ctx.Done()
+	// Past the drain timeout and a grace for the releases, shutdown stops waiting on a broker
+	// that does not answer.
+	deadline := time.AfterFunc(m.cfg.DrainTimeout+10*time.Second, stopWrites)
+	defer deadline.Stop()
 	m.drain(&slots, stopJobs)
 
 	m.store.SetPhase(state.Shutdown)
@@ -322,6 +334,10 @@ func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) err
 		if err == nil {
 			m.store.BrokerReachable(true, nil)
 			m.metrics.BrokerUp.Set(1)
+			if policy, perr := b.MaxmemoryPolicy(ctx); perr == nil && policy != "noeviction" {
+				m.log.Error("REDIS EVICTS KEYS: maxmemory-policy is "+policy+", so job hashes and queues can vanish under memory pressure; set maxmemory-policy noeviction on the broker",
+					"policy", policy)
+			}
 			return nil
 		}
 		m.store.BrokerReachable(false, err)
@@ -453,6 +469,58 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 			return false
 		},
 	})
+}
+
+// track registers a running job for cancellation.
+func (m *Machine) track(jobID string, cancel context.CancelCauseFunc) func() {
+	m.running.Store(jobID, cancel)
+	return func() { m.running.Delete(jobID) }
+}
+
+// cancelJob aborts a job the API cancelled, if one of this machine's slots runs it.
+func (m *Machine) cancelJob(jobID, reason string) {
+	if c, ok := m.running.Load(jobID); ok {
+		m.log.Info("cancelling job at the API's request", "job_id", jobID, "reason", reason)
+		c.(context.CancelCauseFunc)(worker.ErrCancelled)
+	}
+}
+
+// recovery renews the leases of this machine's running jobs and, on every machine (a lock in
+// Redis keeps it to one at a time), returns jobs whose lease expired to the queue.
+func (m *Machine) recovery(ctx context.Context, b *broker.Broker) {
+	renewEvery := max(m.cfg.Lease/3, 200*time.Millisecond)
+	renew := time.NewTicker(renewEvery)
+	defer renew.Stop()
+	reap := time.NewTicker(time.Second)
+	defer reap.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			var held []broker.Held
+			for _, s := range m.store.Snapshot().Slots {
+				if s.JobID != "" {
+					held = append(held, broker.Held{JobID: s.JobID, WorkerID: s.ID})
+				}
+			}
+			rctx, cancel := context.WithTimeout(ctx, renewEvery)
+			if _, err := b.RenewLeases(rctx, held); err != nil && ctx.Err() == nil {
+				m.log.Warn("leases not renewed; if this lasts past MACHINE_LEASE_SECONDS other machines re-run these jobs", "jobs", len(held), "err", err)
+			}
+			cancel()
+		case <-reap.C:
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			requeued, failed, err := b.Reap(rctx)
+			cancel()
+			if requeued+failed > 0 {
+				m.log.Warn("jobs of machines that stopped renewing their leases were recovered", "requeued", requeued, "failed", failed)
+			}
+			if err != nil && ctx.Err() == nil {
+				m.log.Debug("reaper skipped a round", "err", err)
+			}
+		}
+	}
 }
 
 // jobServices are the service_required values this machine's slots claim.

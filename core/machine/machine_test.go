@@ -42,9 +42,18 @@ func start(t *testing.T, env map[string]string) *harness {
 
 func startWith(t *testing.T, env map[string]string, opts machine.Options) *harness {
 	t.Helper()
-	srv := redistest.Start(t)
+	return startOn(t, redistest.Start(t).URL, env, opts)
+}
+
+func startWithRedis(t *testing.T, url string, env map[string]string) *harness {
+	t.Helper()
+	return startOn(t, url, env, machine.Options{Version: "test"})
+}
+
+func startOn(t *testing.T, url string, env map[string]string, opts machine.Options) *harness {
+	t.Helper()
 	base := map[string]string{
-		"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "test-box", "MACHINE_HEALTH_PORT": "0",
+		"HUB_REDIS_URL": url, "MACHINE_ID": "test-box", "MACHINE_HEALTH_PORT": "0",
 		"WORKER_POLL_INTERVAL_MS": "600000", "MACHINE_RUN_DIR": t.TempDir(),
 		"WORKER_SIMULATION_PROCESSING_TIME": "0.05", "WORKER_SIMULATION_STEPS": "2",
 		"MACHINE_DRAIN_TIMEOUT": "2s",
@@ -61,7 +70,8 @@ func startWith(t *testing.T, env map[string]string, opts machine.Options) *harne
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, rdb: srv.Client(), m: m, cancel: cancel, done: make(chan error, 1)}
+	opt, _ := redis.ParseURL(url)
+	h := &harness{t: t, rdb: redis.NewClient(opt), m: m, cancel: cancel, done: make(chan error, 1)}
 	h.b = broker.New(h.rdb)
 	go func() { h.done <- m.Run(ctx) }()
 	t.Cleanup(func() {
@@ -180,7 +190,8 @@ func TestBadInputFailsClearlyAndLosesNothing(t *testing.T) {
 }
 
 func TestRetryableFailuresAreRetriedThenFail(t *testing.T) {
-	h := start(t, map[string]string{"WORKER_CONNECTORS": "mock"})
+	// One slot and no backoff: the retries come back to it at once.
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "mock", "WORKER_RETRY_AVOID_SECONDS": "0", "WORKER_RETRY_BACKOFF_SECONDS": "0"})
 	id := h.submit("mock", `{"delay_ms":1,"should_fail":true}`)
 	h.waitFor("the job to fail for good", func() bool { return h.status(id) == "failed" })
 	if rc := h.rdb.HGet(context.Background(), "job:"+id, "retry_count").Val(); rc != "3" {
@@ -460,5 +471,59 @@ func TestDrainAndResumeFromTheConsole(t *testing.T) {
 	res := core.Do(context.Background(), control.Command{Op: control.DisableConnector, Connector: "simulation"})
 	if res.OK || !strings.Contains(res.Error, "WORKER_CONNECTORS") {
 		t.Errorf("disable connector = %+v; want a truthful refusal", res)
+	}
+}
+
+// A job whose machine died (SIGKILL: nothing renews its lease) runs again on another machine,
+// with its retries untouched.
+func TestJobOfADeadMachineRunsElsewhere(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	b := broker.New(rdb)
+	b.SetPolicy(broker.Policy{Lease: time.Second})
+	// The dead machine: it claimed and started the job, then vanished.
+	id, _ := b.Submit(ctx, broker.JobSpec{Service: "simulation", Payload: json.RawMessage(`{"duration_ms":10}`)})
+	caps, _ := broker.Capabilities{WorkerID: "dead-worker-simulation-0", Services: []string{"simulation"}}.Encode()
+	j, _, err := b.Claim(ctx, caps, 100, 0)
+	if err != nil || j == nil {
+		t.Fatal(j, err)
+	}
+	_ = b.Start(ctx, j, "dead-worker-simulation-0")
+	// A live machine on the same broker, leases of 1 s.
+	h := startWithRedis(t, srv.URL, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_LEASE_SECONDS": "1",
+		"WORKER_POLL_INTERVAL_MS": "200"})
+	h.waitFor("the dead machine's job to complete here", func() bool { return h.status(id) == "completed" })
+	jh := rdb.HGetAll(ctx, "job:"+id).Val()
+	if jh["retry_count"] != "0" || jh["lease_expiries"] != "1" || !strings.HasPrefix(jh["worker_id"], "test-box-worker-") {
+		t.Errorf("job after recovery: %v", jh)
+	}
+}
+
+func TestCancelAbortsTheRunningJob(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation"})
+	ctx := context.Background()
+	id := h.submit("simulation", `{"duration_ms":60000,"steps":600}`)
+	h.waitFor("the job to run", func() bool { return h.status(id) == "in_progress" })
+	worker := h.rdb.HGet(ctx, "job:"+id, "worker_id").Val()
+	// The API's cancel (emp-reference §1.6).
+	h.rdb.HSet(ctx, "job:"+id, "status", "failed", "error", "Job cancelled by user")
+	h.rdb.HDel(ctx, "jobs:active:"+worker, id)
+	h.rdb.Publish(ctx, "cancel_job", fmt.Sprintf(`{"job_id":%q,"worker_id":%q,"reason":"Job cancelled by user"}`, id, worker))
+	h.waitFor("the slot to be free again", func() bool {
+		for _, s := range h.m.Store().Snapshot().Slots {
+			if s.JobID == id {
+				return false
+			}
+		}
+		return true
+	})
+	jh := h.rdb.HGetAll(ctx, "job:"+id).Val()
+	if jh["status"] != "failed" || jh["error"] != "Job cancelled by user" || h.rdb.ZScore(ctx, "jobs:pending", id).Err() == nil {
+		t.Errorf("cancelled job resurrected: %v", jh)
+	}
+	if h.rdb.HGet(ctx, "worker:"+worker, "status").Val() != "idle" {
+		t.Error("worker not idle after the cancellation")
 	}
 }

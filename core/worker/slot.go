@@ -30,15 +30,20 @@ type Broker interface {
 
 // Params builds a Slot. Every field is immutable after New.
 type Params struct {
-	ID           string // worker id, ${MACHINE_ID}-worker-${connector}-${i}
-	Connector    string
-	Caps         []byte // encoded capabilities
-	Conn         connectors.Connector
-	Broker       Broker
-	Store        *state.Store
-	Metrics      *metrics.Metrics
-	Wake         <-chan struct{} // a token per claimable job for this slot's services
-	Gate         func() bool     // nil, or false while the slot must not claim (its GPU is out of service)
+	ID        string // worker id, ${MACHINE_ID}-worker-${connector}-${i}
+	Connector string
+	Caps      []byte // encoded capabilities
+	Conn      connectors.Connector
+	Broker    Broker
+	Store     *state.Store
+	Metrics   *metrics.Metrics
+	Wake      <-chan struct{} // a token per claimable job for this slot's services
+	Gate      func() bool     // nil, or false while the slot must not claim (its GPU is out of service)
+	// Track registers a running job's cancel function (for cancel_job) and returns its removal.
+	Track func(jobID string, cancel context.CancelCauseFunc) (untrack func())
+	// Writes bounds the retries of a job's final write while the broker is unreachable: they go
+	// on until it ends (the machine's shutdown deadline). Nil: until the write lands.
+	Writes       context.Context
 	PollInterval time.Duration
 	ScanLimit    int
 	JobTimeout   time.Duration
@@ -50,9 +55,6 @@ type Slot struct {
 	p Params
 	// progressEvery spaces progress writes to the broker; the store gets every report.
 	progressEvery time.Duration
-	// writeFor bounds how long a slot keeps retrying the final write of a job while the
-	// broker is unreachable.
-	writeFor time.Duration
 }
 
 // New returns a slot; Run starts it.
@@ -67,8 +69,14 @@ func New(p Params) *Slot {
 		p.JobTimeout = 30 * time.Minute
 	}
 	p.Log = p.Log.With("slot", p.ID)
-	return &Slot{p: p, progressEvery: 100 * time.Millisecond, writeFor: 30 * time.Second}
+	if p.Writes == nil {
+		p.Writes = context.Background()
+	}
+	return &Slot{p: p, progressEvery: 100 * time.Millisecond}
 }
+
+// ErrCancelled is the cause of a job's context when the API cancelled the job.
+var ErrCancelled = errors.New("job cancelled by the API")
 
 // Run claims and runs jobs until claimCtx ends, then returns once the job in hand is settled.
 // jobCtx ending cancels the job in hand, which then goes back to the queue without using up a
@@ -90,7 +98,7 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 			if failures == 1 || failures%50 == 0 {
 				s.p.Log.Warn("cannot claim jobs: the broker did not answer; retrying", "err", err, "attempts", failures)
 			}
-			s.sleep(claimCtx, min(time.Duration(failures)*100*time.Millisecond, 5*time.Second))
+			s.sleep(claimCtx, min(time.Duration(failures)*100*time.Millisecond, time.Second))
 			continue
 		}
 		if failures > 0 {
@@ -157,8 +165,24 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 		log.Warn("could not mark the job in_progress; running it anyway", "err", err)
 	}
 
-	res, runErr := s.execute(jobCtx, j, log)
+	runCtx, cancel := context.WithCancelCause(jobCtx)
+	defer cancel(nil)
+	if s.p.Track != nil {
+		defer s.p.Track(j.ID, cancel)()
+	}
+	res, runErr := s.execute(runCtx, j, log)
 	switch {
+	case errors.Is(context.Cause(runCtx), ErrCancelled):
+		// The API already marked the job failed; only this worker's own records are cleared.
+		err := s.write(func(ctx context.Context) error {
+			_, err := s.p.Broker.Fail(ctx, j, s.p.ID, "Job cancelled by user", false)
+			return err
+		})
+		if errors.Is(err, broker.ErrNotOwner) {
+			err = nil
+		}
+		log.Info("job cancelled by the API; its connector call was aborted")
+		s.settle(j, start, log, "cancelled", "cancelled", err)
 	case runErr == nil && res.Success:
 		err := s.write(func(ctx context.Context) error { return s.p.Broker.Complete(ctx, j, s.p.ID, res) })
 		s.settle(j, start, log, "completed", "", err)
@@ -228,19 +252,26 @@ func failure(j *job.Job, res job.Result, err error, timeout time.Duration) (stri
 }
 
 // write retries a final write while the broker is unreachable, so a finished job's outcome is
-// not dropped on a brief outage. A job that is no longer ours is not retried.
+// kept through an outage and lands when Redis is back; it gives up only when the machine's
+// shutdown deadline passes. A job that is no longer ours is not retried.
 func (s *Slot) write(op func(ctx context.Context) error) error {
-	deadline := time.Now().Add(s.writeFor)
 	delay := 50 * time.Millisecond
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.p.Writes), 5*time.Second)
 		err := op(ctx)
 		cancel()
-		if err == nil || errors.Is(err, broker.ErrNotOwner) || time.Now().After(deadline) {
+		if err == nil || errors.Is(err, broker.ErrNotOwner) {
 			return err
 		}
-		time.Sleep(delay)
-		delay = min(delay*2, 2*time.Second)
+		if attempt == 1 {
+			s.p.Log.Warn("the broker did not take a job's outcome; holding it and retrying until it does", "err", err)
+		}
+		select {
+		case <-s.p.Writes.Done():
+			return fmt.Errorf("gave up at shutdown with the broker unreachable: %w", err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, time.Second)
 	}
 }
 
@@ -249,6 +280,7 @@ func (s *Slot) settle(j *job.Job, start time.Time, log *slog.Logger, outcome, re
 	case errors.Is(err, broker.ErrNotOwner):
 		log.Info("job was cancelled or reassigned while it ran; its result is dropped")
 		outcome = "cancelled"
+	case outcome == "cancelled":
 	case err != nil:
 		log.Error("could not record the job's outcome; it stays assigned to this worker until it is recovered",
 			"outcome", outcome, "err", err)

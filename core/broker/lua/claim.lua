@@ -12,11 +12,17 @@
 -- ARGV[1] capabilities JSON (never contains null)
 -- ARGV[2] scan limit per window
 -- ARGV[3] tail cursor (position in jobs:pending where the tail window starts)
+-- ARGV[4] lease in ms (0: none). A leased job is re-queued by the reaper if the lease is not
+--         renewed, so a job whose machine died runs again elsewhere.
+-- ARGV[5] seconds during which a job does not go back to the worker whose attempt just failed
+--         (other workers take it first; after that any worker may)
 -- Returns {claimed JSON {"jobId","job"} or "", next tail cursor}.
 
 local caps = cjson.decode(ARGV[1])
 local limit = tonumber(ARGV[2]) or 10000
 local cursor = tonumber(ARGV[3]) or 0
+local lease_ms = tonumber(ARGV[4]) or 0
+local avoid_s = tonumber(ARGV[5]) or 0
 local worker_id = caps.worker_id
 local pending = 'jobs:pending'
 local svc_cache = 'jobs:pending:service'
@@ -141,6 +147,8 @@ end
 
 -- try returns the pre-claim job table if the job matched and this call removed it from the
 -- queue, and whether the id was dangling (and removed).
+local job_score = nil -- the claimed job's score, kept so the reaper can put it back in place
+
 local function try(id)
   local key = 'job:' .. id
   local f = redis.call('HMGET', key, 'id', 'service_required', 'workflow_id')
@@ -164,7 +172,16 @@ local function try(id)
     if ok and type(decoded) == 'table' then req = decoded end
   end
   if not matches(job, req) then return nil, false end
+  if job.retry_after_unix or (avoid_s > 0 and job.last_failed_worker == worker_id) then
+    local now_s = tonumber(redis.call('TIME')[1])
+    if now_s < (tonumber(job.retry_after_unix) or 0) then return nil, false end -- backoff between attempts
+    if avoid_s > 0 and job.last_failed_worker == worker_id and now_s - (tonumber(job.failed_at_unix) or 0) < avoid_s then
+      return nil, false -- let another worker try first
+    end
+  end
+  local score = redis.call('ZSCORE', pending, id)
   if redis.call('ZREM', pending, id) == 0 then return nil, false end
+  job_score = score
   return job, false
 end
 
@@ -234,7 +251,11 @@ local micros = tonumber(t[2])
 local assigned_at = t[1] .. '.' .. string.format('%06d', micros)
 local ts = tonumber(t[1]) * 1000 + math.floor(micros / 1000)
 
-redis.call('HSET', 'job:' .. id, 'status', 'assigned', 'worker_id', worker_id, 'assigned_at', assigned_at)
+redis.call('HSET', 'job:' .. id, 'status', 'assigned', 'worker_id', worker_id, 'assigned_at', assigned_at,
+  'queue_score', job_score or '')
+if lease_ms > 0 then
+  redis.call('ZADD', 'jobs:leases', ts + lease_ms, id)
+end
 redis.call('HSET', 'jobs:active:' .. worker_id, id, cjson.encode(job))
 local old_status = redis.call('HGET', 'worker:' .. worker_id, 'status') or 'idle'
 redis.call('HSET', 'worker:' .. worker_id, 'status', 'busy', 'current_job_id', id, 'last_status_change', assigned_at)

@@ -14,6 +14,7 @@ if owned then
   redis.call('PUBLISH', 'complete_job', ARGV[5])
 end
 redis.call('HDEL', 'jobs:active:' .. worker, id)
+redis.call('ZREM', 'jobs:leases', id)
 redis.call('HSET', 'worker:' .. worker, 'status', 'idle', 'current_job_id', '', 'last_status_change', ARGV[3])
 redis.call('PUBLISH', 'worker_status', ARGV[6])
 if owned then return 1 end

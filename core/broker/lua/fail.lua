@@ -3,7 +3,8 @@
 -- ARGV[1] job id, ARGV[2] worker id, ARGV[3] failed_at (ISO), ARGV[4] error,
 -- ARGV[5] "retry" or "fail", ARGV[6] new retry_count, ARGV[7] pending score (retry),
 -- ARGV[8] jobs:failed value (fail), ARGV[9] job_failed message (fail),
--- ARGV[10] job_requeued message (retry), ARGV[11] worker_status message
+-- ARGV[10] job_requeued message (retry), ARGV[11] worker_status message,
+-- ARGV[12] seconds before the retry may be claimed (the backoff between attempts)
 -- Returns 1 when written, 0 when the job was no longer this worker's.
 local id, worker = ARGV[1], ARGV[2]
 local key = 'job:' .. id
@@ -12,7 +13,9 @@ local owned = f[2] == worker and (f[1] == 'in_progress' or f[1] == 'assigned')
 if owned then
   if ARGV[5] == 'retry' then
     redis.call('HSET', key, 'status', 'pending', 'worker_id', '', 'assigned_at', '',
-      'retry_count', ARGV[6], 'last_failed_worker', worker, 'failed_at', ARGV[3], 'error', ARGV[4])
+      'retry_count', ARGV[6], 'last_failed_worker', worker, 'failed_at', ARGV[3], 'error', ARGV[4],
+      'failed_at_unix', redis.call('TIME')[1],
+      'retry_after_unix', tonumber(redis.call('TIME')[1]) + (tonumber(ARGV[12]) or 0))
     redis.call('ZADD', 'jobs:pending', ARGV[7], id)
     redis.call('PUBLISH', 'job_requeued', ARGV[10])
   else
@@ -24,6 +27,7 @@ if owned then
   end
 end
 redis.call('HDEL', 'jobs:active:' .. worker, id)
+redis.call('ZREM', 'jobs:leases', id)
 redis.call('HSET', 'worker:' .. worker, 'status', 'idle', 'current_job_id', '', 'last_status_change', ARGV[3])
 redis.call('PUBLISH', 'worker_status', ARGV[11])
 if owned then return 1 end
