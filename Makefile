@@ -14,10 +14,14 @@ build:
 run: build
 	./bin/machine
 
-## test: installs redis-server when missing, then vet and every test (with the race detector)
+## test: installs redis-server when missing, then vet, every test (with the race detector),
+## a short run of each fuzz target, and the quick chaos scenarios
 test: deps-test
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzFromHash$$' -fuzztime 5s ./core/job
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 5s ./core/config
+	$(GO) test -run '^$$' -fuzz '^FuzzMatching$$' -fuzztime 5s ./core/broker
 
 ## bench: end-to-end figures against a real redis-server (latency, throughput, RSS)
 bench: deps-test build

@@ -58,22 +58,32 @@ func atoiDefault(s string, def int) int {
 // Score is the job's rank in jobs:pending with the API's formula (PROTOCOL §1):
 // P*1e15 - floor(T/1000), P = workflow_priority || priority, T = workflow_datetime || created_at (ms).
 // Higher scores are claimed first.
+//
+// Values that are not finite numbers fall back to the API's defaults (priority 50, now), so a
+// score is always a number Redis accepts.
 func Score(fields map[string]string, now time.Time) float64 {
-	p, err := strconv.ParseFloat(fields["workflow_priority"], 64)
-	if err != nil {
-		p, err = strconv.ParseFloat(fields["priority"], 64)
-		if err != nil {
+	p, ok := finite(fields["workflow_priority"])
+	if !ok {
+		if p, ok = finite(fields["priority"]); !ok {
 			p = 50
 		}
 	}
-	t, err := strconv.ParseFloat(fields["workflow_datetime"], 64)
-	if err != nil || t == 0 {
+	t, ok := finite(fields["workflow_datetime"])
+	if !ok || t == 0 {
 		t = float64(now.UnixMilli())
 		if ts, err := time.Parse(time.RFC3339Nano, fields["created_at"]); err == nil {
 			t = float64(ts.UnixMilli())
 		}
 	}
-	return p*1e15 - math.Floor(t/1000)
+	if s := p*1e15 - math.Floor(t/1000); !math.IsInf(s, 0) && !math.IsNaN(s) {
+		return s
+	}
+	return 50*1e15 - math.Floor(float64(now.UnixMilli())/1000)
+}
+
+func finite(s string) (float64, bool) {
+	f, err := strconv.ParseFloat(s, 64)
+	return f, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
 }
 
 // Progress is one progress report of a running job.

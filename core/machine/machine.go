@@ -280,12 +280,12 @@ func (m *Machine) Run(ctx context.Context) error {
 	<-ctx.Done()
 	// Past the drain timeout and a grace for the releases, shutdown stops waiting on a broker
 	// that does not answer.
-	deadline := time.AfterFunc(m.cfg.DrainTimeout+10*time.Second, stopWrites)
+	deadline := time.AfterFunc(m.cfg.DrainTimeout+3*time.Second, stopWrites)
 	defer deadline.Stop()
 	m.drain(&slots, stopJobs)
 
 	m.store.SetPhase(state.Shutdown)
-	final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	final, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := pub.Publish(final, status.Shutdown); err != nil {
 		m.log.Warn("shutdown status not published", "err", err)

@@ -527,3 +527,49 @@ func TestCancelAbortsTheRunningJob(t *testing.T) {
 		t.Error("worker not idle after the cancellation")
 	}
 }
+
+// Redis stops answering while a job runs: the job goes on, its outcome is held and lands when
+// Redis is back, and the slots claim again within seconds.
+func TestRedisOutageMidJob(t *testing.T) {
+	srv := redistest.Start(t)
+	h := startWithRedis(t, srv.URL, map[string]string{"WORKER_CONNECTORS": "simulation:1", "MACHINE_LEASE_SECONDS": "30",
+		"WORKER_POLL_INTERVAL_MS": "500"})
+	id := h.submit("simulation", `{"duration_ms":1500,"steps":3}`)
+	h.waitFor("the job to run", func() bool { return h.status(id) == "in_progress" })
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the job finishes while Redis is gone
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the held outcome to land", func() bool { return h.status(id) == "completed" })
+	thawed := time.Now()
+	next := h.submit("simulation", `{"duration_ms":10}`)
+	h.waitFor("a claim after the outage", func() bool { return h.status(next) == "completed" })
+	if d := time.Since(thawed); d > 10*time.Second {
+		t.Errorf("claiming resumed %s after Redis came back", d)
+	}
+}
+
+// Shutdown with Redis unreachable ends (after the drain timeout and its grace) instead of
+// hanging on writes that cannot land.
+func TestShutdownWhileRedisIsDown(t *testing.T) {
+	srv := redistest.Start(t)
+	h := startWithRedis(t, srv.URL, map[string]string{"WORKER_CONNECTORS": "simulation:1", "MACHINE_DRAIN_TIMEOUT": "1s"})
+	id := h.submit("simulation", `{"duration_ms":60000,"steps":60}`)
+	h.waitFor("the job to run", func() bool { return h.status(id) == "in_progress" })
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Thaw()
+	start := time.Now()
+	h.cancel()
+	select {
+	case <-h.done:
+		h.done <- nil
+	case <-time.After(60 * time.Second):
+		t.Fatal("shutdown hung with Redis down")
+	}
+	t.Logf("shutdown with Redis down took %s", time.Since(start).Round(time.Millisecond))
+}

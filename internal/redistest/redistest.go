@@ -96,11 +96,19 @@ func (s *Server) Client() *redis.Client { return redis.NewClient(&redis.Options{
 // Pid is the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
+// Freeze stops the server's process (SIGSTOP): connections stay open but nothing answers, as
+// in a network partition or a stalled host. Thaw resumes it with its data.
+func (s *Server) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Stop kills the server by its pid.
 func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen server cannot die of SIGKILL until resumed on some kernels
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 	s.cmd = nil
