@@ -5,7 +5,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test bench screenshots deps-test
+.PHONY: build run test bench chaos screenshots deps-test
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/machine ./cmd/machine
@@ -26,6 +26,10 @@ test: deps-test
 ## bench: end-to-end figures against a real redis-server (latency, throughput, RSS)
 bench: deps-test build
 	$(GO) run ./cmd/bench -machine bin/machine
+
+## chaos: fault scenarios against real redis-server and machine processes, counted per job
+chaos: deps-test build
+	$(GO) run ./cmd/chaos -machine bin/machine
 
 ## screenshots: PNGs of the console's screens, from a real in-process machine
 screenshots:

@@ -114,7 +114,20 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart stops the server and starts it again on the same port, empty (nothing is saved).
+// RestartKeepingData saves the dataset, stops the server and starts it again on the same port
+// from what it saved: a Redis restart, as an operator or a crash with persistence would do it.
+func (s *Server) RestartKeepingData() error {
+	rdb := s.Client()
+	err := rdb.Save(context.Background()).Err()
+	rdb.Close()
+	if err != nil {
+		return fmt.Errorf("save before restart: %w", err)
+	}
+	return s.Restart()
+}
+
+// Restart stops the server and starts it again on the same port, with whatever it saved (a
+// plain restart keeps nothing: the server runs without persistence).
 func (s *Server) Restart() error {
 	s.Stop()
 	bin, err := exec.LookPath("redis-server")
