@@ -210,14 +210,14 @@ func TestInitialScreen(t *testing.T) {
 func TestToggleConnector(t *testing.T) {
 	eachSize(t, func(t *testing.T, w, h int) {
 		core := newFake()
-		core.results[control.DisableConnector] = control.Fail("live connector changes are not in this version yet: set WORKER_CONNECTORS and restart the machine (it drains first)")
+		core.results[control.DisableConnector] = control.Result{OK: true, Message: "comfyui: draining 2 slot(s): their jobs finish, or go back to the queue after 1m0s"}
 		core.updates <- fixture()
 		s := start(t, w, h, core, tui.Options{})
 		s.waitFor("openai")
 		s.press("tab", "tab", "t")
 		s.waitFor("in flight? They finish")
 		s.press("y")
-		out := s.waitFor("live connector changes")
+		out := s.waitFor("draining 2 slot(s)")
 		cmds := core.commands()
 		if len(cmds) != 1 || cmds[0].Op != control.DisableConnector || cmds[0].Connector != "comfyui" {
 			t.Fatalf("commands sent: %+v", cmds)

@@ -26,6 +26,8 @@ type Params struct {
 	Version string
 	// Services are the supervised services; nil when the machine runs none.
 	Services Services
+	// SetConnector enables, disables or resizes a connector while the machine runs.
+	SetConnector func(name string, enable bool, count int) (string, error)
 }
 
 // Services is what the HTTP routes need of the supervisor.
@@ -50,6 +52,7 @@ func New(p Params) http.Handler {
 	mux.HandleFunc("POST /refresh-status", s.refresh)
 	mux.Handle("GET /metrics", p.Metrics)
 	mux.HandleFunc("POST /restart/service", s.authorized(s.restartService))
+	mux.HandleFunc("POST /connectors/{name}", s.tokenRequired(s.connector))
 	mux.HandleFunc("GET /pm2/logs", s.serviceLogs)
 	mux.HandleFunc("GET /comfyui/logs", s.serviceLogs)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -95,6 +98,57 @@ func (s *server) authorized(next http.HandlerFunc) http.HandlerFunc {
 		}
 		next(w, r)
 	}
+}
+
+// tokenRequired guards routes that change what the machine runs: they need the token, and are
+// closed when none is configured.
+func (s *server) tokenRequired(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.Token == "" {
+			writeJSON(w, http.StatusForbidden, map[string]any{
+				"error": "this route changes what the machine runs and is closed: set MACHINE_API_TOKEN to open it with a token",
+			})
+			return
+		}
+		s.authorized(next)(w, r)
+	}
+}
+
+// connector is POST /connectors/{name}?action=enable|disable|concurrency&count=N.
+func (s *server) connector(w http.ResponseWriter, r *http.Request) {
+	name, q := r.PathValue("name"), r.URL.Query()
+	count := 0
+	if v := q.Get("count"); v != "" {
+		if _, err := fmt.Sscanf(v, "%d", &count); err != nil || count < 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "count must be a whole number"})
+			return
+		}
+	}
+	var enable bool
+	switch q.Get("action") {
+	case "enable":
+		enable = true
+	case "disable":
+	case "concurrency":
+		if count < 1 {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "concurrency needs count ≥ 1"})
+			return
+		}
+		enable = true
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "action must be enable, disable or concurrency"})
+		return
+	}
+	if s.SetConnector == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the machine is not running yet"})
+		return
+	}
+	msg, err := s.SetConnector(name, enable, count)
+	if err != nil {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"message": msg})
 }
 
 func uptimeMS(snap state.Snapshot) int64 { return time.Since(snap.StartedAt).Milliseconds() }

@@ -3,10 +3,8 @@ package machine
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
-	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/supervisor"
@@ -74,9 +72,10 @@ func (c *core) Snapshot() control.Snapshot {
 			Healthy: st.State == supervisor.Ready, Port: st.Port, UptimeMS: up, Error: st.Error,
 		})
 	}
-	for _, want := range m.cfg.Connectors {
+	fl := m.fleet.Load()
+	for _, want := range m.layout().cfg.Connectors {
 		conn := control.Connector{Name: want.Name, State: "enabled"}
-		if snap.Paused || snap.Phase == state.Draining {
+		if snap.Paused || snap.Phase == state.Draining || (fl != nil && fl.isDraining(want.Name)) {
 			conn.State = "draining"
 		}
 		for _, sl := range snap.Slots {
@@ -109,10 +108,14 @@ func (c *core) Do(ctx context.Context, cmd control.Command) control.Result {
 	m := c.m()
 	switch cmd.Op {
 	case control.EnableConnector, control.DisableConnector, control.SetConcurrency:
-		if !slices.ContainsFunc(m.cfg.Connectors, func(x config.Connector) bool { return x.Name == cmd.Connector }) && cmd.Op != control.EnableConnector {
-			return control.Fail("connector %q is not configured on this machine", cmd.Connector)
+		if cmd.Op == control.SetConcurrency && cmd.Count < 1 {
+			return control.Fail("give a slot count of at least 1 (disable the connector to stop it)")
 		}
-		return control.Fail("live connector changes are not in this version yet: set WORKER_CONNECTORS and restart the machine (it drains first)")
+		msg, err := m.SetConnector(cmd.Connector, cmd.Op != control.DisableConnector, cmd.Count)
+		if err != nil {
+			return control.Fail("%v", err)
+		}
+		return control.Result{OK: true, Message: msg}
 	case control.Drain:
 		m.paused.Store(true)
 		m.store.SetPaused(true)

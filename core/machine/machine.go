@@ -89,8 +89,7 @@ func OpenGPUs(cfg *config.Config) (gpu.Source, string, error) {
 
 // Machine is one machine's core.
 type Machine struct {
-	cfg     *config.Config
-	plan    *plan.Plan
+	cfg     *config.Config // settings; the connectors in force are in cur
 	log     *slog.Logger
 	store   *state.Store
 	metrics *metrics.Metrics
@@ -101,7 +100,9 @@ type Machine struct {
 	stopJobs context.CancelFunc // set while Run drains
 	httpAddr string
 
-	paused   atomic.Bool // drained by the operator (control API): slots claim nothing
+	cur      atomic.Pointer[layout] // the connectors and plan in force
+	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
+	paused   atomic.Bool            // drained by the operator (control API): slots claim nothing
 	running  sync.Map    // job id → context.CancelCauseFunc, for cancel_job
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
@@ -124,14 +125,11 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	slots := make([]state.Slot, len(p.Slots))
-	for i, s := range p.Slots {
-		slots[i] = state.Slot{ID: s.ID, Connector: s.Connector, GPU: s.GPU}
-	}
 	m := &Machine{
-		cfg: cfg, plan: p, log: log, version: opts.Version, gpus: gpus,
-		store: state.New(cfg.MachineID, cfg.Pool, slots), metrics: metrics.New(),
+		cfg: cfg, log: log, version: opts.Version, gpus: gpus,
+		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
+	m.cur.Store(&layout{cfg: cfg, plan: p})
 	m.store.SetGPUSource(gpus.Name())
 	return m, nil
 }
@@ -142,8 +140,8 @@ func (m *Machine) ControlSocket() string { return m.cfg.ControlSocket }
 // Store is the machine's state, for readers.
 func (m *Machine) Store() *state.Store { return m.store }
 
-// Plan is what the machine runs.
-func (m *Machine) Plan() *plan.Plan { return m.plan }
+// Plan is what the machine runs now.
+func (m *Machine) Plan() *plan.Plan { return m.layout().plan }
 
 // HTTPAddr is the address the HTTP server listens on, once Run has started it.
 func (m *Machine) HTTPAddr() string {
@@ -185,7 +183,7 @@ func (m *Machine) Run(ctx context.Context) error {
 		return fmt.Errorf("HUB_REDIS_URL is not a Redis URL: %w", err)
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
-	opts.PoolSize = max(len(m.plan.Slots)+8, 10)
+	opts.PoolSize = max(len(m.layout().plan.Slots)+16, 32)
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	b := broker.New(rdb)
@@ -195,20 +193,6 @@ func (m *Machine) Run(ctx context.Context) error {
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
-	caps, err := m.capabilities()
-	if err != nil {
-		return err
-	}
-	workers := make([]broker.Worker, len(m.plan.Slots))
-	ids := make([]string, len(m.plan.Slots))
-	for i, s := range m.plan.Slots {
-		workers[i] = broker.Worker{ID: s.ID, MachineID: m.cfg.MachineID, Capabilities: caps[s.ID]}
-		ids[i] = s.ID
-	}
-	if err := b.Register(ctx, workers); err != nil {
-		return err
-	}
-
 	// Services start first: slots bound to them claim only once they are ready.
 	sup, err := m.supervisor()
 	if err != nil {
@@ -228,7 +212,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.httpAddr = ln.Addr().String()
 	m.mu.Unlock()
 	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
-	pub := status.NewPublisher(m.plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
+	pub := status.NewPublisher(m.Plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
 	srv := m.serveHTTP(ln, pub, sup)
 	ctl, err := control.Listen(m.cfg.ControlSocket, m.Control(), m.log)
 	if err != nil {
@@ -240,18 +224,6 @@ func (m *Machine) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bg sync.WaitGroup
 
-	wake := m.wakeChannels()
-	bg.Go(func() { b.Watch(bgCtx, m.log, m.dispatcher(wake), m.cancelJob) })
-	bg.Go(func() { m.recovery(bgCtx, b) })
-	bg.Go(func() { m.liveness(bgCtx, b, ids) })
-	bg.Go(func() { pub.Run(bgCtx) })
-	bg.Go(func() { ctl.Serve(bgCtx) })
-	sampler := m.newSampler(sup)
-	m.sampler.Store(sampler)
-	bg.Go(func() { sampler.Run(bgCtx) })
-
-	claimCtx, stopClaiming := context.WithCancel(ctx)
-	defer stopClaiming()
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
 	// Final writes of jobs are held through a broker outage, until the shutdown deadline.
@@ -260,29 +232,42 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.mu.Lock()
 	m.stopJobs = stopJobs
 	m.mu.Unlock()
+	sampler := m.newSampler(sup)
+	m.sampler.Store(sampler)
+	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx,
+		runs: map[string]*slotRun{}, wake: map[string]chan struct{}{}, draining: map[string]bool{}}
+	m.fleet.Store(fl)
+	defer m.fleet.Store(nil)
 
-	var slots sync.WaitGroup
-	for _, s := range m.plan.Slots {
-		slot := worker.New(worker.Params{
-			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](m.cfg),
-			Broker: b, Store: m.store, Metrics: m.metrics, Wake: wake[s.Connector], Gate: m.gate(sampler, sup, s),
-			PollInterval: m.cfg.PollInterval, ScanLimit: m.cfg.ClaimScanLimit, JobTimeout: m.cfg.JobTimeout, Log: m.log,
-			Track: m.track, Writes: writes,
-		})
-		slots.Go(func() { slot.Run(claimCtx, jobCtx) })
+	bg.Go(func() { b.Watch(bgCtx, m.log, fl.dispatch, m.cancelJob) })
+	bg.Go(func() { m.recovery(bgCtx, b) })
+	bg.Go(func() { m.liveness(bgCtx, b, fl.ids) })
+	bg.Go(func() { pub.Run(bgCtx) })
+	bg.Go(func() { ctl.Serve(bgCtx) })
+	bg.Go(func() { sampler.Run(bgCtx) })
+
+	if err := fl.start(ctx, m.layout().plan.Slots); err != nil {
+		stopBG()
+		bg.Wait()
+		_ = srv.Close()
+		return err
 	}
 	m.store.SetPhase(state.Ready)
 	if err := pub.Publish(ctx, status.MachineReady); err != nil {
 		m.log.Warn("machine_ready status not published", "err", err)
 	}
-	m.log.Info("machine ready", "machine_id", m.cfg.MachineID, "slots", len(m.plan.Slots), "http", m.HTTPAddr())
+	m.log.Info("machine ready", "machine_id", m.cfg.MachineID, "slots", len(fl.ids()), "http", m.HTTPAddr())
 
 	<-ctx.Done()
 	// Past the drain timeout and a grace for the releases, shutdown stops waiting on a broker
 	// that does not answer.
 	deadline := time.AfterFunc(m.cfg.DrainTimeout+3*time.Second, stopWrites)
 	defer deadline.Stop()
-	m.drain(&slots, stopJobs)
+	m.store.SetPhase(state.Draining)
+	m.log.Info("draining: no new claims; waiting for in-flight jobs", "in_flight", len(m.Control().Snapshot().Jobs),
+		"timeout", m.cfg.DrainTimeout.String())
+	fl.change.Lock() // no connector change from now on
+	fl.stop(fl.ids(), m.cfg.DrainTimeout)
 
 	m.store.SetPhase(state.Shutdown)
 	final, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -290,37 +275,11 @@ func (m *Machine) Run(ctx context.Context) error {
 	if err := pub.Publish(final, status.Shutdown); err != nil {
 		m.log.Warn("shutdown status not published", "err", err)
 	}
-	if err := b.Deregister(final, ids); err != nil {
-		m.log.Warn("workers not deregistered", "err", err)
-	}
 	stopBG()
 	bg.Wait()
 	_ = srv.Shutdown(final)
 	m.log.Info("machine stopped")
 	return nil
-}
-
-// drain waits for in-flight jobs up to the drain timeout, then cancels them (they go back to
-// the queue).
-func (m *Machine) drain(slots *sync.WaitGroup, stopJobs context.CancelFunc) {
-	m.store.SetPhase(state.Draining)
-	busy := 0
-	for _, s := range m.store.Snapshot().Slots {
-		if s.JobID != "" {
-			busy++
-		}
-	}
-	m.log.Info("draining: no new claims; waiting for in-flight jobs", "in_flight", busy, "timeout", m.cfg.DrainTimeout.String())
-	done := make(chan struct{})
-	go func() { slots.Wait(); close(done) }()
-	select {
-	case <-done:
-		return
-	case <-time.After(m.cfg.DrainTimeout):
-		m.log.Warn("drain timeout passed; returning unfinished jobs to the queue", "timeout", m.cfg.DrainTimeout.String())
-	}
-	stopJobs()
-	<-done
 }
 
 // connect waits until the broker answers, logging a clear reason while it does not.
@@ -356,7 +315,7 @@ func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) err
 
 // liveness pings the broker every 2 s (health, metrics), heartbeats every slot, and prunes
 // the claim script's service cache every 5 minutes.
-func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) {
+func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids func() []string) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	lastBeat, lastPrune := time.Now(), time.Now()
@@ -369,7 +328,7 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids []string) 
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := b.Ping(pctx)
 		if err == nil && time.Since(lastBeat) >= m.cfg.HeartbeatInterval-time.Second {
-			if err = b.Heartbeat(pctx, ids); err == nil {
+			if err = b.Heartbeat(pctx, ids()); err == nil {
 				lastBeat = time.Now()
 			}
 		}
@@ -459,7 +418,7 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 		Specs: specs, RunDir: m.cfg.RunDir, LogDir: m.cfg.LogDir, Log: m.log, KeepOnExit: m.cfg.KeepServices,
 		OnChange: m.store.SetService,
 		Busy: func(service string) bool {
-			for _, sl := range m.plan.Slots {
+			for _, sl := range m.layout().plan.Slots {
 				if sl.Service == service {
 					if live, ok := m.store.Snapshot().Slot(sl.ID); ok && live.JobID != "" {
 						return true
@@ -526,7 +485,7 @@ func (m *Machine) recovery(ctx context.Context, b *broker.Broker) {
 // jobServices are the service_required values this machine's slots claim.
 func (m *Machine) jobServices() []string {
 	var out []string
-	for _, s := range m.plan.Slots {
+	for _, s := range m.layout().plan.Slots {
 		for _, svc := range s.JobServices {
 			if !slices.Contains(out, svc) {
 				out = append(out, svc)
@@ -536,19 +495,10 @@ func (m *Machine) jobServices() []string {
 	return out
 }
 
-// wakeChannels makes one channel per connector, with room for a token per slot.
-func (m *Machine) wakeChannels() map[string]chan struct{} {
-	wake := map[string]chan struct{}{}
-	for _, c := range m.cfg.Connectors {
-		wake[c.Name] = make(chan struct{}, max(len(m.plan.SlotsFor(c.Name)), 1))
-	}
-	return wake
-}
-
 // dispatcher wakes one idle slot of each connector that serves the submitted job's service.
 func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
 	byService := map[string][]chan struct{}{}
-	for _, s := range m.plan.Slots {
+	for _, s := range m.layout().plan.Slots {
 		for _, svc := range s.JobServices {
 			if !slices.Contains(byService[svc], wake[s.Connector]) {
 				byService[svc] = append(byService[svc], wake[s.Connector])
@@ -580,7 +530,7 @@ func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervi
 	srv := &http.Server{
 		Handler: httpapi.New(httpapi.Params{
 			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
-			Services: sup,
+			Services: sup, SetConnector: m.SetConnector,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -592,10 +542,10 @@ func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervi
 	return srv
 }
 
-// capabilities builds each slot's claim capabilities.
-func (m *Machine) capabilities() (map[string][]byte, error) {
+// capabilities builds the claim capabilities of slots.
+func (m *Machine) capabilities(slots []plan.Slot) (map[string][]byte, error) {
 	out := map[string][]byte{}
-	for _, s := range m.plan.Slots {
+	for _, s := range slots {
 		gpus := m.cfg.GPUCount
 		if s.GPU != plan.NoGPU {
 			gpus = 1

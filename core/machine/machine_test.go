@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/machine"
+	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/redistest"
@@ -468,9 +470,79 @@ func TestDrainAndResumeFromTheConsole(t *testing.T) {
 		t.Fatal(res.Error)
 	}
 	h.waitFor("the job after resuming", func() bool { return h.status(id) == "completed" })
-	res := core.Do(context.Background(), control.Command{Op: control.DisableConnector, Connector: "simulation"})
-	if res.OK || !strings.Contains(res.Error, "WORKER_CONNECTORS") {
-		t.Errorf("disable connector = %+v; want a truthful refusal", res)
+}
+
+// Connectors change while the machine runs: enabled ones start claiming at once and are
+// registered and advertised; disabled ones drain (a running job finishes) and disappear;
+// concurrency changes add or remove slots. The HTTP route needs the token.
+func TestConnectorsChangeLive(t *testing.T) {
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation:1", "MACHINE_API_TOKEN": "tok", "MACHINE_DRAIN_TIMEOUT": "5s"})
+	ctx := context.Background()
+	core := h.m.Control()
+	mockJob := h.submit("mock", `{"delay_ms":10}`)
+	time.Sleep(200 * time.Millisecond)
+	if h.status(mockJob) != "pending" {
+		t.Fatal("a machine without the mock connector took a mock job")
+	}
+	if res := core.Do(ctx, control.Command{Op: control.EnableConnector, Connector: "mock"}); !res.OK {
+		t.Fatal(res.Error)
+	}
+	h.waitFor("the new connector to take the waiting job", func() bool { return h.status(mockJob) == "completed" })
+	if h.rdb.Exists(ctx, "worker:test-box-worker-mock-0").Val() != 1 {
+		t.Error("the new slot is not registered")
+	}
+	if !slices.ContainsFunc(h.m.Plan().Slots, func(s plan.Slot) bool { return s.ID == "test-box-worker-mock-0" }) {
+		t.Error("the plan (and so machine:status) does not show the new slot")
+	}
+
+	// Disable mock while one of its jobs runs: the job finishes, then the slot goes.
+	long := h.submit("mock", `{"delay_ms":800}`)
+	h.waitFor("the long mock job to run", func() bool { return h.status(long) == "in_progress" })
+	res := core.Do(ctx, control.Command{Op: control.DisableConnector, Connector: "mock"})
+	if !res.OK || !strings.Contains(res.Message, "draining") {
+		t.Fatalf("disable = %+v", res)
+	}
+	if snap := core.Snapshot(); snap.Connectors[len(snap.Connectors)-1].State != "draining" {
+		t.Errorf("connector states while draining: %+v", snap.Connectors)
+	}
+	if again := core.Do(ctx, control.Command{Op: control.EnableConnector, Connector: "mock"}); again.OK || !strings.Contains(again.Error, "in progress") {
+		t.Errorf("a second change during the drain = %+v", again)
+	}
+	h.waitFor("the running job to finish during the drain", func() bool { return h.status(long) == "completed" })
+	h.waitFor("the mock slot to go", func() bool { return len(h.m.Control().Snapshot().Connectors) == 1 })
+	if h.rdb.Exists(ctx, "worker:test-box-worker-mock-0").Val() != 0 {
+		t.Error("the removed slot is still registered")
+	}
+	later := h.submit("mock", `{"delay_ms":10}`)
+	time.Sleep(300 * time.Millisecond)
+	if h.status(later) != "pending" {
+		t.Error("a disabled connector still claims")
+	}
+
+	// Concurrency over HTTP, with and without the token.
+	url := "http://" + h.m.HTTPAddr() + "/connectors/simulation?action=concurrency&count=2"
+	resp, _ := http.Post(url, "", nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without the token: %d", resp.StatusCode)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequest(http.MethodPost, url, nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("with the token: %v %v %s", resp.StatusCode, err, b)
+	}
+	resp.Body.Close()
+	if n := len(h.m.Store().Snapshot().Slots); n != 2 {
+		t.Errorf("%d slots after concurrency 2", n)
+	}
+	// Beyond the GPUs: refused with the reason.
+	if res := core.Do(ctx, control.Command{Op: control.SetConcurrency, Connector: "simulation", Count: 3}); res.OK || !strings.Contains(res.Error, "GPU") {
+		t.Errorf("concurrency beyond the GPUs = %+v", res)
+	}
+	if res := core.Do(ctx, control.Command{Op: control.EnableConnector, Connector: "comfyui"}); res.OK || !strings.Contains(res.Error, "comfyui") {
+		t.Errorf("enabling a connector this build cannot run = %+v", res)
 	}
 }
 

@@ -241,6 +241,28 @@ func (s *Store) SetGPUSource(name string) {
 	s.update(false, func(snap *Snapshot) { snap.GPUSource = name })
 }
 
+// AddSlots records new slots, idle.
+func (s *Store) AddSlots(slots []Slot) {
+	now := s.now()
+	s.update(true, func(snap *Snapshot) {
+		for _, sl := range slots {
+			sl.Status, sl.LastActivity = SlotIdle, now
+			snap.Slots = append(snap.Slots, sl)
+		}
+	})
+}
+
+// RemoveSlots forgets slots that stopped for good.
+func (s *Store) RemoveSlots(ids []string) {
+	s.update(true, func(snap *Snapshot) {
+		snap.Slots = slices.DeleteFunc(slices.Clone(snap.Slots), func(sl Slot) bool { return slices.Contains(ids, sl.ID) })
+	})
+}
+
+// Touch signals readers that something they derive from the store changed (a connector's
+// state), without changing the store itself.
+func (s *Store) Touch() { s.update(true, func(*Snapshot) {}) }
+
 // SetPhase records the machine's phase.
 func (s *Store) SetPhase(p Phase) {
 	s.update(true, func(snap *Snapshot) { snap.Phase = p })

@@ -187,7 +187,7 @@ type Sender interface {
 
 // Publisher sends the message periodically, on slot changes and on request.
 type Publisher struct {
-	plan      *plan.Plan
+	plan      func() *plan.Plan // the plan in force: connectors may change while the machine runs
 	store     *state.Store
 	send      Sender
 	interval  time.Duration
@@ -199,7 +199,7 @@ type Publisher struct {
 }
 
 // NewPublisher returns a publisher; Run starts it.
-func NewPublisher(p *plan.Plan, store *state.Store, send Sender, interval time.Duration, healthURL, version string, log *slog.Logger) *Publisher {
+func NewPublisher(p func() *plan.Plan, store *state.Store, send Sender, interval time.Duration, healthURL, version string, log *slog.Logger) *Publisher {
 	return &Publisher{
 		plan: p, store: store, send: send, interval: interval, minGap: 250 * time.Millisecond,
 		healthURL: healthURL, version: version, log: log, refresh: make(chan struct{}, 1),
@@ -216,11 +216,11 @@ func (p *Publisher) Refresh() {
 
 // Publish sends one message now.
 func (p *Publisher) Publish(ctx context.Context, updateType string) error {
-	msg, err := json.Marshal(Build(p.plan, p.store.Snapshot(), updateType, p.healthURL, p.version, time.Now()))
+	msg, err := json.Marshal(Build(p.plan(), p.store.Snapshot(), updateType, p.healthURL, p.version, time.Now()))
 	if err != nil {
 		return fmt.Errorf("encode machine status: %w", err)
 	}
-	return p.send.PublishMachineStatus(ctx, p.plan.MachineID, msg)
+	return p.send.PublishMachineStatus(ctx, p.plan().MachineID, msg)
 }
 
 // Run publishes until ctx ends. Errors are logged (once per outage) and never stop the loop.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -216,6 +217,7 @@ func Run(p Params) ([]Result, error) {
 		{"SIGTERM drain", sigtermDrain},
 		{"Redis restart mid-job", redisRestart},
 		{"service crash mid-job", serviceCrash},
+		{"connector toggled under load", toggleUnderLoad},
 	}
 	var out []Result
 	for _, s := range scenarios {
@@ -225,7 +227,6 @@ func Run(p Params) ([]Result, error) {
 		}
 		out = append(out, r)
 	}
-	out = append(out, Result{Scenario: "connector toggled under load", Note: "not run: live connector changes are not in this version"})
 	return out, nil
 }
 
@@ -330,4 +331,54 @@ func serviceCrash(p Params, name string) (Result, error) {
 		r.Note = "service restarted by the supervisor"
 	}
 	return r, nil
+}
+
+// toggleUnderLoad: while jobs run, the mock connector is disabled over the HTTP route (its
+// running jobs drain), then enabled again, and the simulation slots are resized.
+func toggleUnderLoad(p Params, name string) (Result, error) {
+	e, err := newEnv(p, "toggle")
+	if err != nil {
+		return Result{}, err
+	}
+	defer e.close()
+	port := freePort()
+	if _, err := e.machine("toggler", "WORKER_CONNECTORS=simulation:2,mock:2", "MACHINE_API_TOKEN=chaos",
+		"MACHINE_HEALTH_PORT="+strconv.Itoa(port)); err != nil {
+		return Result{}, err
+	}
+	for range p.Jobs / 2 {
+		id, err := e.b.Submit(context.Background(), broker.JobSpec{Service: "mock",
+			Payload: json.RawMessage(fmt.Sprintf(`{"delay_ms":%d}`, p.JobMS))})
+		if err != nil {
+			return Result{}, err
+		}
+		e.ids = append(e.ids, id)
+	}
+	if err := e.submit(p.Jobs - p.Jobs/2); err != nil {
+		return Result{}, err
+	}
+	e.waitRunning(2)
+	post := func(query string) error {
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/connectors/%s", port, query), nil)
+		req.Header.Set("Authorization", "Bearer chaos")
+		for range 100 { // a change may be draining still: try again
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return fmt.Errorf("POST /connectors/%s kept failing", query)
+	}
+	for _, q := range []string{"mock?action=disable", "mock?action=enable&count=1", "simulation?action=concurrency&count=1",
+		"simulation?action=concurrency&count=2"} {
+		if err := post(q); err != nil {
+			return Result{}, err
+		}
+	}
+	return e.settle(name, 0, 90*time.Second), nil
 }
