@@ -103,7 +103,7 @@ type Machine struct {
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
 	paused   atomic.Bool            // drained by the operator (control API): slots claim nothing
-	running  sync.Map    // job id → context.CancelCauseFunc, for cancel_job
+	running  sync.Map               // job id → context.CancelCauseFunc, for cancel_job
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
 }
