@@ -28,14 +28,7 @@ func newPlanCmd() *cobra.Command {
 		Short: "Print the worker slots, GPU bindings and services the configuration implies",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.FromEnv()
-			if err != nil {
-				return err
-			}
-			if err := detectGPUs(cfg); err != nil {
-				return err
-			}
-			p, err := plan.New(cfg)
+			cfg, p, err := loadPlan()
 			if err != nil {
 				return err
 			}
@@ -102,14 +95,8 @@ func newConfigCmd() *cobra.Command {
 		Short: "Check the configuration from the environment and list every problem",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.FromEnv()
+			cfg, _, err := loadPlan()
 			if err != nil {
-				return err
-			}
-			if err := detectGPUs(cfg); err != nil {
-				return err
-			}
-			if _, err := plan.New(cfg); err != nil {
 				return err
 			}
 			if err := machine.CheckRunnable(cfg); err != nil {
@@ -126,13 +113,22 @@ func newConfigCmd() *cobra.Command {
 	return cmd
 }
 
-// detectGPUs lets the GPU source fill what the environment left unset, as `machine` does.
-func detectGPUs(cfg *config.Config) error {
+// loadPlan reads the configuration, lets the GPU source fill what the environment left unset
+// (as `machine` does), and plans.
+func loadPlan() (*config.Config, *plan.Plan, error) {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return nil, nil, err
+	}
 	src, _, err := machine.OpenGPUs(cfg)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	return src.Close()
+	if err := src.Close(); err != nil {
+		return nil, nil, err
+	}
+	p, err := plan.New(cfg)
+	return cfg, p, err
 }
 
 // brokerURL is HUB_REDIS_URL, or the URL a running machine's embedded broker advertised.

@@ -27,14 +27,7 @@ Finished steps leave markers, so running it again (or at boot) only does what is
 Use it to bake an image or to prepare a box before its first start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.FromEnv()
-			if err != nil {
-				return err
-			}
-			if err := detectGPUs(cfg); err != nil {
-				return err
-			}
-			p, err := plan.New(cfg)
+			cfg, p, err := loadPlan()
 			if err != nil {
 				return err
 			}

@@ -318,26 +318,22 @@ func (sv *service) run(ctx context.Context) {
 	for {
 		if !want {
 			sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
-			select {
-			case <-ctx.Done():
+			c, ok := sv.await(ctx)
+			if !ok {
 				return
-			case c := <-sv.cmds:
-				want = c != cmdStop
-				consecutive = 0
 			}
+			want, consecutive = c != cmdStop, 0
 			continue
 		}
 		p, err := sv.launch(ctx)
 		if err != nil {
 			sv.set(func(s *Status) { s.State, s.PID, s.Error = Errored, 0, err.Error() })
 			log.Error("service cannot start", "err", err)
-			select {
-			case <-ctx.Done():
+			c, ok := sv.await(ctx)
+			if !ok {
 				return
-			case c := <-sv.cmds:
-				want = c != cmdStop
-				consecutive = 0
 			}
+			want, consecutive = c != cmdStop, 0
 			continue
 		}
 		if p.adopted {
@@ -371,13 +367,11 @@ func (sv *service) run(ctx context.Context) {
 		if !d.Restart {
 			log.Error("service is crash-looping; not restarting it", "reason", d.Message)
 			sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error = Errored, 0, exit, d.Message })
-			select {
-			case <-ctx.Done():
+			c, ok := sv.await(ctx)
+			if !ok {
 				return
-			case c := <-sv.cmds:
-				want = c != cmdStop
-				consecutive = 0
 			}
+			want, consecutive = c != cmdStop, 0
 			continue
 		}
 		log.Warn("service exited", "exit", exit, "restart_in", d.Delay.String(), "in_a_row", d.Consecutive)
@@ -392,6 +386,16 @@ func (sv *service) run(ctx context.Context) {
 			want = c != cmdStop
 			consecutive = 0
 		}
+	}
+}
+
+// await waits for the operator's next command; false when ctx ends first.
+func (sv *service) await(ctx context.Context) (command, bool) {
+	select {
+	case <-ctx.Done():
+		return 0, false
+	case c := <-sv.cmds:
+		return c, true
 	}
 }
 
