@@ -322,8 +322,12 @@ func (m *Model) serviceLines() []string {
 		case "errored":
 			st = m.styles.bad
 		}
-		line := fmt.Sprintf("%s %-16s %s pid %-7d ↻%-3d :%-5d up %-7s", m.rowMarker(paneServices, i), cutPlain(s.Name, 16),
-			st.Render(fmt.Sprintf("%-8s", state)), s.PID, s.Restarts, s.Port, dur(s.UptimeMS))
+		health := m.styles.bad.Render("✗ unhealthy")
+		if s.Healthy {
+			health = m.styles.ok.Render("✓ healthy  ")
+		}
+		line := fmt.Sprintf("%s %-16s %s %s pid %-7d ↻%-3d :%-5d up %-7s", m.rowMarker(paneServices, i), cutPlain(s.Name, 16),
+			st.Render(fmt.Sprintf("%-8s", state)), health, s.PID, s.Restarts, s.Port, dur(s.UptimeMS))
 		if s.Error != "" {
 			line += " " + m.styles.bad.Render(s.Error)
 		}
