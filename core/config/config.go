@@ -79,8 +79,11 @@ type Config struct {
 	BrowserInstall string  // BROWSER_INSTALL: "apt" lets the machine install Chromium, "none" does not
 }
 
-// ComfyUI says where ComfyUI comes from.
+// ComfyUI says where ComfyUI comes from and how its connector behaves.
 type ComfyUI struct {
+	Inactivity time.Duration // COMFYUI_INACTIVITY_TIMEOUT_SECONDS: websocket silence before the history is checked
+	RemoteURL  string        // comfyui-remote: from WORKER_COMFYUI_REMOTE_HOST, _PORT, _SECURE
+	RemoteKey  string        // WORKER_COMFYUI_REMOTE_API_KEY; never logged
 	RepoURL  string // COMFYUI_REPO_URL
 	Branch   string // COMFYUI_BRANCH
 	Commit   string // COMFYUI_COMMIT

@@ -143,6 +143,21 @@ func Load(env Lookup) (*Config, error) {
 		Commit:   r.str("COMFYUI_COMMIT", ""),
 		Dir:      r.str("COMFYUI_DIR", filepath.Join(c.Workspace, "ComfyUI")),
 		Manifest: r.str("COMFYUI_MANIFEST", ""),
+		Inactivity: r.seconds("COMFYUI_INACTIVITY_TIMEOUT_SECONDS", 2*time.Minute, time.Second, 24*time.Hour,
+			"a number of seconds such as 120"),
+		RemoteKey: r.str("WORKER_COMFYUI_REMOTE_API_KEY", ""),
+	}
+	if host := r.str("WORKER_COMFYUI_REMOTE_HOST", ""); host != "" {
+		scheme := "http"
+		if r.boolean("WORKER_COMFYUI_REMOTE_SECURE", false) {
+			scheme = "https"
+		}
+		c.ComfyUI.RemoteURL = fmt.Sprintf("%s://%s:%d", scheme, host, r.intRange("WORKER_COMFYUI_REMOTE_PORT", 8188, 1, 65535, "a TCP port such as 8188"))
+	}
+	for _, conn := range c.Connectors {
+		if conn.Name == "comfyui-remote" && c.ComfyUI.RemoteURL == "" {
+			r.problem("WORKER_CONNECTORS has comfyui-remote but WORKER_COMFYUI_REMOTE_HOST is unset; set it to the remote ComfyUI's host")
+		}
 	}
 	c.CacheDir = r.str("MACHINE_CACHE_DIR", filepath.Join(c.Workspace, ".cache", "machine"))
 	c.InstallStrict = r.boolean("MACHINE_INSTALL_STRICT", false)

@@ -82,7 +82,7 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 		jobCtx, stopJob := context.WithCancel(f.jobs)
 		run := &slotRun{slot: s, stopClaim: stopClaim, stopJob: stopJob, done: make(chan struct{})}
 		slot := worker.New(worker.Params{
-			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](f.m.cfg),
+			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](f.m.cfg, s, f.m.layout().plan.Service(s.Service)),
 			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Gate: f.m.gate(f.sampler, f.sup, s),
 			PollInterval: f.m.cfg.PollInterval, ScanLimit: f.m.cfg.ClaimScanLimit, JobTimeout: f.m.cfg.JobTimeout, Log: f.m.log,
 			Track: f.m.track, Writes: f.writes,
@@ -219,6 +219,11 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 	p, err := plan.New(&next)
 	if err != nil {
 		return "", err
+	}
+	for _, svc := range p.Services {
+		if !slices.ContainsFunc(cur.plan.Services, func(o plan.Service) bool { return o.Name == svc.Name }) {
+			return "", fmt.Errorf("%s needs the service %s, which is installed and started at boot: add it to WORKER_CONNECTORS and restart the machine", name, svc.Name)
+		}
 	}
 	var added []plan.Slot
 	var removed []string

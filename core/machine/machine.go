@@ -10,6 +10,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
+	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
 	"github.com/emp-job-queue/machine/core/connectors/simulation"
 	"github.com/emp-job-queue/machine/core/control"
@@ -33,12 +36,23 @@ import (
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/core/worker"
 	"github.com/emp-job-queue/machine/gpu"
+	"github.com/emp-job-queue/machine/installers"
+	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
 )
 
+// factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
+type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connectors.Connector
+
 // factories are the connectors this build can run.
-var factories = map[string]func(*config.Config) connectors.Connector{
-	"simulation": func(c *config.Config) connectors.Connector { return simulation.New(c.Simulation) },
-	"mock":       func(*config.Config) connectors.Connector { return mock.New() },
+var factories = map[string]factory{
+	"simulation": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector { return simulation.New(c.Simulation) },
+	"mock":       func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
+	"comfyui": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
+		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity})
+	},
+	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity})
+	},
 }
 
 // Runnable lists the connectors this build can run.
@@ -193,7 +207,10 @@ func (m *Machine) Run(ctx context.Context) error {
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
-	// Services start first: slots bound to them claim only once they are ready.
+	// Services are installed, then started; slots bound to them claim only once they are ready.
+	if err := m.install(ctx); err != nil {
+		return err
+	}
 	sup, err := m.supervisor()
 	if err != nil {
 		return err
@@ -381,6 +398,53 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	})
 }
 
+// comfyInstall is the ComfyUI installation the configuration describes.
+func (m *Machine) comfyInstall() comfyinstall.Install {
+	return comfyinstall.Install{
+		Dir: m.cfg.ComfyUI.Dir, RepoURL: m.cfg.ComfyUI.RepoURL, Branch: m.cfg.ComfyUI.Branch, Commit: m.cfg.ComfyUI.Commit,
+		Download: &installers.Downloader{Cache: filepath.Join(m.cfg.CacheDir, "downloads")},
+	}
+}
+
+// install runs the installers of the planned services (idempotent: a second boot skips what is
+// done) within SERVICE_INSTALL_TIMEOUT.
+func (m *Machine) install(ctx context.Context) error {
+	kinds := map[string]bool{}
+	for _, s := range m.layout().plan.Services {
+		kinds[s.Kind] = true
+	}
+	if !kinds["comfyui"] {
+		return nil
+	}
+	in := m.comfyInstall()
+	if m.cfg.ComfyUI.Manifest != "" {
+		manifest, err := comfyinstall.LoadManifest(m.cfg.ComfyUI.Manifest)
+		if err != nil {
+			return err
+		}
+		in.Manifest = manifest
+	}
+	m.log.Info("installing ComfyUI (steps already done are skipped)", "dir", in.Dir)
+	runner := &installers.Runner{MarkerDir: filepath.Join(m.cfg.CacheDir, "markers"), Parallel: 4,
+		Timeout: m.cfg.InstallTimeout, Strict: m.cfg.InstallStrict, Log: m.log}
+	if err := runner.Run(ctx, in.Stages()...); err != nil {
+		var partial *installers.StepError
+		if errors.As(err, &partial) && !m.cfg.InstallStrict && ctx.Err() == nil && installedCore(in) {
+			m.log.Error("some custom nodes or models did not install; ComfyUI starts without them", "err", err)
+			return nil
+		}
+		return fmt.Errorf("ComfyUI install: %w", err)
+	}
+	return nil
+}
+
+// installedCore reports whether ComfyUI itself (checkout and venv) is in place.
+func installedCore(in comfyinstall.Install) bool {
+	_, err1 := os.Stat(filepath.Join(in.Dir, "main.py"))
+	_, err2 := os.Stat(filepath.Join(in.Venv(), "bin", "python"))
+	return err1 == nil && err2 == nil
+}
+
 // gate keeps a slot from claiming while the operator drained the machine, its GPU is out of
 // service, or its service is not ready.
 func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot) func() bool {
@@ -413,6 +477,14 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 			spec.Env = append(spec.Env, k+"="+d.Env[k])
 		}
 		specs = append(specs, spec)
+	}
+	for _, svc := range m.layout().plan.Services {
+		switch svc.Kind {
+		case "comfyui":
+			specs = append(specs, comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs))
+		default:
+			return nil, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
+		}
 	}
 	return supervisor.New(supervisor.Params{
 		Specs: specs, RunDir: m.cfg.RunDir, LogDir: m.cfg.LogDir, Log: m.log, KeepOnExit: m.cfg.KeepServices,

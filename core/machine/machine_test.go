@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -286,15 +290,15 @@ func TestHTTPRoutes(t *testing.T) {
 
 func TestRefusesConnectorsItCannotRun(t *testing.T) {
 	cfg, err := config.Load(func(k string) (string, bool) {
-		v, ok := map[string]string{"WORKER_CONNECTORS": "comfyui,mock"}[k]
+		v, ok := map[string]string{"WORKER_CONNECTORS": "openai,mock"}[k]
 		return v, ok
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = machine.New(cfg, machine.Options{})
-	if err == nil || !strings.Contains(err.Error(), `"comfyui"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
-		t.Fatalf("New = %v, want a clear refusal naming comfyui and WORKER_CONNECTORS", err)
+	if err == nil || !strings.Contains(err.Error(), `"openai"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
+		t.Fatalf("New = %v, want a clear refusal naming openai and WORKER_CONNECTORS", err)
 	}
 }
 
@@ -644,4 +648,61 @@ func TestShutdownWhileRedisIsDown(t *testing.T) {
 		t.Fatal("shutdown hung with Redis down")
 	}
 	t.Logf("shutdown with Redis down took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// The whole ComfyUI path: the machine installs "ComfyUI" from a repository (here a local one
+// whose main.py hands over to the in-repo fake ComfyUI server), creates its venv, supervises one
+// instance on the GPU's port with the real command line, gates the slot on its readiness, and
+// runs a workflow through it.
+func TestComfyUIEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fakecomfy")
+	if out, err := exec.Command("go", "build", "-o", fake, "../../internal/fakecomfy/server").CombinedOutput(); err != nil {
+		t.Fatalf("build the fake ComfyUI: %v\n%s", err, out)
+	}
+	repo := filepath.Join(dir, "repo")
+	_ = os.MkdirAll(repo, 0o755)
+	mainPy := fmt.Sprintf("import os, sys\nos.execv(%q, [%q] + sys.argv[1:])\n", fake, fake)
+	_ = os.WriteFile(filepath.Join(repo, "main.py"), []byte(mainPy), 0o644)
+	_ = os.WriteFile(filepath.Join(repo, "requirements.txt"), nil, 0o644)
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "."}, {"commit", "-q", "-m", "comfy"}} {
+		c := exec.Command("git", append([]string{"-C", repo, "-c", "user.email=t@e", "-c", "user.name=t"}, args...)...)
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	port := freePort(t)
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "comfyui", "MACHINE_GPU_COUNT": "1",
+		"COMFYUI_REPO_URL": "file://" + repo, "COMFYUI_BRANCH": "main", "COMFYUI_DIR": filepath.Join(dir, "ComfyUI"),
+		"MACHINE_CACHE_DIR": filepath.Join(dir, "cache"), "COMFYUI_BASE_PORT": fmt.Sprint(port), "COMFY_ARGS": "--highvram"})
+	h.waitFor("ComfyUI to be ready", func() bool {
+		st, ok := h.m.Store().Snapshot().Service("comfyui-gpu0")
+		return ok && st.State == "ready"
+	})
+	id := h.submit("comfyui", `{"workflow":{"3":{"class_type":"KSampler","inputs":{}}}}`)
+	h.waitFor("the workflow to complete", func() bool { return h.status(id) == "completed" })
+	var stored struct {
+		Data struct {
+			Data map[string]any `json:"data"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal([]byte(h.rdb.HGet(context.Background(), "jobs:completed", id).Val()), &stored)
+	if u, _ := stored.Data.Data["image_url"].(string); !strings.Contains(u, fmt.Sprintf("127.0.0.1:%d/view", port)) {
+		t.Errorf("result = %v", stored.Data.Data)
+	}
+	res := h.m.Control().Do(context.Background(), control.Command{Op: control.Logs, Service: "comfyui-gpu0", Lines: 10})
+	want := fmt.Sprintf("args [--listen 127.0.0.1 --port %d --cuda-device 0 --highvram]", port)
+	if !res.OK || !strings.Contains(strings.Join(res.Lines, "\n"), want) {
+		t.Errorf("ComfyUI's command line: %v, want %s", res.Lines, want)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -134,3 +134,13 @@ func (p *Plan) SlotsFor(connector string) []Slot {
 	}
 	return out
 }
+
+// Service returns the planned service with the given name, nil for "" or an unknown name.
+func (p *Plan) Service(name string) *Service {
+	for i := range p.Services {
+		if p.Services[i].Name == name {
+			return &p.Services[i]
+		}
+	}
+	return nil
+}

@@ -110,7 +110,7 @@ func TestMessageShape(t *testing.T) {
 			t.Errorf("status.services[sim].%s = %v, want %v", k, sim[k], v)
 		}
 	}
-	// ComfyUI is planned but not supervised by this build: reported as not found, not healthy.
+	// A planned service the supervisor reports nothing of: not found, never healthy.
 	comfy := svcs["box-worker-comfyui-0.comfyui"].(map[string]any)
 	if comfy["pm2_status"] != "not_found" || comfy["health"] == "healthy" {
 		t.Errorf("unsupervised service reported as %v", comfy)
