@@ -84,11 +84,11 @@ type ComfyUI struct {
 	Inactivity time.Duration // COMFYUI_INACTIVITY_TIMEOUT_SECONDS: websocket silence before the history is checked
 	RemoteURL  string        // comfyui-remote: from WORKER_COMFYUI_REMOTE_HOST, _PORT, _SECURE
 	RemoteKey  string        // WORKER_COMFYUI_REMOTE_API_KEY; never logged
-	RepoURL  string // COMFYUI_REPO_URL
-	Branch   string // COMFYUI_BRANCH
-	Commit   string // COMFYUI_COMMIT
-	Dir      string // COMFYUI_DIR
-	Manifest string // COMFYUI_MANIFEST: custom nodes and models (JSON)
+	RepoURL    string        // COMFYUI_REPO_URL
+	Branch     string        // COMFYUI_BRANCH
+	Commit     string        // COMFYUI_COMMIT
+	Dir        string        // COMFYUI_DIR
+	Manifest   string        // COMFYUI_MANIFEST: custom nodes and models (JSON)
 }
 
 // ServiceDef is an extra service declared in MACHINE_SERVICES_FILE, supervised like the

@@ -45,8 +45,10 @@ type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connect
 
 // factories are the connectors this build can run.
 var factories = map[string]factory{
-	"simulation": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector { return simulation.New(c.Simulation) },
-	"mock":       func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
+	"simulation": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return simulation.New(c.Simulation)
+	},
+	"mock": func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
 	"comfyui": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity})
 	},
