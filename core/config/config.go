@@ -77,6 +77,25 @@ type Config struct {
 	CacheDir       string  // MACHINE_CACHE_DIR: shared download cache
 	InstallStrict  bool    // MACHINE_INSTALL_STRICT: a broken node or model fails the install
 	BrowserInstall string  // BROWSER_INSTALL: "apt" lets the machine install Chromium, "none" does not
+
+	OpenAI OpenAI // the openai connector's settings
+	Assets Assets // where jobs' outputs are stored
+}
+
+// OpenAI configures the openai connector. The key is a secret: never logged or shown.
+type OpenAI struct {
+	APIKey     string        // OPENAI_API_KEY, or the content of OPENAI_API_KEY_FILE
+	BaseURL    string        // OPENAI_BASE_URL
+	TextModel  string        // OPENAI_TEXT_MODEL
+	ImageModel string        // OPENAI_IMAGE_MODEL
+	RatePerSec float64       // OPENAI_RATE_LIMIT (requests a second)
+	Timeout    time.Duration // OPENAI_TIMEOUT_SECONDS
+}
+
+// Assets says where job outputs go.
+type Assets struct {
+	Dir     string // MACHINE_ASSET_DIR
+	BaseURL string // MACHINE_ASSET_BASE_URL: the public URL of Dir; empty: file:// URLs
 }
 
 // ComfyUI says where ComfyUI comes from and how its connector behaves.

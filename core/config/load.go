@@ -161,6 +161,18 @@ func Load(env Lookup) (*Config, error) {
 	}
 	c.CacheDir = r.str("MACHINE_CACHE_DIR", filepath.Join(c.Workspace, ".cache", "machine"))
 	c.InstallStrict = r.boolean("MACHINE_INSTALL_STRICT", false)
+	c.OpenAI = OpenAI{
+		APIKey: r.secret("OPENAI_API_KEY"), BaseURL: r.str("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+		TextModel: r.str("OPENAI_TEXT_MODEL", "gpt-4o-mini"), ImageModel: r.str("OPENAI_IMAGE_MODEL", "gpt-image-1"),
+		RatePerSec: r.float("OPENAI_RATE_LIMIT", 5, "requests a second, e.g. 5"),
+		Timeout:    r.seconds("OPENAI_TIMEOUT_SECONDS", 2*time.Minute, time.Second, time.Hour, "a number of seconds such as 120"),
+	}
+	for _, conn := range c.Connectors {
+		if conn.Name == "openai" && c.OpenAI.APIKey == "" {
+			r.problem("WORKER_CONNECTORS has openai but neither OPENAI_API_KEY nor OPENAI_API_KEY_FILE is set; give the key")
+		}
+	}
+	c.Assets = Assets{Dir: r.str("MACHINE_ASSET_DIR", filepath.Join(c.Workspace, "assets")), BaseURL: r.str("MACHINE_ASSET_BASE_URL", "")}
 	c.BrowserInstall = r.str("BROWSER_INSTALL", "none")
 	if c.BrowserInstall != "apt" && c.BrowserInstall != "none" {
 		r.problem("BROWSER_INSTALL %q must be apt (the machine may apt-get install chromium) or none", c.BrowserInstall)
@@ -378,6 +390,24 @@ func (r *reader) connectors() []Connector {
 		r.problem("%s is empty; name at least one connector, e.g. %s=simulation", key, key)
 	}
 	return out
+}
+
+// secret reads KEY, or the file named by KEY_FILE (a mounted secret). Its value never appears
+// in a problem.
+func (r *reader) secret(key string) string {
+	if v := r.str(key, ""); v != "" {
+		return v
+	}
+	path := r.str(key+"_FILE", "")
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		r.problem("%s_FILE %s cannot be read (%v); point it at the file holding the secret", key, path, err)
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // defaultLogDir is /workspace/logs (the old runtime's) where /workspace exists.

@@ -49,3 +49,10 @@ func Sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// Availability is implemented by connectors that can tell they should not take work now (a
+// remote API's circuit breaker is open): the slot then claims nothing, and other machines take
+// the jobs.
+type Availability interface {
+	Available() bool
+}

@@ -81,9 +81,10 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 		claimCtx, stopClaim := context.WithCancel(context.Background())
 		jobCtx, stopJob := context.WithCancel(f.jobs)
 		run := &slotRun{slot: s, stopClaim: stopClaim, stopJob: stopJob, done: make(chan struct{})}
+		conn := f.m.connector(s, f.m.layout().plan.Service(s.Service))
 		slot := worker.New(worker.Params{
-			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: factories[s.Connector](f.m.cfg, s, f.m.layout().plan.Service(s.Service)),
-			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Gate: f.m.gate(f.sampler, f.sup, s),
+			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: conn,
+			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Gate: f.m.gate(f.sampler, f.sup, s, conn),
 			PollInterval: f.m.cfg.PollInterval, ScanLimit: f.m.cfg.ClaimScanLimit, JobTimeout: f.m.cfg.JobTimeout, Log: f.m.log,
 			Track: f.m.track, Writes: f.writes,
 		})

@@ -20,11 +20,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
 	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
+	openaiconn "github.com/emp-job-queue/machine/core/connectors/openai"
 	"github.com/emp-job-queue/machine/core/connectors/simulation"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/embedded"
@@ -51,6 +53,11 @@ var factories = map[string]factory{
 	"mock": func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
 	"comfyui": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity})
+	},
+	"openai": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return openaiconn.New(openaiconn.Settings{BaseURL: c.OpenAI.BaseURL, APIKey: c.OpenAI.APIKey, TextModel: c.OpenAI.TextModel,
+			ImageModel: c.OpenAI.ImageModel, RatePerSec: c.OpenAI.RatePerSec, Timeout: c.OpenAI.Timeout,
+			Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity})
@@ -115,6 +122,7 @@ type Machine struct {
 	mu       sync.Mutex
 	stopJobs context.CancelFunc // set while Run drains
 	httpAddr string
+	conns    map[string]connectors.Connector // shared connectors, by name
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
@@ -448,11 +456,33 @@ func installedCore(in comfyinstall.Install) bool {
 }
 
 // gate keeps a slot from claiming while the operator drained the machine, its GPU is out of
-// service, or its service is not ready.
-func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot) func() bool {
+// service, its service is not ready, or its connector says it is unavailable (an open breaker).
+func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot, conn connectors.Connector) func() bool {
+	avail, _ := conn.(connectors.Availability)
 	return func() bool {
-		return !m.paused.Load() && (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service))
+		return !m.paused.Load() && (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service)) &&
+			(avail == nil || avail.Available())
 	}
+}
+
+// connector returns the connector for a slot: one per slot for those bound to a service, one
+// shared by every slot of the others, so a remote API's rate limit and breaker are per
+// connector.
+func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connector {
+	if svc != nil {
+		return factories[slot.Connector](m.cfg, slot, svc)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns == nil {
+		m.conns = map[string]connectors.Connector{}
+	}
+	c, ok := m.conns[slot.Connector]
+	if !ok {
+		c = factories[slot.Connector](m.cfg, slot, nil)
+		m.conns[slot.Connector] = c
+	}
+	return c
 }
 
 // supervisor builds the supervisor for the services the machine runs: those declared in

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
+	"github.com/emp-job-queue/machine/internal/fakeopenai"
 	"github.com/emp-job-queue/machine/internal/redistest"
 )
 
@@ -290,15 +292,15 @@ func TestHTTPRoutes(t *testing.T) {
 
 func TestRefusesConnectorsItCannotRun(t *testing.T) {
 	cfg, err := config.Load(func(k string) (string, bool) {
-		v, ok := map[string]string{"WORKER_CONNECTORS": "openai,mock"}[k]
+		v, ok := map[string]string{"WORKER_CONNECTORS": "replicate,mock"}[k]
 		return v, ok
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = machine.New(cfg, machine.Options{})
-	if err == nil || !strings.Contains(err.Error(), `"openai"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
-		t.Fatalf("New = %v, want a clear refusal naming openai and WORKER_CONNECTORS", err)
+	if err == nil || !strings.Contains(err.Error(), `"replicate"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
+		t.Fatalf("New = %v, want a clear refusal naming replicate and WORKER_CONNECTORS", err)
 	}
 }
 
@@ -705,4 +707,34 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// OpenAI jobs through the machine, against the in-repo fake: text and an image saved as an
+// asset; the key appears nowhere the operator looks.
+func TestOpenAIThroughTheMachine(t *testing.T) {
+	const key = "sk-machine-test-key-123456"
+	fake := fakeopenai.New(key)
+	api := httptest.NewServer(fake.Handler())
+	defer api.Close()
+	assetsDir := t.TempDir()
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "openai:2", "OPENAI_API_KEY": key, "OPENAI_BASE_URL": api.URL + "/v1",
+		"MACHINE_ASSET_DIR": assetsDir, "MACHINE_ASSET_BASE_URL": "https://cdn.example.com"})
+	text := h.submit("openai_text", `{"prompt":"hi"}`)
+	img := h.submit("openai_image", `{"prompt":"a cat"}`)
+	for _, id := range []string{text, img} {
+		h.waitFor("job "+id, func() bool { return h.status(id) == "completed" })
+	}
+	stored := h.rdb.HGet(context.Background(), "jobs:completed", img).Val()
+	if !strings.Contains(stored, "https://cdn.example.com/"+img+".png") || !strings.Contains(stored, `"mime_type":"image/png"`) {
+		t.Errorf("image result = %s", stored)
+	}
+	resp, err := http.Get("http://" + h.m.HTTPAddr() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), key) {
+		t.Error("/status shows the OpenAI key")
+	}
 }

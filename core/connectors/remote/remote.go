@@ -1,0 +1,165 @@
+// Package remote is what every connector to a paid remote API shares: a per-connector rate
+// limit, retries with exponential backoff and jitter on 429, 5xx and network errors that
+// honour Retry-After, a circuit breaker whose open state stops the machine claiming that
+// connector's jobs (other machines take them), failure classification, and secrets kept out of
+// every error.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/emp-job-queue/machine/core/job"
+)
+
+// Options configure a Client.
+type Options struct {
+	Name          string        // connector name, for errors
+	RatePerSecond float64       // requests a second (default 5)
+	Burst         int           // default 5
+	Timeout       time.Duration // one request (default 120 s)
+	MaxTries      uint          // attempts of one request (default 4)
+	BreakAfter    uint32        // consecutive failed requests that open the breaker (default 5)
+	BreakFor      time.Duration // how long it stays open (default 30 s)
+	Secrets       []string      // values never to show in an error (API keys)
+}
+
+// Client sends requests to one remote API.
+type Client struct {
+	o       Options
+	http    *http.Client
+	limiter *rate.Limiter
+	breaker *gobreaker.CircuitBreaker[response]
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// New returns a client.
+func New(o Options) *Client {
+	if o.RatePerSecond <= 0 {
+		o.RatePerSecond = 5
+	}
+	if o.Burst <= 0 {
+		o.Burst = 5
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.MaxTries == 0 {
+		o.MaxTries = 4
+	}
+	if o.BreakAfter == 0 {
+		o.BreakAfter = 5
+	}
+	if o.BreakFor <= 0 {
+		o.BreakFor = 30 * time.Second
+	}
+	c := &Client{o: o, http: &http.Client{Timeout: o.Timeout}, limiter: rate.NewLimiter(rate.Limit(o.RatePerSecond), o.Burst)}
+	c.breaker = gobreaker.NewCircuitBreaker[response](gobreaker.Settings{
+		Name: o.Name, Timeout: o.BreakFor,
+		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= o.BreakAfter },
+		// A request the API refused for good (bad input, bad key) says nothing about its health.
+		IsSuccessful: func(err error) bool { return err == nil || job.IsPermanent(err) },
+	})
+	return c
+}
+
+// Available is false while the breaker is open: the machine then claims none of this
+// connector's jobs, so other machines take them.
+func (c *Client) Available() bool { return c.breaker.State() != gobreaker.StateOpen }
+
+// ErrUnavailable says the breaker is open.
+var ErrUnavailable = errors.New("the remote API failed repeatedly; not calling it for a while")
+
+// Do sends the request newReq builds (it is called again for each attempt) and returns the
+// status and body of a 2xx answer. 429, 5xx and network errors are retried with backoff
+// (Retry-After wins when given); other 4xx are permanent errors carrying the API's message.
+func (c *Client) Do(ctx context.Context, newReq func(ctx context.Context) (*http.Request, error)) (int, []byte, error) {
+	op := func() (response, error) {
+		if err := c.limiter.Wait(ctx); err != nil {
+			return response{}, backoff.Permanent(err)
+		}
+		r, err := c.breaker.Execute(func() (response, error) { return c.once(ctx, newReq) })
+		switch {
+		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+			return r, backoff.Permanent(fmt.Errorf("%s: %w", c.o.Name, ErrUnavailable))
+		case job.IsPermanent(err):
+			return r, backoff.Permanent(err)
+		case err != nil && r.status == http.StatusTooManyRequests:
+			if secs, perr := strconv.Atoi(r.header.Get("Retry-After")); perr == nil && secs >= 0 {
+				return r, backoff.RetryAfter(secs)
+			}
+		}
+		return r, err
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 200*time.Millisecond, 10*time.Second
+	r, err := backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxTries(c.o.MaxTries), backoff.WithMaxElapsedTime(c.o.Timeout*2))
+	if err != nil {
+		return r.status, nil, c.redact(err)
+	}
+	return r.status, r.body, nil
+}
+
+func (c *Client) once(ctx context.Context, newReq func(ctx context.Context) (*http.Request, error)) (response, error) {
+	req, err := newReq(ctx)
+	if err != nil {
+		return response{}, job.Permanent(err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return response{}, fmt.Errorf("%s: %w", c.o.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	r := response{status: resp.StatusCode, header: resp.Header, body: body}
+	switch {
+	case err != nil:
+		return r, fmt.Errorf("%s: reading the answer: %w", c.o.Name, err)
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return r, fmt.Errorf("%s answered %s: %s", c.o.Name, resp.Status, snippet(body))
+	case resp.StatusCode >= 400:
+		return r, job.Permanent(fmt.Errorf("%s refused the request (%s): %s", c.o.Name, resp.Status, snippet(body)))
+	}
+	return r, nil
+}
+
+func snippet(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// redact removes secrets from an error, keeping whether it is permanent.
+func (c *Client) redact(err error) error {
+	msg := err.Error()
+	for _, s := range c.o.Secrets {
+		if len(s) >= 6 {
+			msg = strings.ReplaceAll(msg, s, "***")
+			msg = strings.ReplaceAll(msg, s[:len(s)/2], "***") // APIs echo key prefixes
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	if job.IsPermanent(err) {
+		return job.Permanent(errors.New(msg))
+	}
+	return errors.New(msg)
+}

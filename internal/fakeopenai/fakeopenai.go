@@ -1,0 +1,133 @@
+// Package fakeopenai is an in-repo OpenAI API for tests: chat completions, image generation
+// and background responses in the real shapes, plus the real failure modes on request (429
+// with Retry-After, 5xx, malformed JSON, a refused key).
+package fakeopenai
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// Server is a fake OpenAI.
+type Server struct {
+	Key          string // the API key it accepts
+	mu           sync.Mutex
+	RateLimited  int  // answer this many requests with 429 Retry-After: 1 first
+	ServerErrors int  // then this many with 500
+	Malformed    bool // answer 200 with a body that is not JSON
+	Requests     int
+	responses    map[string]int // response id → polls so far
+	Cancelled    []string
+}
+
+// New returns a fake accepting key.
+func New(key string) *Server { return &Server{Key: key, responses: map[string]int{}} }
+
+// PNG is the image the fake generates.
+var PNG = []byte("\x89PNG\r\n\x1a\nfake image bytes")
+
+func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Requests++
+	if r.Header.Get("Authorization") != "Bearer "+s.Key {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error":{"message":"Incorrect API key provided: %s. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","code":"invalid_api_key"}}`,
+			strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		return true
+	}
+	switch {
+	case s.RateLimited > 0:
+		s.RateLimited--
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`))
+		return true
+	case s.ServerErrors > 0:
+		s.ServerErrors--
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(`{"error":{"message":"The server had an error while processing your request.","type":"server_error"}}`))
+		return true
+	case s.Malformed:
+		_, _ = w.Write([]byte(`{"id": "chatcmpl-1", "choices": [`))
+		return true
+	}
+	return false
+}
+
+// Handler serves the API under /v1.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		if s.fault(w, r) {
+			return
+		}
+		var req struct {
+			Model    string `json:"model"`
+			Messages []struct {
+				Role    string `json:"role"`
+				Content string `json:"content"`
+			} `json:"messages"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		last := ""
+		if n := len(req.Messages); n > 0 {
+			last = req.Messages[n-1].Content
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"id": "chatcmpl-1", "object": "chat.completion", "model": req.Model,
+			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": "echo: " + last}}},
+			"usage": map[string]any{"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+		})
+	})
+	mux.HandleFunc("POST /v1/images/generations", func(w http.ResponseWriter, r *http.Request) {
+		if s.fault(w, r) {
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"created": 1, "data": []any{map[string]any{
+			"b64_json": base64.StdEncoding.EncodeToString(PNG), "revised_prompt": "a cat"}}})
+	})
+	mux.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		if s.fault(w, r) {
+			return
+		}
+		s.mu.Lock()
+		id := fmt.Sprintf("resp_%d", len(s.responses)+1)
+		s.responses[id] = 0
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "object": "response", "status": "queued", "background": true})
+	})
+	mux.HandleFunc("GET /v1/responses/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if s.fault(w, r) {
+			return
+		}
+		id := r.PathValue("id")
+		s.mu.Lock()
+		polls, ok := s.responses[id]
+		s.responses[id] = polls + 1
+		s.mu.Unlock()
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"error":{"message":"No response found"}}`))
+			return
+		}
+		if polls < 2 {
+			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "in_progress"})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "completed", "output": []any{
+			map[string]any{"type": "message", "content": []any{map[string]any{"type": "output_text", "text": "the answer"}}}}})
+	})
+	mux.HandleFunc("POST /v1/responses/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.Cancelled = append(s.Cancelled, r.PathValue("id"))
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": r.PathValue("id"), "status": "cancelled"})
+	})
+	return mux
+}
