@@ -78,8 +78,10 @@ type Config struct {
 	InstallStrict  bool    // MACHINE_INSTALL_STRICT: a broken node or model fails the install
 	BrowserInstall string  // BROWSER_INSTALL: "apt" lets the machine install Chromium, "none" does not
 
-	OpenAI OpenAI // the openai connector's settings
-	Assets Assets // where jobs' outputs are stored
+	OpenAI    OpenAI    // the openai connector's settings
+	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL
+	RunPod    RemoteAPI // RUNPOD_API_KEY(_FILE), RUNPOD_BASE_URL, RUNPOD_ENDPOINT_ID
+	Assets    Assets    // where jobs' outputs are stored
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.
@@ -90,6 +92,13 @@ type OpenAI struct {
 	ImageModel string        // OPENAI_IMAGE_MODEL
 	RatePerSec float64       // OPENAI_RATE_LIMIT (requests a second)
 	Timeout    time.Duration // OPENAI_TIMEOUT_SECONDS
+}
+
+// RemoteAPI configures a connector to a hosted job API. The key is a secret.
+type RemoteAPI struct {
+	Key      string
+	BaseURL  string
+	Endpoint string // RunPod: the default serverless endpoint
 }
 
 // Assets says where job outputs go.

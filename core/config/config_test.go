@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,8 +32,8 @@ func TestConnectorSyntax(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{map[string]string{"WORKER_CONNECTORS": "comfyui,openai"}, "comfyui:auto openai:auto"},
-		{map[string]string{"WORKER_CONNECTORS": "comfyui:2, openai:1 ,mock:auto"}, "comfyui:2 openai:1 mock:auto"},
+		{map[string]string{"WORKER_CONNECTORS": "comfyui,openai", "OPENAI_API_KEY": "k"}, "comfyui:auto openai:auto"},
+		{map[string]string{"WORKER_CONNECTORS": "comfyui:2, openai:1 ,mock:auto", "OPENAI_API_KEY": "k"}, "comfyui:2 openai:1 mock:auto"},
 		{map[string]string{"WORKERS": "simulation:3"}, "simulation:3"},
 		{map[string]string{"WORKERS": "mock:1", "WORKER_CONNECTORS": "mock:1"}, "mock:1"},
 	}
@@ -98,5 +99,20 @@ func TestListsAndModels(t *testing.T) {
 	}
 	if c.InstallTimeout != 10*time.Minute || c.DrainTimeout != 2*time.Minute {
 		t.Errorf("durations = %v %v", c.InstallTimeout, c.DrainTimeout)
+	}
+}
+
+func TestAPIConnectorsNeedTheirKeys(t *testing.T) {
+	keyFile := t.TempDir() + "/key"
+	_ = os.WriteFile(keyFile, []byte("sk-from-file\n"), 0o600)
+	c, err := load(map[string]string{"WORKER_CONNECTORS": "openai", "OPENAI_API_KEY_FILE": keyFile})
+	if err != nil || c.OpenAI.APIKey != "sk-from-file" {
+		t.Fatalf("key from file: %v %v", c, err)
+	}
+	_, err = load(map[string]string{"WORKER_CONNECTORS": "openai,replicate,runpod"})
+	for _, want := range []string{"OPENAI_API_KEY", "REPLICATE_API_TOKEN", "RUNPOD_API_KEY"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing keys: %v lacks %s", err, want)
+		}
 	}
 }

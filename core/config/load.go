@@ -167,9 +167,19 @@ func Load(env Lookup) (*Config, error) {
 		RatePerSec: r.float("OPENAI_RATE_LIMIT", 5, "requests a second, e.g. 5"),
 		Timeout:    r.seconds("OPENAI_TIMEOUT_SECONDS", 2*time.Minute, time.Second, time.Hour, "a number of seconds such as 120"),
 	}
+	c.Replicate = RemoteAPI{Key: r.secret("REPLICATE_API_TOKEN"), BaseURL: r.str("REPLICATE_BASE_URL", "https://api.replicate.com/v1")}
+	c.RunPod = RemoteAPI{Key: r.secret("RUNPOD_API_KEY"), BaseURL: r.str("RUNPOD_BASE_URL", "https://api.runpod.ai/v2"),
+		Endpoint: r.str("RUNPOD_ENDPOINT_ID", "")}
+	keys := map[string]struct {
+		have bool
+		name string
+	}{
+		"openai": {c.OpenAI.APIKey != "", "OPENAI_API_KEY"}, "replicate": {c.Replicate.Key != "", "REPLICATE_API_TOKEN"},
+		"runpod": {c.RunPod.Key != "", "RUNPOD_API_KEY"},
+	}
 	for _, conn := range c.Connectors {
-		if conn.Name == "openai" && c.OpenAI.APIKey == "" {
-			r.problem("WORKER_CONNECTORS has openai but neither OPENAI_API_KEY nor OPENAI_API_KEY_FILE is set; give the key")
+		if k, ok := keys[conn.Name]; ok && !k.have {
+			r.problem("WORKER_CONNECTORS has %s but neither %s nor %s_FILE is set; give the key", conn.Name, k.name, k.name)
 		}
 	}
 	c.Assets = Assets{Dir: r.str("MACHINE_ASSET_DIR", filepath.Join(c.Workspace, "assets")), BaseURL: r.str("MACHINE_ASSET_BASE_URL", "")}

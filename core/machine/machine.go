@@ -27,6 +27,8 @@ import (
 	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
 	openaiconn "github.com/emp-job-queue/machine/core/connectors/openai"
+	"github.com/emp-job-queue/machine/core/connectors/replicate"
+	"github.com/emp-job-queue/machine/core/connectors/runpod"
 	"github.com/emp-job-queue/machine/core/connectors/simulation"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/embedded"
@@ -58,6 +60,13 @@ var factories = map[string]factory{
 		return openaiconn.New(openaiconn.Settings{BaseURL: c.OpenAI.BaseURL, APIKey: c.OpenAI.APIKey, TextModel: c.OpenAI.TextModel,
 			ImageModel: c.OpenAI.ImageModel, RatePerSec: c.OpenAI.RatePerSec, Timeout: c.OpenAI.Timeout,
 			Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+	},
+	"replicate": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return replicate.New(replicate.Settings{BaseURL: c.Replicate.BaseURL, Token: c.Replicate.Key,
+			Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+	},
+	"runpod": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return runpod.New(runpod.Settings{BaseURL: c.RunPod.BaseURL, APIKey: c.RunPod.Key, EndpointID: c.RunPod.Endpoint})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity})

@@ -292,15 +292,15 @@ func TestHTTPRoutes(t *testing.T) {
 
 func TestRefusesConnectorsItCannotRun(t *testing.T) {
 	cfg, err := config.Load(func(k string) (string, bool) {
-		v, ok := map[string]string{"WORKER_CONNECTORS": "replicate,mock"}[k]
+		v, ok := map[string]string{"WORKER_CONNECTORS": "playwright,mock"}[k]
 		return v, ok
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = machine.New(cfg, machine.Options{})
-	if err == nil || !strings.Contains(err.Error(), `"replicate"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
-		t.Fatalf("New = %v, want a clear refusal naming replicate and WORKER_CONNECTORS", err)
+	if err == nil || !strings.Contains(err.Error(), `"playwright"`) || !strings.Contains(err.Error(), "WORKER_CONNECTORS") {
+		t.Fatalf("New = %v, want a clear refusal naming playwright and WORKER_CONNECTORS", err)
 	}
 }
 

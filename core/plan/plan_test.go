@@ -19,7 +19,7 @@ func newPlan(t *testing.T, env map[string]string) (*plan.Plan, error) {
 
 func TestSlotsAndServices(t *testing.T) {
 	p, err := newPlan(t, map[string]string{"MACHINE_ID": "box", "MACHINE_GPU_COUNT": "2",
-		"WORKER_CONNECTORS": "comfyui,openai:2,playwright:2,simulation:1"})
+		"WORKER_CONNECTORS": "comfyui,openai:2,playwright:2,simulation:1", "OPENAI_API_KEY": "k"})
 	if err != nil {
 		t.Fatal(err)
 	}

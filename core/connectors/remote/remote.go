@@ -6,7 +6,9 @@
 package remote
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -162,4 +164,63 @@ func (c *Client) redact(err error) error {
 		return job.Permanent(errors.New(msg))
 	}
 	return errors.New(msg)
+}
+
+// JSON sends a JSON request with a bearer token and decodes a JSON answer into out (nil: the
+// answer is not read). A 2xx answer that is not JSON is an error that says so.
+func (c *Client) JSON(ctx context.Context, method, url, token string, body, out any) error {
+	var raw []byte
+	if body != nil {
+		raw, _ = json.Marshal(body)
+	}
+	_, resp, err := c.Do(ctx, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(raw))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		return req, nil
+	})
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp, out); err != nil {
+			return fmt.Errorf("%s answered %s with malformed JSON (%v)", c.o.Name, method, err)
+		}
+	}
+	return nil
+}
+
+// Poll calls check every interval until it reports done, fails, ctx ends or max passes.
+func Poll(ctx context.Context, every, max time.Duration, check func(ctx context.Context) (done bool, err error)) error {
+	deadline := time.Now().Add(max)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+		done, err := check(ctx)
+		if err != nil || done {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still not done after %s", max)
+		}
+	}
+}
+
+// Fetch downloads an output file (through the rate limit, retries and breaker).
+func (c *Client) Fetch(ctx context.Context, url string) ([]byte, string, error) {
+	var ctype string
+	_, body, err := c.Do(ctx, func(ctx context.Context) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	ctype = http.DetectContentType(body)
+	return body, ctype, nil
 }
