@@ -36,6 +36,6 @@ screenshots:
 	$(GO) run ./cmd/screenshots -out screenshots
 
 deps-test:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (tests start their own on a free port)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
+		echo "installing redis-server and chromium (tests start their own instances)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server chromium >/dev/null; }

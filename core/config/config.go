@@ -77,6 +77,8 @@ type Config struct {
 	CacheDir       string  // MACHINE_CACHE_DIR: shared download cache
 	InstallStrict  bool    // MACHINE_INSTALL_STRICT: a broken node or model fails the install
 	BrowserInstall string  // BROWSER_INSTALL: "apt" lets the machine install Chromium, "none" does not
+	BrowserTabs    int     // PLAYWRIGHT_MAX_TABS: tabs the browser runs at once
+	P5JS           string  // PLAYWRIGHT_P5_JS: a local p5.min.js for p5 jobs
 
 	OpenAI    OpenAI    // the openai connector's settings
 	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL

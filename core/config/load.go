@@ -184,6 +184,8 @@ func Load(env Lookup) (*Config, error) {
 	}
 	c.Assets = Assets{Dir: r.str("MACHINE_ASSET_DIR", filepath.Join(c.Workspace, "assets")), BaseURL: r.str("MACHINE_ASSET_BASE_URL", "")}
 	c.BrowserInstall = r.str("BROWSER_INSTALL", "none")
+	c.BrowserTabs = r.intRange("PLAYWRIGHT_MAX_TABS", 4, 1, 64, "a number of tabs such as 4")
+	c.P5JS = r.str("PLAYWRIGHT_P5_JS", "")
 	if c.BrowserInstall != "apt" && c.BrowserInstall != "none" {
 		r.problem("BROWSER_INSTALL %q must be apt (the machine may apt-get install chromium) or none", c.BrowserInstall)
 	}

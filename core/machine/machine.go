@@ -27,6 +27,7 @@ import (
 	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
 	openaiconn "github.com/emp-job-queue/machine/core/connectors/openai"
+	"github.com/emp-job-queue/machine/core/connectors/playwright"
 	"github.com/emp-job-queue/machine/core/connectors/replicate"
 	"github.com/emp-job-queue/machine/core/connectors/runpod"
 	"github.com/emp-job-queue/machine/core/connectors/simulation"
@@ -41,6 +42,7 @@ import (
 	"github.com/emp-job-queue/machine/core/worker"
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/installers"
+	"github.com/emp-job-queue/machine/installers/browser"
 	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
 )
 
@@ -67,6 +69,10 @@ var factories = map[string]factory{
 	},
 	"runpod": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return runpod.New(runpod.Settings{BaseURL: c.RunPod.BaseURL, APIKey: c.RunPod.Key, EndpointID: c.RunPod.Endpoint})
+	},
+	"playwright": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
+		return playwright.New(playwright.Settings{DebugURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), MaxTabs: c.BrowserTabs,
+			P5JS: c.P5JS, Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity})
@@ -128,10 +134,11 @@ type Machine struct {
 	version string
 	gpus    gpu.Source
 
-	mu       sync.Mutex
-	stopJobs context.CancelFunc // set while Run drains
-	httpAddr string
-	conns    map[string]connectors.Connector // shared connectors, by name
+	mu          sync.Mutex
+	stopJobs    context.CancelFunc // set while Run drains
+	httpAddr    string
+	conns       map[string]connectors.Connector // shared connectors, by name and service
+	browserPath string                          // Chromium, found at boot when a connector needs it
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
@@ -432,6 +439,14 @@ func (m *Machine) install(ctx context.Context) error {
 	for _, s := range m.layout().plan.Services {
 		kinds[s.Kind] = true
 	}
+	if kinds["browser"] {
+		b, err := browser.Find(ctx, m.cfg.BrowserInstall == "apt")
+		if err != nil {
+			return err
+		}
+		m.browserPath = b.Path
+		m.log.Info("browser found", "path", b.Path, "version", b.Version)
+	}
 	if !kinds["comfyui"] {
 		return nil
 	}
@@ -474,22 +489,23 @@ func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slo
 	}
 }
 
-// connector returns the connector for a slot: one per slot for those bound to a service, one
-// shared by every slot of the others, so a remote API's rate limit and breaker are per
-// connector.
+// connector returns the connector for a slot, shared by every slot of the same connector and
+// service: a remote API's rate limit and breaker are per connector, a browser's tab limit is
+// per browser, each ComfyUI instance has its own.
 func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connector {
+	key := slot.Connector
 	if svc != nil {
-		return factories[slot.Connector](m.cfg, slot, svc)
+		key += "@" + svc.Name
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.conns == nil {
 		m.conns = map[string]connectors.Connector{}
 	}
-	c, ok := m.conns[slot.Connector]
+	c, ok := m.conns[key]
 	if !ok {
-		c = factories[slot.Connector](m.cfg, slot, nil)
-		m.conns[slot.Connector] = c
+		c = factories[slot.Connector](m.cfg, slot, svc)
+		m.conns[key] = c
 	}
 	return c
 }
@@ -523,6 +539,12 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 		switch svc.Kind {
 		case "comfyui":
 			specs = append(specs, comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs))
+		case "browser":
+			specs = append(specs, supervisor.Spec{
+				Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(svc.Port, filepath.Join(m.cfg.RunDir, "browser-profile"))...),
+				Port: svc.Port, GPU: plan.NoGPU, StopGrace: 5 * time.Second,
+				Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/json/version", svc.Port)},
+			})
 		default:
 			return nil, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
 		}

@@ -1,0 +1,187 @@
+// Package playwright is the browser-automation connector: it drives the machine's supervised
+// Chromium over the DevTools protocol (chromedp) to screenshot a URL or an HTML document, print
+// a PDF, or render an HTML, JS or p5.js snippet at width×height into a PNG. The payload is the
+// old system's planned one: {type: screenshot|pdf|html|js|p5, url | html/css/javascript | code,
+// width, height}. A bounded number of tabs run at once; a browser that crashed is a retryable
+// failure (the supervisor restarts it).
+package playwright
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/remote"
+
+	"github.com/emp-job-queue/machine/core/assets"
+	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/job"
+)
+
+// Settings configure the connector.
+type Settings struct {
+	DebugURL string        // the browser's DevTools address, e.g. http://127.0.0.1:9222
+	MaxTabs  int           // tabs at once (default 4)
+	Timeout  time.Duration // one job (default 60 s)
+	P5JS     string        // path of a local p5.min.js; p5 jobs need it (no CDN is reachable)
+	Assets   assets.Store
+}
+
+// Connector runs browser jobs.
+type Connector struct {
+	s    Settings
+	tabs chan struct{}
+}
+
+// New returns a connector.
+func New(s Settings) *Connector {
+	if s.MaxTabs <= 0 {
+		s.MaxTabs = 4
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = time.Minute
+	}
+	return &Connector{s: s, tabs: make(chan struct{}, s.MaxTabs)}
+}
+
+// Payload is a browser job.
+type Payload struct {
+	Type       string `json:"type"`
+	URL        string `json:"url"`
+	HTML       string `json:"html"`
+	CSS        string `json:"css"`
+	JavaScript string `json:"javascript"`
+	Code       string `json:"code"`
+	Width      int64  `json:"width"`
+	Height     int64  `json:"height"`
+	FullPage   bool   `json:"full_page"`
+}
+
+// ErrBrowserDown says the browser is not reachable (starting, or crashed and restarting).
+var ErrBrowserDown = errors.New("the browser is not reachable")
+
+// Run implements connectors.Connector.
+func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFunc) (job.Result, error) {
+	start := time.Now()
+	var p Payload
+	if err := connectors.DecodePayload(j, &p); err != nil {
+		return job.Result{}, err
+	}
+	doc, err := c.document(j, p)
+	if err != nil {
+		return job.Result{}, err
+	}
+	if p.Width <= 0 {
+		p.Width = 1280
+	}
+	if p.Height <= 0 {
+		p.Height = 720
+	}
+	if p.Width > 8192 || p.Height > 8192 {
+		return job.Result{}, job.Permanent(fmt.Errorf("browser job %s asks for %d×%d; the limit is 8192×8192", j.ID, p.Width, p.Height))
+	}
+	select { // a bounded number of tabs
+	case c.tabs <- struct{}{}:
+		defer func() { <-c.tabs }()
+	case <-ctx.Done():
+		return job.Result{}, ctx.Err()
+	}
+	progress(job.Progress{Percent: 10, Message: "opening a tab"})
+	ctx, cancel := context.WithTimeout(ctx, c.s.Timeout)
+	defer cancel()
+	alloc, cancelAlloc := remote.NewAllocator(ctx, c.s.DebugURL)
+	defer cancelAlloc()
+	tab, closeTab := chromedp.NewContext(alloc)
+	defer closeTab()
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(p.Width, p.Height), chromedp.Navigate(doc)); err != nil {
+		if ctx.Err() != nil {
+			return job.Result{}, ctx.Err()
+		}
+		if p.URL != "" && strings.Contains(err.Error(), "net::") {
+			return job.Result{}, job.Permanent(fmt.Errorf("the browser cannot load %s: %v", p.URL, err))
+		}
+		return job.Result{}, fmt.Errorf("%w at %s (%v); the job is retried once the browser is back", ErrBrowserDown, c.s.DebugURL, err)
+	}
+	// Let scripts draw: two animation frames after load.
+	_, _ = chromedp.Run(tab, chromedp.Evaluate[bool](`new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))`,
+		chromedp.EvalAwaitPromise))
+	progress(job.Progress{Percent: 60, Message: "capturing"})
+	var out []byte
+	ext := ".png"
+	switch {
+	case p.Type == "pdf":
+		ext = ".pdf"
+		out, err = chromedp.Run(tab, func(ctx context.Context, t *chromedp.Target) ([]byte, error) {
+			bg := true
+			res, err := cdp.Call(ctx, t, page.PrintToPDF, page.PrintToPDFParams{PrintBackground: &bg})
+			return res.Data, err
+		})
+	case p.FullPage:
+		out, err = chromedp.Run(tab, chromedp.FullScreenshot(100))
+	default:
+		out, err = chromedp.Run(tab, chromedp.CaptureScreenshot())
+	}
+	if err != nil {
+		return job.Result{}, fmt.Errorf("%w: capture failed (%v)", ErrBrowserDown, err)
+	}
+	saved, err := c.s.Assets.Save(j.ID, j.Ctx, ext, out)
+	if err != nil {
+		return job.Result{}, err
+	}
+	ctype := "image"
+	if ext == ".pdf" {
+		ctype = "binary"
+	}
+	return job.Result{Success: true, ProcessingTimeMS: time.Since(start).Milliseconds(),
+		Data:            map[string]any{"image_url": saved.URL, "mime_type": saved.MimeType, "content_type": ctype, "size_bytes": saved.Size},
+		OutputFiles:     []job.OutputFile{{Filename: saved.Path, Path: saved.URL, Type: ctype, SizeBytes: saved.Size, MimeType: saved.MimeType}},
+		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "chromium", ServiceType: "playwright"}}, nil
+}
+
+// document turns the payload into what the tab navigates to.
+func (c *Connector) document(j *job.Job, p Payload) (string, error) {
+	page := func(head, body string) string {
+		return "data:text/html;base64," + base64.StdEncoding.EncodeToString([]byte(
+			"<!doctype html><html><head><meta charset=utf-8><style>html,body{margin:0;padding:0}</style>"+head+"</head><body>"+body+"</body></html>"))
+	}
+	switch p.Type {
+	case "screenshot", "pdf", "":
+		if p.URL != "" {
+			if !strings.HasPrefix(p.URL, "http://") && !strings.HasPrefix(p.URL, "https://") {
+				return "", job.Permanent(fmt.Errorf("browser job %s: url %q is not http(s)", j.ID, p.URL))
+			}
+			return p.URL, nil
+		}
+		if p.HTML != "" {
+			return "data:text/html;base64," + base64.StdEncoding.EncodeToString([]byte(p.HTML)), nil
+		}
+		return "", job.Permanent(fmt.Errorf("browser job %s needs a url or an html document", j.ID))
+	case "html":
+		return page("<style>"+p.CSS+"</style>", p.HTML+"<script>"+p.JavaScript+"</script>"), nil
+	case "js":
+		code := p.Code
+		if code == "" {
+			code = p.JavaScript
+		}
+		return page("", "<script>"+code+"</script>"), nil
+	case "p5":
+		if c.s.P5JS == "" {
+			return "", job.Permanent(fmt.Errorf("p5 jobs need p5.js on the machine: set PLAYWRIGHT_P5_JS to a local p5.min.js (npm pack p5)"))
+		}
+		lib, err := os.ReadFile(c.s.P5JS)
+		if err != nil {
+			return "", fmt.Errorf("read p5.js at %s: %w", c.s.P5JS, err)
+		}
+		return page("<script>"+string(lib)+"</script>", "<script>"+p.Code+"</script>"), nil
+	default:
+		return "", job.Permanent(fmt.Errorf("browser job %s has type %q; use screenshot, pdf, html, js or p5", j.ID, html.EscapeString(p.Type)))
+	}
+}
