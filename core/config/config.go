@@ -176,8 +176,8 @@ func RedactURL(raw string) string {
 		return ""
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL hidden)"
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return "(hidden: not a URL of the form redis://host:port)"
 	}
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
