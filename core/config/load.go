@@ -145,7 +145,7 @@ func Load(env Lookup) (*Config, error) {
 		Manifest: r.str("COMFYUI_MANIFEST", ""),
 		Inactivity: r.seconds("COMFYUI_INACTIVITY_TIMEOUT_SECONDS", 2*time.Minute, time.Second, 24*time.Hour,
 			"a number of seconds such as 120"),
-		RemoteKey: r.str("WORKER_COMFYUI_REMOTE_API_KEY", ""),
+		RemoteKey: r.secret("WORKER_COMFYUI_REMOTE_API_KEY"),
 	}
 	if host := r.str("WORKER_COMFYUI_REMOTE_HOST", ""); host != "" {
 		scheme := "http"

@@ -56,7 +56,8 @@ var factories = map[string]factory{
 	},
 	"mock": func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
 	"comfyui": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
-		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity})
+		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity,
+			Assets: &assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
 	},
 	"openai": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return openaiconn.New(openaiconn.Settings{BaseURL: c.OpenAI.BaseURL, APIKey: c.OpenAI.APIKey, TextModel: c.OpenAI.TextModel,
@@ -75,7 +76,8 @@ var factories = map[string]factory{
 			P5JS: c.P5JS, Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
-		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity})
+		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity,
+			Assets: &assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
 	},
 }
 

@@ -64,7 +64,7 @@ func startOn(t *testing.T, url string, env map[string]string, opts machine.Optio
 		"HUB_REDIS_URL": url, "MACHINE_ID": "test-box", "MACHINE_HEALTH_PORT": "0",
 		"WORKER_POLL_INTERVAL_MS": "600000", "MACHINE_RUN_DIR": t.TempDir(),
 		"WORKER_SIMULATION_PROCESSING_TIME": "0.05", "WORKER_SIMULATION_STEPS": "2",
-		"MACHINE_DRAIN_TIMEOUT": "2s",
+		"MACHINE_DRAIN_TIMEOUT": "2s", "MACHINE_ASSET_DIR": t.TempDir(), "MACHINE_CACHE_DIR": t.TempDir(),
 	}
 	for k, v := range env {
 		base[k] = v
@@ -689,7 +689,7 @@ func TestComfyUIEndToEnd(t *testing.T) {
 		} `json:"data"`
 	}
 	_ = json.Unmarshal([]byte(h.rdb.HGet(context.Background(), "jobs:completed", id).Val()), &stored)
-	if u, _ := stored.Data.Data["image_url"].(string); !strings.Contains(u, fmt.Sprintf("127.0.0.1:%d/view", port)) {
+	if u, _ := stored.Data.Data["image_url"].(string); !strings.HasSuffix(u, id+".png") {
 		t.Errorf("result = %v", stored.Data.Data)
 	}
 	res := h.m.Control().Do(context.Background(), control.Command{Op: control.Logs, Service: "comfyui-gpu0", Lines: 10})

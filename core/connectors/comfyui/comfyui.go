@@ -23,6 +23,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/job"
 )
@@ -33,6 +34,7 @@ type Settings struct {
 	Token      string        // bearer token for a remote server; never logged
 	Inactivity time.Duration // silence on the websocket before the history is checked (default 120 s)
 	Silences   int           // silent windows in a row, with no completion in the history, before giving up (default 5)
+	Assets     *assets.Store // where outputs are copied to; nil: results point at ComfyUI's /view
 }
 
 // Connector runs ComfyUI jobs.
@@ -91,7 +93,45 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	if err != nil {
 		return job.Result{}, err
 	}
-	return c.result(promptID, outputs, time.Since(start)), nil
+	res := c.result(promptID, outputs, time.Since(start))
+	if c.s.Assets != nil {
+		if err := c.store(ctx, j, &res); err != nil {
+			return job.Result{}, err
+		}
+	}
+	return res, nil
+}
+
+// store copies the outputs from ComfyUI's /view into the asset store, so the result points at
+// storage that outlives the ComfyUI instance.
+func (c *Connector) store(ctx context.Context, j *job.Job, res *job.Result) error {
+	data := res.Data.(map[string]any)
+	images, _ := data["images"].([]map[string]any)
+	for i, im := range images {
+		resp, err := c.request(ctx, http.MethodGet, strings.TrimPrefix(im["url"].(string), c.s.BaseURL), nil)
+		if err != nil {
+			return fmt.Errorf("fetch output %s from ComfyUI: %w", im["filename"], err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("fetch output %s from ComfyUI: %v %s", im["filename"], err, resp.Status)
+		}
+		id := j.ID
+		if i > 0 {
+			id = fmt.Sprintf("%s_%d", j.ID, i)
+		}
+		saved, err := c.s.Assets.Save(id, j.Ctx, path.Ext(im["filename"].(string)), body)
+		if err != nil {
+			return err
+		}
+		im["url"] = saved.URL
+		res.OutputFiles[i].Path, res.OutputFiles[i].SizeBytes = saved.URL, saved.Size
+		if i == 0 {
+			data["image_url"] = saved.URL
+		}
+	}
+	return nil
 }
 
 // workflowOf takes payload.workflow when present (the EmProps shape), else the payload.

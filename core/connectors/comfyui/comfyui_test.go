@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/connectors/comfyui"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/internal/fakecomfy"
@@ -114,5 +116,20 @@ func TestServiceNotUp(t *testing.T) {
 		&job.Job{ID: "j", Payload: json.RawMessage(workflow)}, func(job.Progress) {})
 	if err == nil || job.IsPermanent(err) || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestOutputsCopiedToTheAssetStore(t *testing.T) {
+	store := &assets.Store{Dir: t.TempDir(), BaseURL: "https://cdn.example.com"}
+	res, _, err, _ := run(t, fakecomfy.Behaviour{Steps: 1}, workflow, comfyui.Settings{Assets: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := res.Data.(map[string]any)
+	if d["image_url"] != "https://cdn.example.com/j1.png" || res.OutputFiles[0].Path != d["image_url"] {
+		t.Errorf("data = %v, files = %+v", d, res.OutputFiles)
+	}
+	if b, err := os.ReadFile(store.Dir + "/j1.png"); err != nil || !strings.Contains(string(b), "ComfyUI_00001_.png") {
+		t.Errorf("stored output = %q, %v", b, err)
 	}
 }
