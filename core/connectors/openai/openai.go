@@ -4,10 +4,8 @@
 package openai
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -94,28 +92,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 }
 
 func (c *Connector) call(ctx context.Context, method, path string, body any, out any) error {
-	var raw []byte
-	if body != nil {
-		raw, _ = json.Marshal(body)
-	}
-	_, resp, err := c.client.Do(ctx, func(ctx context.Context) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, method, c.s.BaseURL+path, bytes.NewReader(raw))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+c.s.APIKey)
-		req.Header.Set("Content-Type", "application/json")
-		return req, nil
-	})
-	if err != nil {
-		return err
-	}
-	if out != nil {
-		if err := json.Unmarshal(resp, out); err != nil {
-			return fmt.Errorf("OpenAI answered %s %s with malformed JSON (%v)", method, path, err)
-		}
-	}
-	return nil
+	return c.client.JSON(ctx, method, c.s.BaseURL+path, c.s.APIKey, body, out)
 }
 
 type textPayload struct {
