@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emp-job-queue/machine/internal/redistest"
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
 var binary, binaryNoCgo, testService string
@@ -27,22 +27,15 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "machine")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build machine: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	binaryNoCgo = filepath.Join(dir, "machine-nocgo")
-	build := exec.Command("go", "build", "-o", binaryNoCgo, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build machine with CGO_ENABLED=0: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	testService = filepath.Join(dir, "testservice")
-	if out, err := exec.Command("go", "build", "-o", testService, "../../internal/testservice").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testservice: %v\n%s", err, out)
-		os.Exit(1)
+	binary, binaryNoCgo, testService = filepath.Join(dir, "machine"), filepath.Join(dir, "machine-nocgo"), filepath.Join(dir, "testservice")
+	for _, err := range []error{
+		testutil.Build(".", binary), testutil.Build(".", binaryNoCgo, "CGO_ENABLED=0"),
+		testutil.Build("../../internal/testservice", testService),
+	} {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -51,12 +44,11 @@ func TestMain(m *testing.M) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func command(env map[string]string, args ...string) *exec.Cmd {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/fakeopenai"
 	"github.com/emp-job-queue/machine/internal/redistest"
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
 type harness struct {
@@ -659,8 +659,8 @@ func TestShutdownWhileRedisIsDown(t *testing.T) {
 func TestComfyUIEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	fake := filepath.Join(dir, "fakecomfy")
-	if out, err := exec.Command("go", "build", "-o", fake, "../../internal/fakecomfy/server").CombinedOutput(); err != nil {
-		t.Fatalf("build the fake ComfyUI: %v\n%s", err, out)
+	if err := testutil.Build("../../internal/fakecomfy/server", fake); err != nil {
+		t.Fatal(err)
 	}
 	repo := filepath.Join(dir, "repo")
 	_ = os.MkdirAll(repo, 0o755)
@@ -701,12 +701,11 @@ func TestComfyUIEndToEnd(t *testing.T) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // OpenAI jobs through the machine, against the in-repo fake: text and an image saved as an

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emp-job-queue/machine/core/supervisor"
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
 var testService string
@@ -25,8 +24,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testService = filepath.Join(dir, "testservice")
-	if out, err := exec.Command("go", "build", "-o", testService, "../../internal/testservice").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testservice: %v\n%s", err, out)
+	if err := testutil.Build("../../internal/testservice", testService); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -36,12 +35,11 @@ func TestMain(m *testing.M) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // spec is the test service on a free port with an HTTP readiness probe.
