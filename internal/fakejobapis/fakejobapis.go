@@ -13,6 +13,7 @@ import (
 type Jobs struct {
 	Token     string
 	Fail      bool // jobs end failed
+	Slow      bool // jobs never end (for cancellation)
 	mu        sync.Mutex
 	polls     map[string]int
 	Cancelled []string
@@ -55,6 +56,17 @@ func (f *Jobs) poll(id string) (int, bool) {
 	return n, ok
 }
 
+// Polls counts status requests so far, over all jobs.
+func (f *Jobs) Polls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, p := range f.polls {
+		n += p
+	}
+	return n
+}
+
 // CancelledIDs lists the jobs a client cancelled.
 func (f *Jobs) CancelledIDs() []string {
 	f.mu.Lock()
@@ -94,7 +106,7 @@ func (f *Jobs) Handler() http.Handler {
 		case !ok:
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = w.Write([]byte(`{"detail":"Not found."}`))
-		case n < 2:
+		case n < 2 || f.Slow:
 			_ = json.NewEncoder(w).Encode(pred(id, "processing", nil))
 		case f.Fail:
 			p := pred(id, "failed", nil)
@@ -126,7 +138,7 @@ func (f *Jobs) Handler() http.Handler {
 		id := r.PathValue("id")
 		n, _ := f.poll(id)
 		switch {
-		case n < 2:
+		case n < 2 || f.Slow:
 			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "IN_PROGRESS"})
 		case f.Fail:
 			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "FAILED", "error": "handler raised ValueError"})

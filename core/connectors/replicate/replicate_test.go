@@ -58,8 +58,14 @@ func TestFailedPrediction(t *testing.T) {
 
 func TestCancelCancelsThePrediction(t *testing.T) {
 	fake, c, _ := setup(t, "r8_secret_token_value")
+	fake.Slow = true
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(3*time.Millisecond, cancel)
+	go func() { // cancel once the remote job exists and is being followed
+		for fake.Polls() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
 	if _, err := run(c, ctx, `{"version":"abc123","input":{}}`); err == nil {
 		t.Fatal("a cancelled job succeeded")
 	}

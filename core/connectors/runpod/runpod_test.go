@@ -46,8 +46,14 @@ func TestFailedRun(t *testing.T) {
 
 func TestCancelSendsCancel(t *testing.T) {
 	fake, c := setup(t)
+	fake.Slow = true
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(3*time.Millisecond, cancel)
+	go func() { // cancel once the remote job exists and is being followed
+		for fake.Polls() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
 	if _, err := run(c, ctx, `{"input":{}}`); err == nil {
 		t.Fatal("a cancelled job succeeded")
 	}
