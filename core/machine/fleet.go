@@ -35,6 +35,7 @@ type fleet struct {
 	sup     *supervisor.Supervisor
 	writes  context.Context // final writes are held until this ends (the shutdown deadline)
 	jobs    context.Context // parent of every job; StopNow cancels it
+	ctx     context.Context // the machine's run: installs for live changes end with it
 
 	mu       sync.Mutex
 	runs     map[string]*slotRun      // by slot id
@@ -221,11 +222,6 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 	if err != nil {
 		return "", err
 	}
-	for _, svc := range p.Services {
-		if !slices.ContainsFunc(cur.plan.Services, func(o plan.Service) bool { return o.Name == svc.Name }) {
-			return "", fmt.Errorf("%s needs the service %s, which is installed and started at boot: add it to WORKER_CONNECTORS and restart the machine", name, svc.Name)
-		}
-	}
 	var added []plan.Slot
 	var removed []string
 	for _, s := range p.Slots {
@@ -237,6 +233,38 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 		if !slices.ContainsFunc(p.Slots, func(o plan.Slot) bool { return o.ID == s.ID }) {
 			removed = append(removed, s.ID)
 		}
+	}
+	newServices := servicesOnlyIn(p, cur.plan)
+	if len(added) > 0 && len(newServices) > 0 {
+		// The connector needs services: install and start them in the background; its slots
+		// start at once and claim when the services are ready.
+		locked = false
+		go func() {
+			defer f.change.Unlock()
+			if err := m.install(f.ctx, newServices); err != nil {
+				m.log.Error("connector not enabled: its services did not install", "connector", name, "err", err)
+				return
+			}
+			for _, svc := range newServices {
+				spec, err := m.serviceSpec(svc)
+				if err == nil {
+					err = f.sup.Add(spec)
+				}
+				if err != nil {
+					m.log.Error("connector not enabled: its service did not start", "connector", name, "service", svc.Name, "err", err)
+					return
+				}
+			}
+			m.cur.Store(&layout{cfg: &next, plan: p})
+			ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+			defer cancel()
+			if err := f.start(ctx, added); err != nil {
+				m.log.Error("the new slots did not start", "connector", name, "err", err)
+				return
+			}
+			m.log.Info("connector changed", "connector", name, "slots_added", len(added), "services_added", len(newServices))
+		}()
+		return fmt.Sprintf("%s: installing and starting %d service(s); its %d slot(s) claim once they are ready", name, len(newServices), len(added)), nil
 	}
 	if len(added) > 0 {
 		m.cur.Store(&layout{cfg: &next, plan: p})
@@ -258,8 +286,15 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 	f.mu.Unlock()
 	m.store.Touch()
 	locked = false // the drain below releases the change lock when it is done
+	gone := servicesOnlyIn(cur.plan, p)
 	go func() {
 		f.stop(removed, m.cfg.DrainTimeout)
+		for _, svc := range gone { // no other connector needs them
+			if err := f.sup.Remove(svc.Name); err != nil {
+				m.log.Warn("service not removed", "service", svc.Name, "err", err)
+			}
+			m.store.RemoveService(svc.Name)
+		}
 		m.cur.Store(&layout{cfg: &next, plan: p})
 		f.mu.Lock()
 		delete(f.draining, name)
@@ -269,4 +304,15 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 		m.log.Info("connector changed", "connector", name, "slots_removed", len(removed))
 	}()
 	return fmt.Sprintf("%s: draining %d slot(s): their jobs finish, or go back to the queue after %s", name, len(removed), m.cfg.DrainTimeout), nil
+}
+
+// servicesOnlyIn lists the services of a that b does not have.
+func servicesOnlyIn(a, b *plan.Plan) []plan.Service {
+	var out []plan.Service
+	for _, svc := range a.Services {
+		if b.Service(svc.Name) == nil {
+			out = append(out, svc)
+		}
+	}
+	return out
 }

@@ -236,7 +236,7 @@ func (m *Machine) Run(ctx context.Context) error {
 		return err
 	}
 	// Services are installed, then started; slots bound to them claim only once they are ready.
-	if err := m.install(ctx); err != nil {
+	if err := m.install(ctx, m.layout().plan.Services); err != nil {
 		return err
 	}
 	sup, err := m.supervisor()
@@ -279,7 +279,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	sampler := m.newSampler(sup)
 	m.sampler.Store(sampler)
-	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx,
+	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx, ctx: ctx,
 		runs: map[string]*slotRun{}, wake: map[string]chan struct{}{}, draining: map[string]bool{}}
 	m.fleet.Store(fl)
 	defer m.fleet.Store(nil)
@@ -426,6 +426,21 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	})
 }
 
+// serviceSpec is how the supervisor runs a planned service.
+func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
+	switch svc.Kind {
+	case "comfyui":
+		return comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs), nil
+	case "browser":
+		return supervisor.Spec{
+			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(svc.Port, filepath.Join(m.cfg.RunDir, "browser-profile"))...),
+			Port: svc.Port, GPU: plan.NoGPU, StopGrace: 5 * time.Second,
+			Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/json/version", svc.Port)},
+		}, nil
+	}
+	return supervisor.Spec{}, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
+}
+
 // comfyInstall is the ComfyUI installation the configuration describes.
 func (m *Machine) comfyInstall() comfyinstall.Install {
 	return comfyinstall.Install{
@@ -434,11 +449,11 @@ func (m *Machine) comfyInstall() comfyinstall.Install {
 	}
 }
 
-// install runs the installers of the planned services (idempotent: a second boot skips what is
-// done) within SERVICE_INSTALL_TIMEOUT.
-func (m *Machine) install(ctx context.Context) error {
+// install runs the installers of services (idempotent: a second boot skips what is done)
+// within SERVICE_INSTALL_TIMEOUT.
+func (m *Machine) install(ctx context.Context, services []plan.Service) error {
 	kinds := map[string]bool{}
-	for _, s := range m.layout().plan.Services {
+	for _, s := range services {
 		kinds[s.Kind] = true
 	}
 	if kinds["browser"] {
@@ -538,18 +553,11 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 		specs = append(specs, spec)
 	}
 	for _, svc := range m.layout().plan.Services {
-		switch svc.Kind {
-		case "comfyui":
-			specs = append(specs, comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs))
-		case "browser":
-			specs = append(specs, supervisor.Spec{
-				Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(svc.Port, filepath.Join(m.cfg.RunDir, "browser-profile"))...),
-				Port: svc.Port, GPU: plan.NoGPU, StopGrace: 5 * time.Second,
-				Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/json/version", svc.Port)},
-			})
-		default:
-			return nil, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
+		spec, err := m.serviceSpec(svc)
+		if err != nil {
+			return nil, err
 		}
+		specs = append(specs, spec)
 	}
 	return supervisor.New(supervisor.Params{
 		Specs: specs, RunDir: m.cfg.RunDir, LogDir: m.cfg.LogDir, Log: m.log, KeepOnExit: m.cfg.KeepServices,

@@ -547,9 +547,29 @@ func TestConnectorsChangeLive(t *testing.T) {
 	if res := core.Do(ctx, control.Command{Op: control.SetConcurrency, Connector: "simulation", Count: 3}); res.OK || !strings.Contains(res.Error, "GPU") {
 		t.Errorf("concurrency beyond the GPUs = %+v", res)
 	}
-	if res := core.Do(ctx, control.Command{Op: control.EnableConnector, Connector: "comfyui"}); res.OK || !strings.Contains(res.Error, "comfyui") {
-		t.Errorf("enabling a connector this build cannot run = %+v", res)
+
+	// A connector that needs a service: the service is installed (found, for the browser) and
+	// started, its slot claims once it is ready; disabling it stops the service no other
+	// connector needs.
+	if res := core.Do(ctx, control.Command{Op: control.EnableConnector, Connector: "playwright"}); !res.OK || !strings.Contains(res.Message, "service") {
+		t.Fatalf("enable playwright = %+v", res)
 	}
+	page := h.submit("playwright", `{"type":"html","html":"<p>live</p>","width":100,"height":50}`)
+	h.waitFor("a render through the live-added browser", func() bool { return h.status(page) == "completed" })
+	for {
+		res := core.Do(ctx, control.Command{Op: control.DisableConnector, Connector: "playwright"})
+		if res.OK {
+			break
+		}
+		if !strings.Contains(res.Error, "in progress") {
+			t.Fatalf("disable playwright = %+v", res)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.waitFor("the browser service to go", func() bool {
+		_, ok := h.m.Store().Snapshot().Service("browser")
+		return !ok && len(core.Snapshot().Services) == 0
+	})
 }
 
 // A job whose machine died (SIGKILL: nothing renews its lease) runs again on another machine,

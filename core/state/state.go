@@ -236,6 +236,13 @@ func (s *Store) SetQueueDepth(n int64) {
 	}
 }
 
+// RemoveService forgets a service that no connector needs any more.
+func (s *Store) RemoveService(name string) {
+	s.update(true, func(snap *Snapshot) {
+		snap.Services = slices.DeleteFunc(slices.Clone(snap.Services), func(st supervisor.Status) bool { return st.Name == name })
+	})
+}
+
 // SetGPUSource records where GPU readings come from.
 func (s *Store) SetGPUSource(name string) {
 	s.update(false, func(snap *Snapshot) { snap.GPUSource = name })

@@ -104,9 +104,13 @@ type Params struct {
 
 // Supervisor runs a set of services.
 type Supervisor struct {
-	p        Params
+	p Params
+
+	mu       sync.Mutex
 	services map[string]*service
 	order    []string
+	runCtx   context.Context // set by Run: services added later run under it
+	wg       sync.WaitGroup
 }
 
 // New prepares the services; Run starts them.
@@ -136,32 +140,71 @@ func New(p Params) (*Supervisor, error) {
 	}
 	s := &Supervisor{p: p, services: map[string]*service{}}
 	for _, spec := range p.Specs {
-		if spec.Name == "" || len(spec.Command) == 0 {
-			return nil, fmt.Errorf("service %q needs a name and a command", spec.Name)
+		if _, err := s.add(spec); err != nil {
+			return nil, err
 		}
-		if _, dup := s.services[spec.Name]; dup {
-			return nil, fmt.Errorf("service %q is defined twice", spec.Name)
-		}
-		if spec.Policy == (Policy{}) {
-			spec.Policy = DefaultPolicy
-		}
-		if spec.StopGrace <= 0 {
-			spec.StopGrace = 10 * time.Second
-		}
-		if spec.Probe.Every <= 0 {
-			spec.Probe.Every = 500 * time.Millisecond
-		}
-		sv := &service{
-			spec: spec, sup: s, cmds: make(chan command, 4), ring: newRing(p.RingLines),
-			pidPath: filepath.Join(p.RunDir, "services", spec.Name+".pid"),
-			logPath: filepath.Join(p.LogDir, spec.Name+".log"),
-			status:  Status{Name: spec.Name, State: Stopped, Port: spec.Port, GPU: spec.GPU},
-		}
-		sv.hash = specHash(spec)
-		s.services[spec.Name] = sv
-		s.order = append(s.order, spec.Name)
 	}
 	return s, nil
+}
+
+// add registers a service; the caller holds mu or owns s alone.
+func (s *Supervisor) add(spec Spec) (*service, error) {
+	if spec.Name == "" || len(spec.Command) == 0 {
+		return nil, fmt.Errorf("service %q needs a name and a command", spec.Name)
+	}
+	if _, dup := s.services[spec.Name]; dup {
+		return nil, fmt.Errorf("service %q is defined twice", spec.Name)
+	}
+	if spec.Policy == (Policy{}) {
+		spec.Policy = DefaultPolicy
+	}
+	if spec.StopGrace <= 0 {
+		spec.StopGrace = 10 * time.Second
+	}
+	if spec.Probe.Every <= 0 {
+		spec.Probe.Every = 500 * time.Millisecond
+	}
+	sv := &service{
+		spec: spec, sup: s, cmds: make(chan command, 4), ring: newRing(s.p.RingLines), done: make(chan struct{}),
+		pidPath: filepath.Join(s.p.RunDir, "services", spec.Name+".pid"),
+		logPath: filepath.Join(s.p.LogDir, spec.Name+".log"),
+		status:  Status{Name: spec.Name, State: Stopped, Port: spec.Port, GPU: spec.GPU},
+	}
+	sv.hash = specHash(spec)
+	s.services[spec.Name] = sv
+	s.order = append(s.order, spec.Name)
+	return sv, nil
+}
+
+// Add starts a service while the supervisor runs (a connector enabled live).
+func (s *Supervisor) Add(spec Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runCtx == nil {
+		return fmt.Errorf("the supervisor is not running")
+	}
+	sv, err := s.add(spec)
+	if err != nil {
+		return err
+	}
+	ctx := s.runCtx
+	s.wg.Go(func() { sv.run(ctx) })
+	return nil
+}
+
+// Remove stops a service for good and forgets it (no connector needs it any more).
+func (s *Supervisor) Remove(name string) error {
+	sv, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	sv.cmds <- cmdRemove
+	<-sv.done
+	s.mu.Lock()
+	delete(s.services, name)
+	s.order = slices.DeleteFunc(s.order, func(n string) bool { return n == name })
+	s.mu.Unlock()
+	return nil
 }
 
 func specHash(s Spec) string {
@@ -173,15 +216,20 @@ func specHash(s Spec) string {
 // Run starts every service and supervises them until ctx ends; then it stops them (or, with
 // KeepOnExit, leaves them running for the next machine to adopt) and returns.
 func (s *Supervisor) Run(ctx context.Context) {
-	var wg sync.WaitGroup
+	s.mu.Lock()
+	s.runCtx = ctx
 	for _, name := range s.order {
 		sv := s.services[name]
-		wg.Go(func() { sv.run(ctx) })
+		s.wg.Go(func() { sv.run(ctx) })
 	}
-	wg.Wait()
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.wg.Wait()
 }
 
 func (s *Supervisor) get(name string) (*service, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	sv, ok := s.services[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: this machine runs %s", ErrUnknownService, name, s.names())
@@ -204,9 +252,15 @@ func (s *Supervisor) Ready(name string) bool {
 
 // Statuses returns every service's status, in plan order.
 func (s *Supervisor) Statuses() []Status {
-	out := make([]Status, 0, len(s.order))
+	s.mu.Lock()
+	svcs := make([]*service, 0, len(s.order))
 	for _, name := range s.order {
-		out = append(out, s.services[name].snapshot())
+		svcs = append(svcs, s.services[name])
+	}
+	s.mu.Unlock()
+	out := make([]Status, 0, len(svcs))
+	for _, sv := range svcs {
+		out = append(out, sv.snapshot())
 	}
 	return out
 }
@@ -259,6 +313,7 @@ const (
 	cmdRestart command = iota + 1
 	cmdStop
 	cmdStart
+	cmdRemove // stop for good and end the service's loop
 )
 
 // service is one supervised service; its run loop is the only writer of its process.
@@ -270,6 +325,7 @@ type service struct {
 	ring    *ring
 	pidPath string
 	logPath string
+	done    chan struct{} // closed when run returns
 
 	mu     sync.Mutex
 	status Status
@@ -301,6 +357,7 @@ type proc struct {
 }
 
 func (sv *service) run(ctx context.Context) {
+	defer close(sv.done)
 	log := sv.sup.p.Log.With("service", sv.spec.Name)
 	lf, _, err := openLog(sv.logPath, sv.sup.p.LogMaxBytes, sv.sup.p.LogKeep, sv.ring)
 	if err != nil {
@@ -319,7 +376,8 @@ func (sv *service) run(ctx context.Context) {
 		if !want {
 			sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
 			c, ok := sv.await(ctx)
-			if !ok {
+			if !ok || c == cmdRemove {
+				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
 				return
 			}
 			want, consecutive = c != cmdStop, 0
@@ -330,7 +388,8 @@ func (sv *service) run(ctx context.Context) {
 			sv.set(func(s *Status) { s.State, s.PID, s.Error = Errored, 0, err.Error() })
 			log.Error("service cannot start", "err", err)
 			c, ok := sv.await(ctx)
-			if !ok {
+			if !ok || c == cmdRemove {
+				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
 				return
 			}
 			want, consecutive = c != cmdStop, 0
@@ -356,6 +415,10 @@ func (sv *service) run(ctx context.Context) {
 			return
 		case !ended: // a command or the memory watermark
 			sv.terminate(p, log)
+			if c == cmdRemove {
+				sv.set(func(s *Status) { s.State, s.PID, s.LastExit = Stopped, 0, "removed" })
+				return
+			}
 			sv.set(func(s *Status) { s.Restarts++; s.LastExit = exit })
 			consecutive = 0
 			want = c != cmdStop
@@ -368,7 +431,8 @@ func (sv *service) run(ctx context.Context) {
 			log.Error("service is crash-looping; not restarting it", "reason", d.Message)
 			sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error = Errored, 0, exit, d.Message })
 			c, ok := sv.await(ctx)
-			if !ok {
+			if !ok || c == cmdRemove {
+				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
 				return
 			}
 			want, consecutive = c != cmdStop, 0
@@ -383,6 +447,9 @@ func (sv *service) run(ctx context.Context) {
 			return
 		case <-time.After(d.Delay):
 		case c := <-sv.cmds:
+			if c == cmdRemove {
+				return
+			}
 			want = c != cmdStop
 			consecutive = 0
 		}
@@ -417,7 +484,7 @@ func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended 
 			if c == cmdStart {
 				continue // already running
 			}
-			return false, map[command]string{cmdRestart: "restarted by the operator", cmdStop: "stopped by the operator"}[c], c
+			return false, map[command]string{cmdRestart: "restarted by the operator", cmdStop: "stopped by the operator", cmdRemove: "removed"}[c], c
 		case <-probe.C:
 			err := sv.spec.Probe.check(ctx)
 			switch {
@@ -588,4 +655,8 @@ func (sv *service) tail(ctx context.Context, lf *logFile) {
 }
 
 // Names returns the services' names in plan order.
-func (s *Supervisor) Names() []string { return slices.Clone(s.order) }
+func (s *Supervisor) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.order)
+}

@@ -278,3 +278,22 @@ func TestLogRotation(t *testing.T) {
 		t.Errorf("live log is %d bytes, cap 4000", st.Size())
 	}
 }
+
+func TestAddAndRemoveWhileRunning(t *testing.T) {
+	r := start(t, supervisor.Params{})
+	waitFor(t, "the supervisor to run", func() bool { return r.sup.Add(spec(t, "probe-first")) == nil })
+	waitFor(t, "the added service to be ready", func() bool { return r.sup.Ready("probe-first") })
+	pid := r.status("probe-first").PID
+	if err := r.sup.Add(spec(t, "probe-first")); err == nil {
+		t.Error("a second service with the same name was accepted")
+	}
+	if err := r.sup.Remove("probe-first"); err != nil {
+		t.Fatal(err)
+	}
+	if !processGone(pid) || len(r.sup.Names()) != 0 {
+		t.Errorf("after remove: process gone %v, services %v", processGone(pid), r.sup.Names())
+	}
+	if err := r.sup.Remove("probe-first"); !errors.Is(err, supervisor.ErrUnknownService) {
+		t.Errorf("removing twice: %v", err)
+	}
+}
