@@ -106,7 +106,8 @@ func (h *harness) stop() {
 
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	// Generous: CI runs every package at once under the race detector, with Chromium.
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("timed out waiting for %s", what)
@@ -762,12 +763,18 @@ func TestOpenAIThroughTheMachine(t *testing.T) {
 // gates the slot on its DevTools answering, and renders a job.
 func TestPlaywrightThroughTheMachine(t *testing.T) {
 	assetsDir := t.TempDir()
-	h := start(t, map[string]string{"WORKER_CONNECTORS": "playwright:2", "MACHINE_ASSET_DIR": assetsDir})
+	// A fallback poll, so a retried attempt (after its backoff) is picked up in the test's time.
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "playwright:2", "MACHINE_ASSET_DIR": assetsDir, "WORKER_POLL_INTERVAL_MS": "500"})
 	h.waitFor("the browser to be ready", func() bool {
 		st, ok := h.m.Store().Snapshot().Service("browser")
 		return ok && st.State == "ready"
 	})
 	id := h.submit("playwright", `{"type":"html","html":"<h1>hi</h1>","width":200,"height":100}`)
+	defer func() {
+		if t.Failed() {
+			t.Logf("job: %v", h.rdb.HGetAll(context.Background(), "job:"+id).Val())
+		}
+	}()
 	h.waitFor("the render", func() bool { return h.status(id) == "completed" })
 	if _, err := os.Stat(filepath.Join(assetsDir, id+".png")); err != nil {
 		t.Errorf("no PNG: %v", err)
