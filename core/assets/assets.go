@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -38,18 +37,7 @@ func (s Store) Save(jobID string, jobCtx json.RawMessage, ext string, data []byt
 		Filename string `json:"filename"`
 	}
 	_ = json.Unmarshal(jobCtx, &c)
-	name := jobID + ext
-	if c.Filename != "" {
-		name = strings.TrimSuffix(path.Base(c.Filename), path.Ext(c.Filename)) + ext
-	}
-	name = unsafe.ReplaceAllString(name, "_")
-	var parts []string
-	for _, p := range strings.Split(c.Prefix, "/") {
-		if p = unsafe.ReplaceAllString(p, "_"); p != "" && p != "." && p != ".." {
-			parts = append(parts, p)
-		}
-	}
-	rel := path.Join(append(parts, name)...)
+	rel := objectKey(jobID, c.Prefix, c.Filename, ext)
 	full := filepath.Join(s.Dir, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 		return Saved{}, fmt.Errorf("store asset: %w", err)

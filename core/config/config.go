@@ -103,10 +103,17 @@ type RemoteAPI struct {
 	Endpoint string // RunPod: the default serverless endpoint
 }
 
-// Assets says where job outputs go.
+// Assets says where job outputs go: the local directory, and the S3-compatible storage jobs
+// name in ctx.storage.
 type Assets struct {
-	Dir     string // MACHINE_ASSET_DIR
-	BaseURL string // MACHINE_ASSET_BASE_URL: the public URL of Dir; empty: file:// URLs
+	Dir         string // MACHINE_ASSET_DIR
+	BaseURL     string // MACHINE_ASSET_BASE_URL: the public URL of Dir; empty: file:// URLs
+	S3Endpoint  string // S3_ENDPOINT (host[:port])
+	S3AccessKey string // S3_ACCESS_KEY_ID
+	S3SecretKey string // S3_SECRET_ACCESS_KEY (or _FILE); never shown
+	S3Region    string // S3_REGION
+	S3Secure    bool   // S3_USE_SSL
+	S3Bucket    string // S3_BUCKET: when ctx.storage names none
 }
 
 // ComfyUI says where ComfyUI comes from and how its connector behaves.

@@ -182,7 +182,9 @@ func Load(env Lookup) (*Config, error) {
 			r.problem("WORKER_CONNECTORS has %s but neither %s nor %s_FILE is set; give the key", conn.Name, k.name, k.name)
 		}
 	}
-	c.Assets = Assets{Dir: r.str("MACHINE_ASSET_DIR", filepath.Join(c.Workspace, "assets")), BaseURL: r.str("MACHINE_ASSET_BASE_URL", "")}
+	c.Assets = Assets{Dir: r.str("MACHINE_ASSET_DIR", filepath.Join(c.Workspace, "assets")), BaseURL: r.str("MACHINE_ASSET_BASE_URL", ""),
+		S3Endpoint: r.str("S3_ENDPOINT", ""), S3AccessKey: r.str("S3_ACCESS_KEY_ID", ""), S3SecretKey: r.secret("S3_SECRET_ACCESS_KEY"),
+		S3Region: r.str("S3_REGION", ""), S3Secure: r.boolean("S3_USE_SSL", true), S3Bucket: r.str("S3_BUCKET", "")}
 	c.BrowserInstall = r.str("BROWSER_INSTALL", "none")
 	c.BrowserTabs = r.intRange("PLAYWRIGHT_MAX_TABS", 4, 1, 64, "a number of tabs such as 4")
 	c.P5JS = r.str("PLAYWRIGHT_P5_JS", "")

@@ -4,6 +4,7 @@ package machine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/embedded"
 	"github.com/emp-job-queue/machine/core/httpapi"
+	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/metrics"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
@@ -49,6 +51,25 @@ import (
 // factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
 type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connectors.Connector
 
+// storage is where connectors put their outputs: the local asset directory, or the
+// S3-compatible storage a job's ctx.storage names. A bad S3 setting fails at start (New).
+func storage(c *config.Config) assets.Saver {
+	r, err := assets.NewRouter(assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}, assets.S3Config{
+		Endpoint: c.Assets.S3Endpoint, AccessKey: c.Assets.S3AccessKey, SecretKey: c.Assets.S3SecretKey,
+		Region: c.Assets.S3Region, Secure: c.Assets.S3Secure, Bucket: c.Assets.S3Bucket})
+	if err != nil {
+		return failingSaver{err}
+	}
+	return r
+}
+
+// failingSaver reports a storage that could not be set up, on every save.
+type failingSaver struct{ err error }
+
+func (f failingSaver) Save(string, json.RawMessage, string, []byte) (assets.Saved, error) {
+	return assets.Saved{}, job.Permanent(f.err)
+}
+
 // factories are the connectors this build can run.
 var factories = map[string]factory{
 	"simulation": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
@@ -57,27 +78,27 @@ var factories = map[string]factory{
 	"mock": func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
 	"comfyui": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity,
-			Assets: &assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+			Assets: storage(c)})
 	},
 	"openai": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return openaiconn.New(openaiconn.Settings{BaseURL: c.OpenAI.BaseURL, APIKey: c.OpenAI.APIKey, TextModel: c.OpenAI.TextModel,
 			ImageModel: c.OpenAI.ImageModel, RatePerSec: c.OpenAI.RatePerSec, Timeout: c.OpenAI.Timeout,
-			Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+			Assets: storage(c)})
 	},
 	"replicate": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return replicate.New(replicate.Settings{BaseURL: c.Replicate.BaseURL, Token: c.Replicate.Key,
-			Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+			Assets: storage(c)})
 	},
 	"runpod": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return runpod.New(runpod.Settings{BaseURL: c.RunPod.BaseURL, APIKey: c.RunPod.Key, EndpointID: c.RunPod.Endpoint})
 	},
 	"playwright": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return playwright.New(playwright.Settings{DebugURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), MaxTabs: c.BrowserTabs,
-			P5JS: c.P5JS, Assets: assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+			P5JS: c.P5JS, Assets: storage(c)})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity,
-			Assets: &assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}})
+			Assets: storage(c)})
 	},
 }
 
@@ -162,6 +183,9 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 	}
 	if err := CheckRunnable(cfg); err != nil {
 		return nil, err
+	}
+	if f, bad := storage(cfg).(failingSaver); bad {
+		return nil, f.err
 	}
 	p, err := plan.New(cfg)
 	if err != nil {

@@ -34,7 +34,7 @@ type Settings struct {
 	Token      string        // bearer token for a remote server; never logged
 	Inactivity time.Duration // silence on the websocket before the history is checked (default 120 s)
 	Silences   int           // silent windows in a row, with no completion in the history, before giving up (default 5)
-	Assets     *assets.Store // where outputs are copied to; nil: results point at ComfyUI's /view
+	Assets     assets.Saver  // where outputs are copied to; nil: results point at ComfyUI's /view
 }
 
 // Connector runs ComfyUI jobs.

@@ -27,7 +27,7 @@ type Settings struct {
 	PollEvery    time.Duration
 	Timeout      time.Duration
 	RatePerSec   float64
-	Assets       assets.Store
+	Assets       assets.Saver
 	MaxPollTotal time.Duration // a background response that takes longer fails (default 10 min)
 }
 

@@ -32,7 +32,7 @@ type Settings struct {
 	MaxTabs  int           // tabs at once (default 4)
 	Timeout  time.Duration // one job (default 60 s)
 	P5JS     string        // path of a local p5.min.js; p5 jobs need it (no CDN is reachable)
-	Assets   assets.Store
+	Assets   assets.Saver
 }
 
 // Connector runs browser jobs.

@@ -23,7 +23,7 @@ type Settings struct {
 	PollEvery  time.Duration
 	MaxWait    time.Duration
 	RatePerSec float64
-	Assets     assets.Store
+	Assets     assets.Saver
 }
 
 // Connector runs Replicate jobs.
