@@ -39,3 +39,6 @@ deps-test:
 	@command -v redis-server >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
 		echo "installing redis-server and chromium (tests start their own instances)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server chromium >/dev/null; }
+	@test -f .cache/p5/p5.min.js || { echo "fetching p5.js for the browser connector's p5 test (npm pack p5)"; \
+		mkdir -p .cache/p5 && cd .cache/p5 && npm pack p5@2.3.4 --silent >/dev/null && \
+		tar xzf p5-2.3.4.tgz package/lib/p5.min.js && mv package/lib/p5.min.js . && rm -rf package p5-2.3.4.tgz; }

@@ -8,7 +8,6 @@ package playwright
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"html"
@@ -101,7 +100,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	defer cancelAlloc()
 	tab, closeTab := chromedp.NewContext(alloc)
 	defer closeTab()
-	if err := chromedp.Do(tab, chromedp.EmulateViewport(p.Width, p.Height), chromedp.Navigate(doc)); err != nil {
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(p.Width, p.Height), load(doc)); err != nil {
 		if ctx.Err() != nil {
 			return job.Result{}, ctx.Err()
 		}
@@ -110,9 +109,15 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		}
 		return job.Result{}, fmt.Errorf("%w at %s (%v); the job is retried once the browser is back", ErrBrowserDown, c.s.DebugURL, err)
 	}
-	// Let scripts draw: two animation frames after load.
-	_, _ = chromedp.Run(tab, chromedp.Evaluate[bool](`new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))`,
-		chromedp.EvalAwaitPromise))
+	// Let scripts draw: a p5 sketch first makes its canvas (p5 2 sets up asynchronously), then
+	// two animation frames pass.
+	wait := `new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))`
+	if p.Type == "p5" {
+		wait = `new Promise(r => { const t0 = Date.now(); (function poll() {
+			if (document.querySelector('canvas') || Date.now() - t0 > 5000) requestAnimationFrame(() => requestAnimationFrame(() => r(true)));
+			else setTimeout(poll, 20); })(); })`
+	}
+	_, _ = chromedp.Run(tab, chromedp.Evaluate[bool](wait, chromedp.EvalAwaitPromise))
 	progress(job.Progress{Percent: 60, Message: "capturing"})
 	var out []byte
 	ext := ".png"
@@ -146,11 +151,27 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "chromium", ServiceType: "playwright"}}, nil
 }
 
-// document turns the payload into what the tab navigates to.
+// load opens a URL, or writes an HTML document into a blank tab. A document goes through
+// Page.setDocumentContent rather than a data: URL: Chromium takes tens of seconds to open a
+// data: URL of a megabyte (a sketch with p5.js inlined).
+func load(doc string) chromedp.Action[chromedp.Void] {
+	if strings.HasPrefix(doc, "http://") || strings.HasPrefix(doc, "https://") {
+		return chromedp.Navigate(doc)
+	}
+	return chromedp.Steps(chromedp.Navigate("about:blank"), func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		tree, err := cdp.Call(ctx, t, page.GetFrameTree, cdp.Empty{})
+		if err != nil {
+			return chromedp.Void{}, err
+		}
+		_, err = cdp.Call(ctx, t, page.SetDocumentContent, page.SetDocumentContentParams{FrameID: tree.FrameTree.Frame.ID, HTML: doc})
+		return chromedp.Void{}, err
+	})
+}
+
+// document turns the payload into the URL or the HTML document the tab shows.
 func (c *Connector) document(j *job.Job, p Payload) (string, error) {
 	page := func(head, body string) string {
-		return "data:text/html;base64," + base64.StdEncoding.EncodeToString([]byte(
-			"<!doctype html><html><head><meta charset=utf-8><style>html,body{margin:0;padding:0}</style>"+head+"</head><body>"+body+"</body></html>"))
+		return "<!doctype html><html><head><meta charset=utf-8><style>html,body{margin:0;padding:0}</style>" + head + "</head><body>" + body + "</body></html>"
 	}
 	switch p.Type {
 	case "screenshot", "pdf", "":
@@ -161,7 +182,7 @@ func (c *Connector) document(j *job.Job, p Payload) (string, error) {
 			return p.URL, nil
 		}
 		if p.HTML != "" {
-			return "data:text/html;base64," + base64.StdEncoding.EncodeToString([]byte(p.HTML)), nil
+			return p.HTML, nil
 		}
 		return "", job.Permanent(fmt.Errorf("browser job %s needs a url or an html document", j.ID))
 	case "html":

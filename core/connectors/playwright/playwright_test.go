@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -125,6 +126,34 @@ func TestBrowserJobs(t *testing.T) {
 		path := strings.TrimPrefix(res.Data.(map[string]any)["image_url"].(string), "file://")
 		if b, _ := os.ReadFile(path); !bytes.HasPrefix(b, []byte("%PDF")) || res.Data.(map[string]any)["mime_type"] != "application/pdf" {
 			t.Errorf("not a PDF: %q", b[:min(len(b), 8)])
+		}
+	})
+	t.Run("a 1 MB document", func(t *testing.T) {
+		big := "var x = '" + strings.Repeat("a", 1000000) + "'; document.body.style.background='#0000ff';"
+		res, err := run(t, c, fmt.Sprintf(`{"type":"js","code":%q,"width":100,"height":80}`, big))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, b, _ := decode(t, res).At(50, 40).RGBA(); b>>8 < 240 {
+			t.Error("the large document did not render")
+		}
+	})
+	t.Run("p5 sketch", func(t *testing.T) {
+		lib, _ := filepath.Abs("../../../.cache/p5/p5.min.js")
+		if v := os.Getenv("PLAYWRIGHT_P5_JS"); v != "" {
+			lib = v
+		}
+		if _, err := os.Stat(lib); err != nil {
+			t.Fatalf("p5 jobs are tested with the real p5.js, which make test fetches into .cache/p5 (npm pack p5): %v", err)
+		}
+		p5 := playwright.New(playwright.Settings{DebugURL: addr, P5JS: lib, Assets: assets.Store{Dir: t.TempDir()}})
+		sketch := `function setup(){ createCanvas(120, 90); background(0, 255, 0); noLoop(); }`
+		res, err := run(t, p5, fmt.Sprintf(`{"type":"p5","code":%q,"width":120,"height":90}`, sketch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, g, b, _ := decode(t, res).At(60, 45).RGBA(); g>>8 < 240 || r>>8 > 20 || b>>8 > 20 {
+			t.Errorf("pixel = %d,%d,%d; want the sketch's green", r>>8, g>>8, b>>8)
 		}
 	})
 	t.Run("bad input is permanent", func(t *testing.T) {
