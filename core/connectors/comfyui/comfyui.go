@@ -77,6 +77,9 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		return job.Result{}, fmt.Errorf("ComfyUI at %s does not answer (%v); the service may still be starting", c.s.BaseURL, err)
 	}
 	defer func() { _ = ws.CloseNow() }()
+	// ComfyUI registers the socket, then greets it with a status message; a prompt sent before
+	// the greeting could run with nobody listening to its progress.
+	c.awaitGreeting(ctx, ws)
 	promptID, err := c.submit(ctx, workflow, clientID)
 	if err != nil {
 		return job.Result{}, err
@@ -181,6 +184,19 @@ func (c *Connector) dial(ctx context.Context, clientID string) (*websocket.Conn,
 	}
 	conn.SetReadLimit(64 << 20) // previews can be large
 	return conn, nil
+}
+
+// awaitGreeting waits (briefly) for the server's first message on a new socket. Without one the
+// prompt is sent anyway: the history check after a silence still catches its end.
+func (c *Connector) awaitGreeting(ctx context.Context, ws *websocket.Conn) {
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		typ, _, err := ws.Read(gctx)
+		if err != nil || typ == websocket.MessageText {
+			return
+		}
+	}
 }
 
 // submit queues the workflow. A rejected workflow is permanent; a server error is not.
