@@ -248,7 +248,7 @@ func short(id string) string {
 }
 
 func (m *Model) gpuLines() []string {
-	wide := m.width >= 120
+	wide := m.width >= 150
 	barW, sparkW := 8, 10
 	if wide {
 		barW, sparkW = 20, 30

@@ -3,6 +3,7 @@ package machine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/emp-job-queue/machine/core/control"
@@ -94,6 +95,12 @@ func (c *core) Snapshot() control.Snapshot {
 			}
 		}
 		out.Connectors = append(out.Connectors, conn)
+	}
+	// Connectors disabled while the machine runs stay listed, so the console can enable them again.
+	for _, name := range m.knownConnectors() {
+		if !slices.ContainsFunc(out.Connectors, func(c control.Connector) bool { return c.Name == name }) {
+			out.Connectors = append(out.Connectors, control.Connector{Name: name, State: "disabled"})
+		}
 	}
 	for _, f := range snap.Recent[max(0, len(snap.Recent)-20):] {
 		out.Recent = append(out.Recent, control.Finished{

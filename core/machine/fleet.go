@@ -218,6 +218,7 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 	if err := CheckRunnable(&next); err != nil {
 		return "", err
 	}
+	m.remember(name)
 	p, err := plan.New(&next)
 	if err != nil {
 		return "", err
@@ -315,4 +316,20 @@ func servicesOnlyIn(a, b *plan.Plan) []plan.Service {
 		}
 	}
 	return out
+}
+
+// remember notes a connector the machine has run, so the console keeps offering it.
+func (m *Machine) remember(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !slices.Contains(m.known, name) {
+		m.known = append(m.known, name)
+	}
+}
+
+// knownConnectors lists every connector the machine has run since it started.
+func (m *Machine) knownConnectors() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.known)
 }

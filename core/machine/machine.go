@@ -161,6 +161,7 @@ type Machine struct {
 	stopJobs    context.CancelFunc // set while Run drains
 	httpAddr    string
 	conns       map[string]connectors.Connector // shared connectors, by name and service
+	known       []string                        // connectors run since start, enabled or not
 	browserPath string                          // Chromium, found at boot when a connector needs it
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
@@ -196,6 +197,9 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
 	m.cur.Store(&layout{cfg: cfg, plan: p})
+	for _, c := range cfg.Connectors {
+		m.known = append(m.known, c.Name)
+	}
 	m.store.SetGPUSource(gpus.Name())
 	return m, nil
 }

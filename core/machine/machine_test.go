@@ -516,7 +516,10 @@ func TestConnectorsChangeLive(t *testing.T) {
 		t.Errorf("a second change during the drain = %+v", again)
 	}
 	h.waitFor("the running job to finish during the drain", func() bool { return h.status(long) == "completed" })
-	h.waitFor("the mock slot to go", func() bool { return len(h.m.Control().Snapshot().Connectors) == 1 })
+	h.waitFor("the mock slot to go", func() bool {
+		c := h.m.Control().Snapshot().Connectors
+		return len(c) == 2 && c[1].Name == "mock" && c[1].State == "disabled" && c[1].Slots == 0
+	})
 	if h.rdb.Exists(ctx, "worker:test-box-worker-mock-0").Val() != 0 {
 		t.Error("the removed slot is still registered")
 	}

@@ -188,7 +188,7 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 		s.settle(j, start, log, "completed", "", err)
 	case jobCtx.Err() != nil:
 		err := s.write(func(ctx context.Context) error { return s.p.Broker.Release(ctx, j, s.p.ID) })
-		s.settle(j, start, log, "released", "the machine stopped before the job finished", err)
+		s.settle(j, start, log, "released", "its slot stopped (drain timeout) before the job finished", err)
 	default:
 		reason, retryable := failure(j, res, runErr, s.p.JobTimeout)
 		var outcome broker.Outcome
