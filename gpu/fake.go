@@ -14,7 +14,7 @@ import (
 type Fake struct {
 	mu       sync.Mutex
 	devices  []Device
-	activity func(index int) float64 // 0 idle … 1 fully busy
+	activity func() map[int]float64 // GPU index → 0 idle … 1 fully busy; absent: idle
 	ticks    []int
 	failures chan HealthEvent
 }
@@ -27,7 +27,7 @@ func NewFake(count int, model string, memoryGB float64) *Fake {
 	if memoryGB <= 0 {
 		memoryGB = 24
 	}
-	f := &Fake{activity: func(int) float64 { return 0 }, ticks: make([]int, count), failures: make(chan HealthEvent, 16)}
+	f := &Fake{activity: func() map[int]float64 { return nil }, ticks: make([]int, count), failures: make(chan HealthEvent, 16)}
 	for i := range count {
 		f.devices = append(f.devices, Device{
 			Index: i, Name: model, MemoryTotalMB: memoryGB * 1024,
@@ -37,8 +37,8 @@ func NewFake(count int, model string, memoryGB float64) *Fake {
 	return f
 }
 
-// SetActivity sets where each GPU's activity comes from.
-func (f *Fake) SetActivity(fn func(index int) float64) {
+// SetActivity sets where the GPUs' activity comes from; it is asked once per Read.
+func (f *Fake) SetActivity(fn func() map[int]float64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.activity = fn
@@ -60,10 +60,11 @@ func (f *Fake) Read(context.Context) ([]Reading, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]Reading, len(f.devices))
+	activity := f.activity()
 	for i, d := range f.devices {
 		t := float64(f.ticks[i])
 		f.ticks[i]++
-		a := math.Max(0, math.Min(1, f.activity(i)))
+		a := math.Max(0, math.Min(1, activity[i]))
 		wave := 0.5 + 0.5*math.Sin(t*0.7+float64(i))
 		util := a*(78+18*wave) + (1-a)*(1+2*wave)
 		pstate := 8.0

@@ -11,12 +11,7 @@ import (
 
 func TestFakeIsDeterministicAndFollowsLoad(t *testing.T) {
 	a, b := gpu.NewFake(2, "Sim", 24), gpu.NewFake(2, "Sim", 24)
-	busy := func(i int) float64 {
-		if i == 1 {
-			return 1
-		}
-		return 0
-	}
+	busy := func() map[int]float64 { return map[int]float64{1: 1} }
 	a.SetActivity(busy)
 	b.SetActivity(busy)
 	for range 5 {

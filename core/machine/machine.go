@@ -386,12 +386,12 @@ func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) err
 	}
 }
 
-// liveness pings the broker every 2 s (health, metrics), heartbeats every slot, and prunes
-// the claim script's service cache every 5 minutes.
+// liveness pings the broker every 2 s (health, metrics), heartbeats every slot, counts the
+// queue for the console every 10 s, and prunes the claim script's service cache every 5 minutes.
 func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids func() []string) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	lastBeat, lastPrune := time.Now(), time.Now()
+	lastBeat, lastPrune, lastDepth := time.Now(), time.Now(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -409,7 +409,9 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids func() []s
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
+		// The queue depth is a scan of the shared queue: every 10 s is enough for a header.
+		if err == nil && time.Since(lastDepth) >= 10*time.Second {
+			lastDepth = time.Now()
 			if n, _, qerr := b.PendingFor(ctx, m.jobServices(), 10000); qerr == nil {
 				m.store.SetQueueDepth(n)
 			}
@@ -435,14 +437,16 @@ func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids func() []s
 // follows the jobs running on each GPU, so the simulated GPUs look like the work they do.
 func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	if fake, ok := m.gpus.(*gpu.Fake); ok {
-		fake.SetActivity(func(index int) float64 {
+		fake.SetActivity(func() map[int]float64 { // one snapshot per sample, not one per GPU
+			busy := map[int]float64{}
 			for _, s := range m.store.Snapshot().Slots {
-				if s.GPU == index && s.JobID != "" {
-					return 1
+				if s.GPU != plan.NoGPU && s.JobID != "" {
+					busy[s.GPU] = 1
 				}
 			}
-			return 0
+			return busy
 		})
+
 	}
 	return gpu.NewSampler(gpu.SamplerParams{
 		Source: m.gpus, Interval: m.cfg.GPUSampleEvery, Host: gpu.NewHost(m.cfg.Workspace), Log: m.log,

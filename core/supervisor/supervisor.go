@@ -370,29 +370,25 @@ func (sv *service) run(ctx context.Context) {
 	tail.Go(func() { sv.tail(tailCtx, lf) })
 	defer func() { stopTail(); tail.Wait(); _ = lf.poll() }()
 
-	want := true // the operator's wish: running or stopped
+	want, ok := true, true // the operator's wish: running or stopped
 	consecutive := 0
 	for {
 		if !want {
 			sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
-			c, ok := sv.await(ctx)
-			if !ok || c == cmdRemove {
-				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
+			if want, ok = sv.next(ctx); !ok {
 				return
 			}
-			want, consecutive = c != cmdStop, 0
+			consecutive = 0
 			continue
 		}
 		p, err := sv.launch(ctx)
 		if err != nil {
 			sv.set(func(s *Status) { s.State, s.PID, s.Error = Errored, 0, err.Error() })
 			log.Error("service cannot start", "err", err)
-			c, ok := sv.await(ctx)
-			if !ok || c == cmdRemove {
-				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
+			if want, ok = sv.next(ctx); !ok {
 				return
 			}
-			want, consecutive = c != cmdStop, 0
+			consecutive = 0
 			continue
 		}
 		if p.adopted {
@@ -430,12 +426,10 @@ func (sv *service) run(ctx context.Context) {
 		if !d.Restart {
 			log.Error("service is crash-looping; not restarting it", "reason", d.Message)
 			sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error = Errored, 0, exit, d.Message })
-			c, ok := sv.await(ctx)
-			if !ok || c == cmdRemove {
-				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
+			if want, ok = sv.next(ctx); !ok {
 				return
 			}
-			want, consecutive = c != cmdStop, 0
+			consecutive = 0
 			continue
 		}
 		log.Warn("service exited", "exit", exit, "restart_in", d.Delay.String(), "in_a_row", d.Consecutive)
@@ -454,6 +448,18 @@ func (sv *service) run(ctx context.Context) {
 			consecutive = 0
 		}
 	}
+}
+
+// next waits for the operator's command while the service does not run, and says whether it
+// should run; ok is false when the service's loop ends (the machine stops, or the service is
+// removed).
+func (sv *service) next(ctx context.Context) (want, ok bool) {
+	c, ok := sv.await(ctx)
+	if !ok || c == cmdRemove {
+		sv.set(func(s *Status) { s.State, s.PID = Stopped, 0 })
+		return false, false
+	}
+	return c != cmdStop, true
 }
 
 // await waits for the operator's next command; false when ctx ends first.

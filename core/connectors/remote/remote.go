@@ -213,14 +213,9 @@ func Poll(ctx context.Context, every, max time.Duration, check func(ctx context.
 }
 
 // Fetch downloads an output file (through the rate limit, retries and breaker).
-func (c *Client) Fetch(ctx context.Context, url string) ([]byte, string, error) {
-	var ctype string
+func (c *Client) Fetch(ctx context.Context, url string) ([]byte, error) {
 	_, body, err := c.Do(ctx, func(ctx context.Context) (*http.Request, error) {
 		return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	})
-	if err != nil {
-		return nil, "", err
-	}
-	ctype = http.DetectContentType(body)
-	return body, ctype, nil
+	return body, err
 }

@@ -135,7 +135,7 @@ func (c *Connector) saveOutputs(ctx context.Context, j *job.Job, out any) (map[s
 	data := map[string]any{"output": out}
 	var files []job.OutputFile
 	for i, u := range urls {
-		body, _, err := c.client.Fetch(ctx, u)
+		body, err := c.client.Fetch(ctx, u)
 		if err != nil {
 			return nil, nil, fmt.Errorf("download Replicate output %s: %w", u, err)
 		}
