@@ -165,7 +165,7 @@ func (b *Broker) Progress(ctx context.Context, j *job.Job, workerID string, p jo
 	pct := clampPercent(p.Percent)
 	msg, _ := json.Marshal(map[string]any{
 		"job_id": j.ID, "worker_id": workerID, "progress": pct, "status": "in_progress",
-		"message": p.Message, "current_step": stepOrEmpty(p.Step), "total_steps": p.TotalSteps,
+		"message": p.Message, "current_step": currentStep(p), "total_steps": p.TotalSteps,
 		"estimated_completion": "", "timestamp": now.UnixMilli(),
 	})
 	n, err := progressScript.Run(ctx, b.rdb, nil, j.ID, workerID, strconv.FormatFloat(pct, 'f', -1, 64),
@@ -183,11 +183,13 @@ func clampPercent(p float64) float64 {
 	return float64(int(p*10+0.5)) / 10
 }
 
-func stepOrEmpty(step int) any {
-	if step <= 0 {
-		return ""
+// currentStep is the current_step of a progress message: the step number, else the stage's
+// name, else "" (emp's worker sends `progress.current_step || ''`).
+func currentStep(p job.Progress) any {
+	if p.Step > 0 {
+		return p.Step
 	}
-	return step
+	return p.StepName
 }
 
 // workflowFields copies the workflow fields the API sets, as complete_job and job_failed carry them.
