@@ -184,7 +184,7 @@ func clampPercent(p float64) float64 {
 }
 
 // currentStep is the current_step of a progress message: the step number, else the stage's
-// name, else "" (emp's worker sends `progress.current_step || ”`).
+// name, else an empty string, as emp's worker sends it.
 func currentStep(p job.Progress) any {
 	if p.Step > 0 {
 		return p.Step
