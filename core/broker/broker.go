@@ -78,6 +78,8 @@ type Broker struct {
 	rdb    redis.UniversalClient
 	now    func() time.Time
 	policy Policy
+	// machineID and version go into attestations (SetIdentity).
+	machineID, version string
 }
 
 // New returns a broker over an open Redis client.
@@ -226,8 +228,12 @@ func (b *Broker) Complete(ctx context.Context, j *job.Job, workerID string, resu
 	}
 	workflowFields(j, m)
 	msg, _ := json.Marshal(m)
+	key, attestation, err := b.completionAttestation(j, workerID, resultJSON, now)
+	if err != nil {
+		return fmt.Errorf("complete %s: %w", j.ID, err)
+	}
 	n, err := completeScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), stored, msg,
-		workerStatusMsg(workerID, "busy", "idle", now)).Int64()
+		workerStatusMsg(workerID, "busy", "idle", now), key, attestation).Int64()
 	return owned(n, err, "complete", j.ID)
 }
 
@@ -269,9 +275,17 @@ func (b *Broker) Fail(ctx context.Context, j *job.Job, workerID, reason string, 
 	if outcome == Retried {
 		mode = "retry"
 	}
-	n, err := failScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), reason, mode, retries,
+	attestations, err := b.failureAttestations(j, workerID, reason, retries, outcome == Retried, now)
+	if err != nil {
+		return 0, fmt.Errorf("fail %s: %w", j.ID, err)
+	}
+	args := []any{j.ID, workerID, ISO(now), reason, mode, retries,
 		RetryScore(j, now), stored, failedMsg, requeued, workerStatusMsg(workerID, "busy", "idle", now),
-		int64(b.policy.backoff(retries).Seconds())).Int64()
+		int64(b.policy.backoff(retries).Seconds())}
+	for _, a := range attestations {
+		args = append(args, a)
+	}
+	n, err := failScript.Run(ctx, b.rdb, nil, args...).Int64()
 	if err := owned(n, err, "fail", j.ID); err != nil {
 		return 0, err
 	}

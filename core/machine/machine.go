@@ -259,6 +259,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	b := broker.New(rdb)
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax})
+	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
 
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
