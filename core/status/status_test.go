@@ -1,8 +1,10 @@
 package status_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -229,5 +231,57 @@ func TestCPUOnlyShapes(t *testing.T) {
 		if w := m.Structure.Workers[s.ID]; w.GPUID != i || w.PM2Name != fmt.Sprintf("redis-worker-mock-%d", i) {
 			t.Errorf("worker %s: gpu_id %d pm2_name %s, want %d and redis-worker-mock-%d", s.ID, w.GPUID, w.PM2Name, i, i)
 		}
+	}
+}
+
+type sender struct{ msgs []status.Message }
+
+func (s *sender) PublishMachineStatus(_ context.Context, _ string, raw []byte) error {
+	var m status.Message
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	s.msgs = append(s.msgs, m)
+	return nil
+}
+
+// The publisher remembers each slot's last activity, so the shutdown message, built after the
+// slots are gone, still carries it; after the shutdown message it sends nothing.
+func TestPublisherShutdown(t *testing.T) {
+	p := testPlan(t)
+	var slots []state.Slot
+	for _, s := range p.Slots {
+		slots = append(slots, state.Slot{ID: s.ID, Connector: s.Connector, GPU: s.GPU})
+	}
+	st := state.New("box", "", slots)
+	st.SetPhase(state.Ready)
+	st.JobClaimed("box-worker-simulation-0", "job-1", "simulation")
+	st.JobEnded("box-worker-simulation-0", "completed", "")
+	var s sender
+	pub := status.NewPublisher(func() *plan.Plan { return p }, st, &s, time.Minute, "", "v1", slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := pub.Publish(ctx, status.EventDriven); err != nil {
+		t.Fatal(err)
+	}
+	last := s.msgs[0].Status.Workers["box-worker-simulation-0"].LastActivity
+	var ids []string
+	for _, sl := range p.Slots {
+		ids = append(ids, sl.ID)
+	}
+	st.SetPhase(state.Draining)
+	st.RemoveSlots(ids)
+	st.SetPhase(state.Shutdown)
+	if err := pub.Publish(ctx, status.Shutdown); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, status.Periodic); err != nil || len(s.msgs) != 2 {
+		t.Fatalf("after the shutdown message: %v, %d messages; want nothing more sent", err, len(s.msgs))
+	}
+	down := s.msgs[1]
+	if w := down.Status.Workers["box-worker-simulation-0"]; w.Status != "offline" || w.LastActivity != last || last <= 0 {
+		t.Errorf("shutdown status = %+v, want offline at the last activity %d", w, last)
+	}
+	if len(down.Structure.Workers) != 0 || down.UpdateType != status.Shutdown || down.Status.Machine.Phase != "shutdown" {
+		t.Errorf("shutdown message = %+v", down)
 	}
 }
