@@ -37,6 +37,7 @@ import (
 	"github.com/emp-job-queue/machine/core/httpapi"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/status"
@@ -50,6 +51,12 @@ import (
 
 // factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
 type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connectors.Connector
+
+// jobNetwork is what the traffic jobs cause may reach: public addresses, and the networks
+// the operator allows.
+func jobNetwork(c *config.Config) netguard.Policy {
+	return netguard.Policy{Allow: c.AllowPrivateNetworks}
+}
 
 // storage is where connectors put their outputs: the local asset directory, or the
 // S3-compatible storage a job's ctx.storage names. A bad S3 setting fails at start (New).
@@ -87,7 +94,7 @@ var factories = map[string]factory{
 	},
 	"replicate": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return replicate.New(replicate.Settings{BaseURL: c.Replicate.BaseURL, Token: c.Replicate.Key,
-			Assets: storage(c)})
+			Assets: storage(c), Downloads: jobNetwork(c)})
 	},
 	"runpod": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return runpod.New(runpod.Settings{BaseURL: c.RunPod.BaseURL, APIKey: c.RunPod.Key, EndpointID: c.RunPod.Endpoint})
