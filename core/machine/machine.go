@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -101,7 +102,7 @@ var factories = map[string]factory{
 	},
 	"playwright": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return playwright.New(playwright.Settings{DebugURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), MaxTabs: c.BrowserTabs,
-			P5JS: c.P5JS, Assets: storage(c)})
+			P5JS: c.P5JS, Assets: storage(c), Network: jobNetwork(c)})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity,
@@ -471,13 +472,36 @@ func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
 	case "comfyui":
 		return comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs), nil
 	case "browser":
+		cred, err := browser.Credential(m.cfg.BrowserUser)
+		if err != nil {
+			return supervisor.Spec{}, err
+		}
+		profile, err := browser.PrepareProfile(filepath.Join(m.cfg.RunDir, "browser-profile"), cred)
+		if err != nil {
+			return supervisor.Spec{}, err
+		}
+		m.logBrowserIsolation(cred)
 		return supervisor.Spec{
-			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(svc.Port, filepath.Join(m.cfg.RunDir, "browser-profile"))...),
+			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(browser.Options{Port: svc.Port, ProfileDir: profile, Sandbox: m.cfg.BrowserSandbox})...),
+			Env: []string{"HOME=" + profile}, Credential: cred,
 			Port: svc.Port, GPU: plan.NoGPU, StopGrace: 5 * time.Second,
 			Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/json/version", svc.Port)},
 		}, nil
 	}
 	return supervisor.Spec{}, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
+}
+
+// logBrowserIsolation says who the browser runs as and whether its sandbox is on.
+func (m *Machine) logBrowserIsolation(cred *syscall.Credential) {
+	who := "the machine's own user"
+	if cred != nil {
+		who = fmt.Sprintf("%s (uid %d)", m.cfg.BrowserUser, cred.Uid)
+	}
+	if !m.cfg.BrowserSandbox {
+		m.log.Warn("the browser runs without Chromium's sandbox (BROWSER_SANDBOX=false): a page that exploits the renderer gets the browser user's rights", "user", who)
+		return
+	}
+	m.log.Info("the browser runs sandboxed", "user", who)
 }
 
 // comfyInstall is the ComfyUI installation the configuration describes.
