@@ -171,6 +171,7 @@ type Machine struct {
 	conns       map[string]connectors.Connector // shared connectors, by name and service
 	known       []string                        // connectors run since start, enabled or not
 	browserPath string                          // Chromium, found at boot when a connector needs it
+	browserHome string                          // its profile and HOME, removed at exit unless services are kept
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
@@ -281,7 +282,16 @@ func (m *Machine) Run(ctx context.Context) error {
 	}
 	var supDone sync.WaitGroup
 	supCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
-	defer func() { stopServices(); supDone.Wait() }()
+	defer func() {
+		stopServices()
+		supDone.Wait()
+		m.mu.Lock()
+		home := m.browserHome
+		m.mu.Unlock()
+		if home != "" && !m.cfg.KeepServices { // jobs kept nothing there: each had a context of its own
+			_ = os.RemoveAll(home)
+		}
+	}()
 	supDone.Go(func() { sup.Run(supCtx) })
 	m.services.Store(sup)
 
@@ -481,6 +491,9 @@ func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
 			return supervisor.Spec{}, err
 		}
 		m.logBrowserIsolation(cred)
+		m.mu.Lock()
+		m.browserHome = profile
+		m.mu.Unlock()
 		return supervisor.Spec{
 			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(browser.Options{Port: svc.Port, ProfileDir: profile, Sandbox: m.cfg.BrowserSandbox})...),
 			Env: []string{"HOME=" + profile}, Credential: cred,
