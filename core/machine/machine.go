@@ -538,6 +538,15 @@ func (m *Machine) install(ctx context.Context, services []plan.Service) error {
 			return err
 		}
 		m.browserPath = b.Path
+		if m.cfg.BrowserSandbox {
+			cred, err := browser.Credential(m.cfg.BrowserUser)
+			if err == nil {
+				err = browser.CheckSandbox(ctx, b.Path, cred)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		m.log.Info("browser found", "path", b.Path, "version", b.Version)
 	}
 	if !kinds["comfyui"] {

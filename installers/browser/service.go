@@ -1,14 +1,20 @@
 package browser
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Options say how the browser service runs.
@@ -106,4 +112,40 @@ func PrepareProfile(dir string, cred *syscall.Credential) (string, error) {
 		return "", fmt.Errorf("%s exists but is not a directory of uid %d with mode 0700 (someone else may have planted it); remove it and start again", path, cred.Uid)
 	}
 	return path, nil
+}
+
+// CheckSandbox starts Chromium once, as the user it will run as, to see whether this host
+// lets it build its sandbox (unprivileged user namespaces: Docker's default seccomp profile
+// and Ubuntu's AppArmor restriction refuse them). Without the check the browser service would
+// just crash-loop with Chromium's own message buried in its log.
+func CheckSandbox(ctx context.Context, path string, cred *syscall.Credential) error {
+	dir, err := os.MkdirTemp("", "machine-browser-check-")
+	if err != nil {
+		return fmt.Errorf("check the browser sandbox: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return fmt.Errorf("check the browser sandbox: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "--headless=new", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+		"--proxy-server="+FailClosedProxy, "--user-data-dir="+dir, "--dump-dom", "about:blank")
+	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	out, err := cmd.CombinedOutput()
+	switch {
+	case bytes.Contains(out, []byte("No usable sandbox")):
+		return errors.New("this host does not let Chromium build its sandbox (unprivileged user namespaces are blocked, e.g. by Docker's default seccomp profile or kernel.apparmor_restrict_unprivileged_userns=1); allow them (a seccomp profile that permits clone/unshare of user namespaces), or set BROWSER_SANDBOX=false to run it unsandboxed")
+	case err != nil && ctx.Err() == nil:
+		return fmt.Errorf("the browser %s did not start (%v): %s", path, err, lastLine(out))
+	}
+	return nil
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
