@@ -54,9 +54,14 @@ import (
 type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connectors.Connector
 
 // jobNetwork is what the traffic jobs cause may reach: public addresses, and the networks
-// the operator allows.
+// the operator allows, but never the machine's own HTTP port (the connectors add the
+// browser's DevTools port).
 func jobNetwork(c *config.Config) netguard.Policy {
-	return netguard.Policy{Allow: c.AllowPrivateNetworks}
+	p := netguard.Policy{Allow: c.AllowPrivateNetworks}
+	if c.HealthPort > 0 {
+		p.LocalPorts = []uint16{uint16(c.HealthPort)}
+	}
+	return p
 }
 
 // storage is where connectors put their outputs: the local asset directory, or the

@@ -34,7 +34,8 @@ type Policy struct {
 	// escape hatch; tests allow 127.0.0.1 to use local servers).
 	Allow []netip.Prefix
 	// LocalPorts are ports of this machine that stay refused even when Allow covers the
-	// address: the browser's DevTools port, whose owner controls every tab.
+	// address: the browser's DevTools port, whose owner controls every tab, and the
+	// machine's own HTTP port.
 	LocalPorts []uint16
 }
 
@@ -136,7 +137,7 @@ func (p Policy) Check(ap netip.AddrPort) error {
 	ap = netip.AddrPortFrom(a, ap.Port())
 	if slices.Contains(p.LocalPorts, ap.Port()) {
 		if local, _ := p.isLocal(a); local {
-			return &RefusedError{Addr: ap, Reason: "this machine, and its port " + fmt.Sprint(ap.Port()) + " is never open to jobs (the browser's DevTools)", Fixed: true}
+			return &RefusedError{Addr: ap, Reason: "this machine, and its port " + fmt.Sprint(ap.Port()) + " is never open to jobs (the machine's own HTTP or DevTools port)", Fixed: true}
 		}
 	}
 	for _, n := range p.Allow {
