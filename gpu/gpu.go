@@ -34,16 +34,16 @@ type Reading struct {
 	TemperatureC float64
 	PowerW       float64
 	PowerLimitW  float64
+	FanPct       float64
+	SMClockMHz   float64
+	MemClockMHz  float64
+	PState       float64 // 0 (max performance) … 15; NA when unknown
+	EncoderUtil  float64 // %
+	DecoderUtil  float64 // %
+	Processes    []Process
 	// EnergyMJ is the GPU's total-energy counter in millijoules since the driver loaded (NVML
 	// nvmlDeviceGetTotalEnergyConsumption, Volta and newer); NA where the GPU has none.
-	EnergyMJ    float64
-	FanPct      float64
-	SMClockMHz  float64
-	MemClockMHz float64
-	PState      float64 // 0 (max performance) … 15; NA when unknown
-	EncoderUtil float64 // %
-	DecoderUtil float64 // %
-	Processes   []Process
+	EnergyMJ float64
 }
 
 // Process is a process using a GPU, with the memory it holds. PIDs are host PIDs: inside a
