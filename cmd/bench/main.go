@@ -141,6 +141,13 @@ func run(bin string, samples, jobs int) error {
 	rows = append(rows, row{"GPU sampler at 1 Hz, 8 GPUs (fake) + host + gauges", fmt.Sprintf("%.3f %% of a core", tick.Seconds()*100),
 		fmt.Sprintf("%.1f µs a tick (GPU reads alone)", float64(gpuOnly.Nanoseconds())/1000), fmt.Sprintf("%.0f µs CPU a tick", float64(tick.Microseconds())), "< 0.5 % of a core"})
 
+	fmt.Fprintln(os.Stderr, "job accounting cost at 8 GPUs and 32 slots …")
+	acctRow, err := accountingBench()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, acctRow)
+
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tVALUE\tBASELINE (same run)\tRATIO\tGOAL")
 	for _, r := range rows {

@@ -37,6 +37,8 @@ type Config struct {
 	SimulatedGPUs   bool          // true when the GPUs are the fake source's
 	GPUMode         string        // GPU_MODE: auto (NVML if present), actual (NVML or fail), mock (fake)
 	GPUSampleEvery  time.Duration // MACHINE_GPU_SAMPLE_INTERVAL_MS
+	GPUHourPrice    float64       // MACHINE_GPU_HOUR_PRICE: USD per GPU-hour, for cost_usd in job records; 0: unset
+	KWhPrice        float64       // MACHINE_KWH_PRICE: USD per kWh of GPU energy, for cost_usd; 0: unset
 	Workspace       string        // MACHINE_WORKSPACE: whose disk the host metrics report
 
 	gpuCountSet, gpuModelSet, gpuMemorySet bool

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -57,6 +58,8 @@ func Load(env Lookup) (*Config, error) {
 		r.problem("GPU_MODE %q must be auto (NVML when a driver is present), actual (NVML or fail) or mock (simulated GPUs)", c.GPUMode)
 	}
 	c.GPUSampleEvery = r.millis("MACHINE_GPU_SAMPLE_INTERVAL_MS", time.Second, 100*time.Millisecond, time.Minute, "a number of milliseconds such as 1000")
+	c.GPUHourPrice = r.float("MACHINE_GPU_HOUR_PRICE", 0, "the price of one GPU-hour in USD, e.g. 2.49")
+	c.KWhPrice = r.float("MACHINE_KWH_PRICE", 0, "the price of one kWh in USD, e.g. 0.12")
 	c.HasGPU = r.boolean("MACHINE_HAS_GPU", c.GPUCount > 0)
 	if !c.HasGPU {
 		c.GPUCount = 0
@@ -241,7 +244,7 @@ func (r *reader) float(key string, def float64, fix string) float64 {
 		return def
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 		r.problem("%s=%q is not valid; set it to %s", key, s, fix)
 		return def
 	}

@@ -12,6 +12,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+
+	"github.com/emp-job-queue/machine/core/job"
 )
 
 // Version is the protocol version.
@@ -26,6 +28,19 @@ type Snapshot struct {
 	Connectors []Connector `json:"connectors"`
 	Jobs       []Job       `json:"jobs"`   // in flight
 	Recent     []Finished  `json:"recent"` // newest last
+	// Costs summarize the jobs' resource records per service over the last hour.
+	Costs []ServiceCost `json:"costs,omitempty"`
+}
+
+// ServiceCost is one service's jobs over the last hour.
+type ServiceCost struct {
+	Service    string   `json:"service"`
+	Jobs       int      `json:"jobs"`
+	RunMeanMS  float64  `json:"run_mean_ms"`
+	RunP95MS   float64  `json:"run_p95_ms"`
+	WhMean     *float64 `json:"wh_mean"` // nil: no job's energy was measured
+	WhP95      *float64 `json:"wh_p95"`
+	GPUSeconds float64  `json:"gpu_seconds"`
 }
 
 // Machine is the header.
@@ -101,6 +116,8 @@ type Finished struct {
 	Outcome    string `json:"outcome"`
 	Error      string `json:"error,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
+	// Resources is the attempt's resource record, when the machine keeps one.
+	Resources *job.Resources `json:"resources,omitempty"`
 }
 
 // Ops of a Command.

@@ -208,10 +208,14 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	recent := make([]map[string]any, 0, len(snap.Recent))
 	for _, f := range snap.Recent {
-		recent = append(recent, map[string]any{
+		r := map[string]any{
 			"job_id": f.JobID, "slot": f.SlotID, "service": f.Service, "outcome": f.Outcome, "error": f.Error,
 			"duration_ms": f.Duration.Milliseconds(), "at": f.At.UTC().Format(time.RFC3339Nano),
-		})
+		}
+		if f.Resources != nil {
+			r["resources"] = f.Resources
+		}
+		recent = append(recent, r)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"version": s.Version, "uptime": uptimeMS(snap), "pm2Mode": false, "machine_id": snap.MachineID,
@@ -220,7 +224,20 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 			"connected": snap.Broker.Connected, "last_error": snap.Broker.LastError},
 		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
+		"resources_last_hour": costs(snap.Costs),
 	})
+}
+
+// costs is the per-service summary of the jobs' resource records over the last hour.
+func costs(cs []state.ServiceCost) []map[string]any {
+	out := []map[string]any{}
+	for _, c := range cs {
+		out = append(out, map[string]any{
+			"service": c.Service, "jobs": c.Jobs, "run_mean_ms": c.RunMeanMS, "run_p95_ms": c.RunP95MS,
+			"gpu_energy_wh_mean": c.WhMean, "gpu_energy_wh_p95": c.WhP95, "gpu_seconds": c.GPUSeconds, "gpu_energy_wh": c.EnergyWh,
+		})
+	}
+	return out
 }
 
 func services(snap state.Snapshot) map[string]any {
@@ -270,7 +287,7 @@ func gpus(snap state.Snapshot) []map[string]any {
 			"temperature_c": na(r.TemperatureC), "power_w": na(r.PowerW), "power_limit_w": na(r.PowerLimitW),
 			"fan_percent": na(r.FanPct), "sm_clock_mhz": na(r.SMClockMHz), "memory_clock_mhz": na(r.MemClockMHz),
 			"pstate": na(r.PState), "encoder_percent": na(r.EncoderUtil), "decoder_percent": na(r.DecoderUtil),
-			"jobs": jobs,
+			"energy_total_mj": na(r.EnergyMJ), "jobs": jobs,
 		})
 	}
 	return out

@@ -113,6 +113,10 @@ type Result struct {
 	ProcessingTimeMS int64            `json:"processing_time_ms"`
 	OutputFiles      []OutputFile     `json:"output_files,omitempty"`
 	ServiceMetadata  *ServiceMetadata `json:"service_metadata,omitempty"`
+	// APIUsage is the usage a remote API reported for the job (OpenAI usage tokens, Replicate
+	// metrics, RunPod execution time). It is not part of the result's JSON: the resource record
+	// carries it, as metadata.resources.api_usage.
+	APIUsage map[string]any `json:"-"`
 }
 
 // OutputFile describes a file a job produced.

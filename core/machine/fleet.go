@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/accounting"
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/plan"
@@ -87,7 +88,7 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: conn,
 			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Gate: f.m.gate(f.sampler, f.sup, s, conn),
 			PollInterval: f.m.cfg.PollInterval, ScanLimit: f.m.cfg.ClaimScanLimit, JobTimeout: f.m.cfg.JobTimeout, Log: f.m.log,
-			Track: f.m.track, Writes: f.writes,
+			Track: f.m.track, Writes: f.writes, Accounting: f.m.accounts.Slot(s.ID, binding(s)),
 		})
 		f.runs[s.ID] = run
 		go func() {
@@ -96,6 +97,15 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 		}()
 	}
 	return nil
+}
+
+// binding is what a slot's jobs run on, for their resource records.
+func binding(s plan.Slot) accounting.Binding {
+	b := accounting.Binding{Service: s.Service}
+	if s.GPU != plan.NoGPU {
+		b.GPUs = []int{s.GPU}
+	}
+	return b
 }
 
 // stop stops slots: they claim nothing from now on, their jobs get the drain timeout to

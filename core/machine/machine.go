@@ -22,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/emp-job-queue/machine/core/accounting"
 	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
@@ -184,6 +185,7 @@ type Machine struct {
 	running  sync.Map               // job id → context.CancelCauseFunc, for cancel_job
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
+	accounts *accounting.Accountant // every job's resource record
 }
 
 // New prepares a machine for a validated configuration.
@@ -211,6 +213,8 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
 	m.cur.Store(&layout{cfg: cfg, plan: p})
+	m.accounts = accounting.New(accounting.Params{Store: m.store, Metrics: m.metrics,
+		GPUHourPrice: cfg.GPUHourPrice, KWhPrice: cfg.KWhPrice, ServicePID: m.servicePID})
 	for _, c := range cfg.Connectors {
 		m.known = append(m.known, c.Name)
 	}
@@ -478,6 +482,7 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 		OnSample: func(t gpu.Snapshot) {
 			m.store.SetTelemetry(t)
 			m.metrics.ObserveTelemetry(t)
+			m.accounts.Observe(t)
 		},
 	})
 }
@@ -664,6 +669,14 @@ func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
 			return false
 		},
 	})
+}
+
+// servicePID is the pid of a running supervised service, 0 when there is none.
+func (m *Machine) servicePID(name string) int {
+	if sup := m.services.Load(); sup != nil {
+		return sup.PIDs()[name]
+	}
+	return 0
 }
 
 // track registers a running job for cancellation.

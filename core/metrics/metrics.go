@@ -25,6 +25,8 @@ type Metrics struct {
 	gpu     map[string]*prometheus.GaugeVec // by gpu index and model
 	host    *prometheus.GaugeVec            // by resource
 	service *prometheus.GaugeVec            // by service and resource
+
+	resources *jobResources // per-job resource records (resources.go)
 }
 
 // gpuGauges are the per-GPU gauges, by the name of the reading.
@@ -72,6 +74,7 @@ func New() *Metrics {
 		Name: "machine_service", Help: "Supervised service load: rss_bytes, cpu_percent.",
 	}, []string{"service", "resource"})
 	m.Registry.MustRegister(m.host, m.service)
+	m.resources = newJobResources(m.Registry)
 	m.Registry.MustRegister(m.Jobs, m.JobDuration, m.ClaimTime, m.SlotsBusy, m.BrokerUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
@@ -45,6 +46,7 @@ type Slot struct {
 	Failed       uint64 // attempts that failed, retried or not
 	LastError    string
 	LastActivity time.Time
+	Resources    *job.Resources // the job's resource record, set just before it ends
 }
 
 // Finished is a recently ended job, newest last.
@@ -56,6 +58,8 @@ type Finished struct {
 	Error    string
 	Duration time.Duration
 	At       time.Time
+	// Resources is the attempt's resource record (nil when the machine keeps none).
+	Resources *job.Resources
 }
 
 // Broker is the state of the machine's broker connection.
@@ -89,6 +93,8 @@ type Snapshot struct {
 	Paused bool
 	// QueueDepth counts pending jobs for the services this machine serves.
 	QueueDepth int64
+	// Costs summarize the jobs' resource records per service over the last hour.
+	Costs []ServiceCost
 }
 
 // Service returns a supervised service's status.
@@ -143,6 +149,7 @@ func (s *Store) Snapshot() Snapshot {
 	c.Slots = slices.Clone(s.snap.Slots)
 	c.Recent = slices.Clone(s.snap.Recent[max(0, len(s.snap.Recent)-recentCap):])
 	c.Services = slices.Clone(s.snap.Services)
+	c.Costs = slices.Clone(s.snap.Costs)
 	return c
 }
 
@@ -335,12 +342,13 @@ func (s *Store) JobEnded(slotID, outcome, errText string) {
 		}
 		snap.Recent = append(snap.Recent, Finished{
 			JobID: sl.JobID, SlotID: slotID, Service: sl.JobService, Outcome: outcome, Error: errText,
-			Duration: now.Sub(sl.JobStartedAt), At: now,
+			Duration: now.Sub(sl.JobStartedAt), At: now, Resources: sl.Resources,
 		})
 		if len(snap.Recent) > 2*recentCap { // trim in batches: jobs end thousands of times a second
 			snap.Recent = slices.Clone(snap.Recent[len(snap.Recent)-recentCap:])
 		}
 		sl.Status, sl.JobID, sl.JobService, sl.Progress, sl.Message, sl.LastActivity = SlotIdle, "", "", 0, "", now
+		sl.Resources = nil
 	})
 }
 

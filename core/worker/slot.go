@@ -28,6 +28,17 @@ type Broker interface {
 	Release(ctx context.Context, j *job.Job, workerID string) error
 }
 
+// Accounting keeps a job attempt's resource record from its claim to its final write
+// (core/accounting implements it).
+type Accounting interface {
+	// Claimed opens the record of a job just claimed; the returned context carries it to the
+	// connector.
+	Claimed(ctx context.Context, j *job.Job) context.Context
+	// Finished closes the record before the final write and adds it to a successful result as
+	// metadata.resources. Calls after the first do nothing.
+	Finished(ctx context.Context, j *job.Job, res *job.Result)
+}
+
 // Params builds a Slot. Every field is immutable after New.
 type Params struct {
 	ID        string // worker id, ${MACHINE_ID}-worker-${connector}-${i}
@@ -48,6 +59,7 @@ type Params struct {
 	ScanLimit    int
 	JobTimeout   time.Duration
 	Log          *slog.Logger
+	Accounting   Accounting // nil: no resource records
 }
 
 // Slot is one worker slot.
@@ -151,6 +163,10 @@ func (s *Slot) sleep(ctx context.Context, d time.Duration) {
 // run takes one claimed job to its end.
 func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 	start := time.Now()
+	if a := s.p.Accounting; a != nil {
+		jobCtx = a.Claimed(jobCtx, j)
+		defer a.Finished(jobCtx, j, nil) // a job that never ran still closes its record
+	}
 	log := s.p.Log.With("job_id", j.ID, "service", j.Service, "attempt", j.RetryCount+1)
 	s.p.Store.JobClaimed(s.p.ID, j.ID, j.Service)
 	if m := s.p.Metrics; m != nil {
@@ -172,6 +188,9 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 		defer s.p.Track(j.ID, cancel)()
 	}
 	res, runErr := s.execute(runCtx, j, log)
+	if a := s.p.Accounting; a != nil {
+		a.Finished(jobCtx, j, &res)
+	}
 	switch {
 	case errors.Is(context.Cause(runCtx), ErrCancelled):
 		// The API already marked the job failed; only this worker's own records are cleared.

@@ -24,6 +24,12 @@ type Jobs struct {
 	base       string
 }
 
+// ReplicateMetrics are the metrics of a succeeded prediction, as Replicate reports them.
+func ReplicateMetrics() map[string]any { return map[string]any{"predict_time": 2.5, "total_time": 3.1} }
+
+// RunPodUsage is the timing of a completed RunPod job, in ms, as RunPod reports it.
+func RunPodUsage() map[string]any { return map[string]any{"executionTime": 1200, "delayTime": 300} }
+
 // New returns fakes that accept token.
 func New(token string) *Jobs { return &Jobs{Token: token, polls: map[string]int{}} }
 
@@ -122,7 +128,9 @@ func (f *Jobs) Handler() http.Handler {
 			}
 			_ = json.NewEncoder(w).Encode(pred(id, "succeeded", out))
 		default:
-			_ = json.NewEncoder(w).Encode(pred(id, "succeeded", []any{f.base + "/files/" + id + "-0.png", f.base + "/files/" + id + "-1.png"}))
+			p := pred(id, "succeeded", []any{f.base + "/files/" + id + "-0.png", f.base + "/files/" + id + "-1.png"})
+			p["metrics"] = ReplicateMetrics()
+			_ = json.NewEncoder(w).Encode(p)
 		}
 	})
 	mux.HandleFunc("POST /replicate/v1/predictions/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +160,11 @@ func (f *Jobs) Handler() http.Handler {
 		case f.Fail:
 			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "FAILED", "error": "handler raised ValueError"})
 		default:
-			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "COMPLETED", "output": map[string]any{"text": "done"}, "executionTime": 1200})
+			out := map[string]any{"id": id, "status": "COMPLETED", "output": map[string]any{"text": "done"}}
+			for k, v := range RunPodUsage() {
+				out[k] = v
+			}
+			_ = json.NewEncoder(w).Encode(out)
 		}
 	})
 	mux.HandleFunc("POST /runpod/v2/{endpoint}/cancel/{id}", func(w http.ResponseWriter, r *http.Request) {

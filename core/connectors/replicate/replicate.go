@@ -59,6 +59,8 @@ type prediction struct {
 	Output any    `json:"output"`
 	Error  any    `json:"error"`
 	Logs   string `json:"logs"`
+	// Metrics holds predict_time (seconds the model ran: what Replicate bills) once it ends.
+	Metrics map[string]any `json:"metrics"`
 }
 
 // Run implements connectors.Connector.
@@ -117,7 +119,8 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	}
 	data["prediction_id"] = pred.ID
 	return job.Result{Success: true, Data: data, OutputFiles: files, ProcessingTimeMS: time.Since(start).Milliseconds(),
-		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "replicate-v1", ServiceType: "replicate", ServiceJobID: pred.ID}}, nil
+		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "replicate-v1", ServiceType: "replicate", ServiceJobID: pred.ID},
+		APIUsage:        pred.Metrics}, nil
 }
 
 // saveOutputs stores output URLs as assets; other outputs (text, numbers) are returned as is.
@@ -147,7 +150,9 @@ func (c *Connector) saveOutputs(ctx context.Context, j *job.Job, out any) (map[s
 		if i > 0 {
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
+		end := job.Mark(ctx, job.PhaseUpload)
 		saved, err := c.s.Assets.Save(id, nil, ext, body)
+		end()
 		if err != nil {
 			return nil, nil, err
 		}
