@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"net/http/httptest"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/emp-job-queue/machine/core/connectors/runpod"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/fakejobapis"
@@ -266,7 +268,7 @@ func TestAPIJobsReportTheirUsage(t *testing.T) {
 		"openai": openai.New(openai.Settings{BaseURL: oaiSrv.URL + "/v1", APIKey: "sk-test", PollEvery: time.Millisecond,
 			RatePerSec: 1000, Assets: saver}),
 		"replicate": replicate.New(replicate.Settings{BaseURL: apiSrv.URL + "/replicate/v1", Token: "tok", PollEvery: time.Millisecond,
-			RatePerSec: 1000, Assets: saver}),
+			RatePerSec: 1000, Assets: saver, Downloads: netguard.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}),
 		"runpod": runpod.New(runpod.Settings{BaseURL: apiSrv.URL + "/runpod/v2", APIKey: "tok", EndpointID: "ep",
 			PollEvery: time.Millisecond, RatePerSec: 1000}),
 	}
