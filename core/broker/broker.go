@@ -111,13 +111,18 @@ func (b *Broker) LoadScripts(ctx context.Context) error {
 func ISO(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // Claim atomically claims the first pending job these capabilities match (PROTOCOL §2). It
-// returns nil when nothing matched. cursor is the tail-window position from the previous call
-// (0 at first); the next one is returned.
+// returns nil when nothing matched. One call does at most scanLimit units of work (see
+// claim.lua); cursor is where the previous call stopped (0 at first), and the returned one is
+// where the next call starts: non-zero means the call ran out of budget before it looked at
+// the whole queue, so claim again at once; 0 means it reached the end, or claimed a job.
+// An error the broker's Lua raised wraps ErrScript.
 func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor int64) (*job.Job, int64, error) {
+	now := b.now()
 	res, err := claimScript.Run(ctx, b.rdb, nil, caps, scanLimit, cursor,
-		b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds())).Slice()
+		b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds()),
+		fingerprintOf(caps), ISO(now), now.UnixMilli()).Slice()
 	if err != nil {
-		return nil, cursor, fmt.Errorf("claim: %w", err)
+		return nil, cursor, classify("claim", err)
 	}
 	if len(res) != 2 {
 		return nil, cursor, fmt.Errorf("claim: unexpected reply %v", res)
