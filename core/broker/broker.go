@@ -78,11 +78,12 @@ type Broker struct {
 	rdb    redis.UniversalClient
 	now    func() time.Time
 	policy Policy
+	memory *memory // what the claim script must forget of its non-matches
 }
 
 // New returns a broker over an open Redis client.
 func New(rdb redis.UniversalClient) *Broker {
-	return &Broker{rdb: rdb, now: time.Now}
+	return &Broker{rdb: rdb, now: time.Now, memory: newMemory()}
 }
 
 // Client returns the underlying Redis client.
@@ -117,11 +118,13 @@ func ISO(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z")
 // the whole queue, so claim again at once; 0 means it reached the end, or claimed a job.
 // An error the broker's Lua raised wraps ErrScript.
 func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor int64) (*job.Job, int64, error) {
-	now := b.now()
-	res, err := claimScript.Run(ctx, b.rdb, nil, caps, scanLimit, cursor,
-		b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds()),
-		fingerprintOf(caps), ISO(now), now.UnixMilli()).Slice()
+	now, fp := b.now(), fingerprintOf(caps)
+	forget, all := b.memory.take(fp)
+	args := append([]any{caps, scanLimit, cursor, b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds()),
+		fp, ISO(now), now.UnixMilli()}, forgetArgs(forget, all)...)
+	res, err := claimScript.Run(ctx, b.rdb, nil, args...).Slice()
 	if err != nil {
+		b.memory.lost(fp)
 		return nil, cursor, classify("claim", err)
 	}
 	if len(res) != 2 {

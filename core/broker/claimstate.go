@@ -89,3 +89,79 @@ func fingerprintOf(caps []byte) string {
 	c.m[string(caps)] = fp
 	return fp
 }
+
+// maxForget bounds the ids one claim carries to forget; past it the claim forgets everything.
+const maxForget = 500
+
+// memory is what this process's claims must tell the claim script to forget, per capability
+// fingerprint: the ids the API wrote again since that set's last claim (their non-matches may
+// be wrong now), or everything, when job_submitted messages may have been missed (a new
+// fingerprint, a lost subscription, a failed claim). It is safe for concurrent use.
+type memory struct {
+	mu  sync.Mutex
+	ids map[string][]string // fingerprint -> ids to forget
+	all map[string]bool     // fingerprint -> forget everything
+}
+
+func newMemory() *memory {
+	return &memory{ids: map[string][]string{}, all: map[string]bool{}}
+}
+
+// submitted records that the API wrote job id (again).
+func (m *memory) submitted(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for fp := range m.all {
+		if m.all[fp] {
+			continue
+		}
+		if len(m.ids[fp]) >= maxForget {
+			m.all[fp], m.ids[fp] = true, nil
+			continue
+		}
+		m.ids[fp] = append(m.ids[fp], id)
+	}
+}
+
+// missed records that job_submitted messages may have been lost.
+func (m *memory) missed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for fp := range m.all {
+		m.all[fp], m.ids[fp] = true, nil
+	}
+}
+
+// take returns what a claim with fingerprint fp must forget, and starts tracking fp: a
+// fingerprint seen for the first time forgets everything, since nobody here was listening
+// for it before.
+func (m *memory) take(fp string) (ids []string, all bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	all, known := m.all[fp]
+	if !known {
+		all = true
+	}
+	ids = m.ids[fp]
+	m.all[fp], m.ids[fp] = false, nil
+	return ids, all
+}
+
+// lost puts back what a failed claim was to forget (as everything: simpler, and rare).
+func (m *memory) lost(fp string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.all[fp], m.ids[fp] = true, nil
+}
+
+// forgetArgs are the claim script's ARGV[9..]: forget everything, or these ids.
+func forgetArgs(ids []string, all bool) []any {
+	if all {
+		return []any{"1"}
+	}
+	args := []any{"0"}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return args
+}

@@ -1,8 +1,10 @@
 package broker_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
-	"strconv"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -11,34 +13,67 @@ import (
 	"github.com/emp-job-queue/machine/core/broker"
 )
 
-// A non-match is remembered per capability set until the job is written again (the API's
-// resubmission gives it a new score) or the capabilities change.
+// A non-match is remembered per capability set until the job is written again (re-queued by a
+// worker, or resubmitted through the API) or the capabilities change.
 func TestNonMatchesAreRememberedUntilTheJobOrCapabilitiesChange(t *testing.T) {
 	e := newEnv(t)
 	caps := e.caps(slotCaps{})
 	memo := broker.NoMatchPrefix + broker.Fingerprint(caps)
-	e.apiJob("big", req(`{"hardware":{"gpu_memory_gb":48}}`))
+	e.apiJob("requeued", map[string]string{"priority": "60", "requirements": `{"hardware":{"gpu_memory_gb":48}}`})
+	e.apiJob("resubmitted", req(`{"hardware":{"gpu_memory_gb":48}}`))
 	if id := e.claimID(caps); id != "" {
 		t.Fatalf("claimed %q", id)
 	}
-	remembered, err := strconv.ParseFloat(e.rdb.HGet(e.ctx, memo, "big").Val(), 64)
-	if err != nil || remembered != e.rdb.ZScore(e.ctx, "jobs:pending", "big").Val() {
-		t.Fatalf("%s remembers big at %v (%v), want its score", memo, remembered, err)
+	if !e.rdb.SIsMember(e.ctx, memo, "resubmitted").Val() || !e.rdb.SIsMember(e.ctx, memo, "requeued").Val() {
+		t.Fatalf("%s does not remember the non-matches: %v", memo, e.rdb.SMembers(e.ctx, memo).Val())
 	}
 	if ttl := e.rdb.TTL(e.ctx, memo).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("the memory of non-matches expires in %v, want within a minute", ttl)
 	}
-
-	// While the job keeps its place in line it is not read again: a change made in place (which
-	// the API never makes) is not seen.
-	e.rdb.HSet(e.ctx, "job:big", "requirements", `{"hardware":{"gpu_memory_gb":8}}`)
+	// While a job sits in the queue it is not read again: a change made in place (which the API
+	// never makes) is not seen.
+	e.rdb.HSet(e.ctx, "job:requeued", "requirements", `{"hardware":{"gpu_memory_gb":8}}`)
 	if id := e.claimID(caps); id != "" {
-		t.Fatalf("claimed %q: the remembered non-match was read again", id)
+		t.Fatalf("claimed %q: a remembered non-match was read again", id)
 	}
-	// Written again, as the API writes a job (a new created_at, so a new score): read again.
-	e.apiJob("big", map[string]string{"requirements": `{"hardware":{"gpu_memory_gb":8}}`, "created_at": iso(time.Now())})
-	if id := e.claimID(caps); id != "big" {
-		t.Fatalf("claimed %q after the job was written again, want big", id)
+
+	// Re-queued by a worker (here: claimed by a bigger slot, then released): read again.
+	bigger := e.caps(slotCaps{id: "m2-worker-simulation-0", mutate: func(c *broker.Capabilities) { c.Hardware.GPUMemoryGB = 80 }})
+	j, _, err := e.b.Claim(e.ctx, bigger, 100, 0)
+	if err != nil || j == nil || j.ID != "requeued" {
+		t.Fatalf("the 80 GB slot claimed %v, %v", j, err)
+	}
+	if err := e.b.Release(e.ctx, j, "m2-worker-simulation-0"); err != nil {
+		t.Fatal(err)
+	}
+	if id := e.claimID(caps); id != "requeued" {
+		t.Fatalf("claimed %q after the job came back to the queue, want requeued", id)
+	}
+
+	// Resubmitted through the API with the same id (HSET, ZADD, job_submitted): forgotten by
+	// every process that hears job_submitted.
+	ctx, stop := context.WithCancel(e.ctx)
+	defer stop()
+	subscribed := make(chan struct{}, 1)
+	go e.b.Watch(ctx, slog.New(slog.DiscardHandler), func(string) {
+		select {
+		case subscribed <- struct{}{}:
+		default:
+		}
+	}, nil)
+	<-subscribed
+	if id := e.claimID(caps); id != "" {
+		t.Fatalf("claimed %q", id)
+	}
+	if _, err := e.b.Submit(e.ctx, broker.JobSpec{ID: "resubmitted", Service: "simulation",
+		Requirements: json.RawMessage(`{"hardware":{"gpu_memory_gb":8}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.claimID(caps) != "resubmitted" {
+		if time.Now().After(deadline) {
+			t.Fatal("the resubmitted job was never claimed: its old non-match was not forgotten")
+		}
 	}
 
 	// New capabilities are a new memory.
@@ -46,7 +81,6 @@ func TestNonMatchesAreRememberedUntilTheJobOrCapabilitiesChange(t *testing.T) {
 	if id := e.claimID(caps); id != "" {
 		t.Fatalf("claimed %q", id)
 	}
-	bigger := e.caps(slotCaps{mutate: func(c *broker.Capabilities) { c.Hardware.GPUMemoryGB = 80 }})
 	if id := e.claimID(bigger); id != "huge" {
 		t.Fatalf("a slot with 80 GB claimed %q, want the job remembered as no match for 24 GB", id)
 	}

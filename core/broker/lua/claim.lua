@@ -2,17 +2,20 @@
 -- Same matching rules and side effects as the API's findMatchingJob (emp-reference §2.3-2.5), plus:
 --
 -- * Bounded work. One call spends at most a work budget (ARGV[2], WORKER_CLAIM_SCAN_LIMIT): an id
---   looked at costs 1, a remembered non-match 1 more, reading a job 5, decoding its requirements
---   15 more (and 1 per KiB). When the budget runs out the call returns the position it reached and
---   the next call resumes there, so a job deep in the queue is reached within a few calls and no
---   call holds Redis for long, whatever is queued. A claim, or reaching the end of the queue,
---   returns position 0: the next call starts at the head again, in priority order.
+--   looked at costs COST_ID, one found in the memory of non-matches COST_MEMO more, reading a job
+--   COST_READ, decoding its requirements COST_DECODE more (and 1 per KiB). When the budget runs out
+--   the call returns the position it reached and the next call resumes there, so a job deep in
+--   the queue is reached within a few calls and no call holds Redis for long, whatever is queued.
+--   A claim, or reaching the end of the queue, returns position 0: the next call starts at the
+--   head again, in priority order.
 -- * Cheap skipping. Each pending job's service_required is cached in the hash jobs:pending:service
---   (ours, additive): one HMGET per page of ids replaces one call per id. A job's service never
---   changes; entries of jobs that left the queue by other paths are pruned by PruneServiceCache.
---   Non-matches are remembered per capability set in jobs:nomatch:{fingerprint} (ours, additive),
---   id -> the job's score when it was read. A job written again (a new score) is read again; the
---   whole memory expires MEMO_TTL seconds after it was started, so nothing is remembered for long.
+--   (ours, additive): one HMGET per page of ids replaces one call per id. Entries of jobs that
+--   left the queue by other paths are pruned by PruneServiceCache. Non-matches are remembered per
+--   capability set in the set jobs:nomatch:{fingerprint} (ours, additive), which expires MEMO_TTL
+--   seconds after it was started. The memory is consulted only for jobs whose service was already
+--   cached, and a claim drops a job's cached service when it takes it, so a job that comes back
+--   (retried, released, reaped) is read again. A job the API writes again (a resubmission with
+--   the same id) is forgotten by every machine that hears its job_submitted (ARGV[10..]).
 --   The fingerprint (broker.Fingerprint) covers every capability except worker_id and
 --   machine_id, so a machine's slots of one kind, and identical machines, share one memory; a job
 --   whose requirements name those two is never remembered. Temporary non-matches (a retry's
@@ -34,6 +37,8 @@
 --         (other workers take it first; after that any worker may)
 -- ARGV[6] capability fingerprint (names the memory of non-matches)
 -- ARGV[7] now, ISO (failed_at of a job failed closed); ARGV[8] now, epoch ms
+-- ARGV[9] "1": forget every non-match of this capability set (messages may have been missed)
+-- ARGV[10..] ids to forget (the API wrote them again): their non-matches and cached services
 -- Returns {claimed JSON {"jobId","job"} or "", position where the next call starts}.
 
 local caps = cjson.decode(ARGV[1])
@@ -49,7 +54,7 @@ local svc_cache = 'jobs:pending:service'
 local quarantine_key = 'jobs:quarantine'
 local ANY = '\0' -- cached marker of a job without service_required: every worker may take it
 
-local COST_ID, COST_MEMO, COST_READ, COST_DECODE = 1, 1, 5, 15
+local COST_ID, COST_MEMO, COST_READ, COST_DECODE = 2, 1, 8, 16
 local MEMO_TTL = 60             -- seconds a memory of non-matches lives
 local KEEP_FAILED = 604800      -- jobs:failed and jobs:quarantine expire a week after the last write
 local MAX_REQUIREMENTS = 65536  -- bytes
@@ -297,25 +302,33 @@ local learned, forgot = {}, {}
 local function remember()
   if #learned > 0 then redis.call('HSET', svc_cache, unpack(learned)) end
   if #forgot > 0 then
-    redis.call('HSET', memo, unpack(forgot))
+    redis.call('SADD', memo, unpack(forgot))
     if redis.call('TTL', memo) < 0 then redis.call('EXPIRE', memo, MEMO_TTL) end
   end
 end
 
--- scan looks at ids from position `from` until a job is claimed (its id and score), the end of
--- the queue (nil, 0) or the budget (nil, position reached). Pages start small (the head of the
--- queue usually matches) and grow to 1000.
+if ARGV[9] == '1' then
+  redis.call('DEL', memo)
+end
+if #ARGV > 9 then
+  local ids = { unpack(ARGV, 10) }
+  redis.call('SREM', memo, unpack(ids))
+  redis.call('HDEL', svc_cache, unpack(ids))
+end
+
+-- scan looks at ids from position `from` until a job is claimed (its id), the end of the queue
+-- (nil, 0) or the budget (nil, position reached). Pages start small (the head of the queue
+-- usually matches) and grow to 1000. Scores are never read while scanning: formatting them costs
+-- Redis more than the rest of the scan.
 local function scan(from)
   local page = 16
   local pos = from
   while spent < budget do
-    local n = math.min(page, budget - spent)
+    local n = math.min(page, math.ceil((budget - spent) / COST_ID))
     page = math.min(page * 4, 1000)
-    local raw = redis.call('ZREVRANGE', pending, pos, pos + n - 1, 'WITHSCORES')
-    local got = #raw / 2
+    local ids = redis.call('ZREVRANGE', pending, pos, pos + n - 1)
+    local got = #ids
     if got == 0 then return nil, 0 end
-    local ids, scores = {}, {}
-    for i = 1, got do ids[i], scores[i] = raw[2 * i - 1], raw[2 * i] end
     local svcs = redis.call('HMGET', svc_cache, unpack(ids))
     local ask = {}
     for i = 1, got do
@@ -324,17 +337,17 @@ local function scan(from)
     end
     local known = {}
     if #ask > 0 then
-      local m = redis.call('HMGET', memo, unpack(ask))
-      for k = 1, #ask do known[ask[k]] = m[k] end
+      local m = redis.call('SMISMEMBER', memo, unpack(ask))
+      for k = 1, #ask do known[ask[k]] = m[k] == 1 end
     end
     local removed = 0
     for i = 1, got do
       if spent >= budget then return nil, pos + i - 1 - removed end
       spent = spent + COST_ID
-      local id, score, svc = ids[i], scores[i], svcs[i]
+      local id, svc = ids[i], svcs[i]
       if not svc or svc == ANY or services[svc] then
         if svc then spent = spent + COST_MEMO end
-        if not (svc and known[id] == score) then
+        if not (svc and known[id]) then
           local verdict, found = look(id)
           if verdict == 'gone' then
             removed = removed + 1
@@ -343,11 +356,8 @@ local function scan(from)
               learned[#learned + 1] = id
               learned[#learned + 1] = found or ANY
             end
-            if verdict == 'claim' then return id, score end
-            if verdict == 'nomatch' then
-              forgot[#forgot + 1] = id
-              forgot[#forgot + 1] = score
-            end
+            if verdict == 'claim' then return id end
+            if verdict == 'nomatch' then forgot[#forgot + 1] = id end
           end
         end
       end
@@ -358,10 +368,10 @@ local function scan(from)
   return nil, pos
 end
 
-local id, found = scan(start) -- found: the claimed job's score, or where the next call starts
+local id, next_pos = scan(start)
 remember()
-if not id then return { '', found } end
-local score = found
+if not id then return { '', next_pos } end
+local score = redis.call('ZSCORE', pending, id) -- kept so the reaper can put the job back in place
 redis.call('ZREM', pending, id)
 redis.call('HDEL', svc_cache, id)
 
