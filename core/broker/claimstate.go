@@ -94,9 +94,10 @@ func fingerprintOf(caps []byte) string {
 const maxForget = 500
 
 // memory is what this process's claims must tell the claim script to forget, per capability
-// fingerprint: the ids the API wrote again since that set's last claim (their non-matches may
-// be wrong now), or everything, when job_submitted messages may have been missed (a new
-// fingerprint, a lost subscription, a failed claim). It is safe for concurrent use.
+// fingerprint: the ids written again since that set's last claim (job_submitted: the API
+// wrote the job, job_requeued: a worker put it back), whose non-matches may be wrong now; or
+// everything, when those messages may have been missed (a new fingerprint, a lost
+// subscription, a failed claim). It is safe for concurrent use.
 type memory struct {
 	mu  sync.Mutex
 	ids map[string][]string // fingerprint -> ids to forget
@@ -107,7 +108,7 @@ func newMemory() *memory {
 	return &memory{ids: map[string][]string{}, all: map[string]bool{}}
 }
 
-// submitted records that the API wrote job id (again).
+// submitted records that job id was written to jobs:pending again.
 func (m *memory) submitted(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

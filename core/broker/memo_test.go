@@ -14,9 +14,20 @@ import (
 )
 
 // A non-match is remembered per capability set until the job is written again (re-queued by a
-// worker, or resubmitted through the API) or the capabilities change.
+// worker, or resubmitted through the API: every process that hears job_requeued or
+// job_submitted forgets it) or the capabilities change.
 func TestNonMatchesAreRememberedUntilTheJobOrCapabilitiesChange(t *testing.T) {
 	e := newEnv(t)
+	ctx, stop := context.WithCancel(e.ctx)
+	defer stop()
+	subscribed := make(chan struct{}, 1)
+	go e.b.Watch(ctx, slog.New(slog.DiscardHandler), func(string) {
+		select {
+		case subscribed <- struct{}{}:
+		default:
+		}
+	}, nil)
+	<-subscribed
 	caps := e.caps(slotCaps{})
 	memo := broker.NoMatchPrefix + broker.Fingerprint(caps)
 	e.apiJob("requeued", map[string]string{"priority": "60", "requirements": `{"hardware":{"gpu_memory_gb":48}}`})
@@ -46,35 +57,14 @@ func TestNonMatchesAreRememberedUntilTheJobOrCapabilitiesChange(t *testing.T) {
 	if err := e.b.Release(e.ctx, j, "m2-worker-simulation-0"); err != nil {
 		t.Fatal(err)
 	}
-	if id := e.claimID(caps); id != "requeued" {
-		t.Fatalf("claimed %q after the job came back to the queue, want requeued", id)
-	}
+	eventually(t, func() bool { return e.claimID(caps) == "requeued" }, "the re-queued job was never read again")
 
-	// Resubmitted through the API with the same id (HSET, ZADD, job_submitted): forgotten by
-	// every process that hears job_submitted.
-	ctx, stop := context.WithCancel(e.ctx)
-	defer stop()
-	subscribed := make(chan struct{}, 1)
-	go e.b.Watch(ctx, slog.New(slog.DiscardHandler), func(string) {
-		select {
-		case subscribed <- struct{}{}:
-		default:
-		}
-	}, nil)
-	<-subscribed
-	if id := e.claimID(caps); id != "" {
-		t.Fatalf("claimed %q", id)
-	}
+	// Resubmitted through the API with the same id (HSET, ZADD, job_submitted).
 	if _, err := e.b.Submit(e.ctx, broker.JobSpec{ID: "resubmitted", Service: "simulation",
 		Requirements: json.RawMessage(`{"hardware":{"gpu_memory_gb":8}}`)}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for e.claimID(caps) != "resubmitted" {
-		if time.Now().After(deadline) {
-			t.Fatal("the resubmitted job was never claimed: its old non-match was not forgotten")
-		}
-	}
+	eventually(t, func() bool { return e.claimID(caps) == "resubmitted" }, "the resubmitted job was never read again")
 
 	// New capabilities are a new memory.
 	e.apiJob("huge", req(`{"hardware":{"gpu_memory_gb":80}}`))
@@ -152,5 +142,17 @@ func TestWorkBudgetReachesADeepJob(t *testing.T) {
 	}
 	if n := e.rdb.ZCard(e.ctx, "jobs:pending").Val(); n != ahead {
 		t.Fatalf("jobs:pending holds %d, want the %d unmatchable jobs untouched", n, ahead)
+	}
+}
+
+// eventually waits for a message to arrive and take effect (it never times anything).
+func eventually(t *testing.T, done func() bool, failure string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !done() {
+		if time.Now().After(deadline) {
+			t.Fatal(failure)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

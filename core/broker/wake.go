@@ -59,8 +59,8 @@ func (b *Broker) Watch(ctx context.Context, log *slog.Logger, wake WakeFunc, can
 			if json.Unmarshal([]byte(m.Payload), &body) != nil {
 				body.Service = ""
 			}
-			if m.Channel == ChanSubmitted && body.JobID != "" {
-				b.memory.submitted(body.JobID) // the API wrote the job: what it matches may have changed
+			if m.Channel != ChanCancel && body.JobID != "" {
+				b.memory.submitted(body.JobID) // the job was written again: what it matches may have changed
 			}
 			if m.Channel == ChanCancel {
 				if body.JobID != "" && cancel != nil {

@@ -2,24 +2,26 @@
 -- Same matching rules and side effects as the API's findMatchingJob (emp-reference §2.3-2.5), plus:
 --
 -- * Bounded work. One call spends at most a work budget (ARGV[2], WORKER_CLAIM_SCAN_LIMIT): an id
---   looked at costs COST_ID, one found in the memory of non-matches COST_MEMO more, reading a job
---   COST_READ, decoding its requirements COST_DECODE more (and 1 per KiB). When the budget runs out
---   the call returns the position it reached and the next call resumes there, so a job deep in
---   the queue is reached within a few calls and no call holds Redis for long, whatever is queued.
---   A claim, or reaching the end of the queue, returns position 0: the next call starts at the
---   head again, in priority order.
--- * Cheap skipping. Each pending job's service_required is cached in the hash jobs:pending:service
---   (ours, additive): one HMGET per page of ids replaces one call per id. Entries of jobs that
---   left the queue by other paths are pruned by PruneServiceCache. Non-matches are remembered per
---   capability set in the set jobs:nomatch:{fingerprint} (ours, additive), which expires MEMO_TTL
---   seconds after it was started. The memory is consulted only for jobs whose service was already
---   cached, and a claim drops a job's cached service when it takes it, so a job that comes back
---   (retried, released, reaped) is read again. A job the API writes again (a resubmission with
---   the same id) is forgotten by every machine that hears its job_submitted (ARGV[10..]).
+--   looked at costs COST_ID, one not yet remembered COST_SERVICE more, reading a job COST_READ,
+--   decoding its requirements COST_DECODE more (and 1 per KiB). When the budget runs out the call
+--   returns the position it reached and the next call resumes there, so a job deep in the queue
+--   is reached within a few calls and no call holds Redis for long, whatever is queued. A claim,
+--   or reaching the end of the queue, returns position 0: the next call starts at the head
+--   again, in priority order.
+-- * Cheap skipping. The jobs a capability set cannot take (another service, another workflow,
+--   requirements it does not meet) are remembered in the set jobs:nomatch:{fingerprint} (ours,
+--   additive), which expires MEMO_TTL seconds after it was started: a page of ids costs one
+--   ZREVRANGE and one SMISMEMBER once they are known. Scores are never read while scanning:
+--   formatting them costs Redis more than the rest of the scan. A job that is written to
+--   jobs:pending again (the API resubmits it: job_submitted; a worker re-queues it:
+--   job_requeued) is forgotten by the next claim of every machine that hears it (ARGV[9..]).
 --   The fingerprint (broker.Fingerprint) covers every capability except worker_id and
 --   machine_id, so a machine's slots of one kind, and identical machines, share one memory; a job
 --   whose requirements name those two is never remembered. Temporary non-matches (a retry's
 --   backoff, a job avoiding the worker that just failed it) are never remembered either.
+--   Each pending job's service_required is also cached, for every capability set, in the hash
+--   jobs:pending:service (ours, additive): one HMGET per page of new ids instead of one call per
+--   id. Entries of jobs that left the queue by other paths are pruned by PruneServiceCache.
 -- * Bad entries never stop claiming. An id whose job:{id} is not a hash is taken out of
 --   jobs:pending and recorded in jobs:quarantine (ours, additive: id -> {reason, quarantined_at,
 --   job_failed}). A job hash without its id, or with requirements the claim cannot read (not
@@ -42,7 +44,7 @@
 -- Returns {claimed JSON {"jobId","job"} or "", position where the next call starts}.
 
 local caps = cjson.decode(ARGV[1])
-local budget = math.max(tonumber(ARGV[2]) or 2000, 1)
+local budget = math.max(tonumber(ARGV[2]) or 1000, 1)
 local start = math.max(math.floor(tonumber(ARGV[3]) or 0), 0)
 local lease_ms = tonumber(ARGV[4]) or 0
 local avoid_s = tonumber(ARGV[5]) or 0
@@ -54,7 +56,7 @@ local svc_cache = 'jobs:pending:service'
 local quarantine_key = 'jobs:quarantine'
 local ANY = '\0' -- cached marker of a job without service_required: every worker may take it
 
-local COST_ID, COST_MEMO, COST_READ, COST_DECODE = 2, 1, 8, 16
+local COST_ID, COST_SERVICE, COST_READ, COST_DECODE = 1, 1, 5, 8
 local MEMO_TTL = 60             -- seconds a memory of non-matches lives
 local KEEP_FAILED = 604800      -- jobs:failed and jobs:quarantine expire a week after the last write
 local MAX_REQUIREMENTS = 65536  -- bytes
@@ -324,30 +326,32 @@ local function scan(from)
   local page = 16
   local pos = from
   while spent < budget do
-    local n = math.min(page, math.ceil((budget - spent) / COST_ID))
+    local n = math.min(page, budget - spent)
     page = math.min(page * 4, 1000)
     local ids = redis.call('ZREVRANGE', pending, pos, pos + n - 1)
     local got = #ids
     if got == 0 then return nil, 0 end
-    local svcs = redis.call('HMGET', svc_cache, unpack(ids))
+    local skip = redis.call('SMISMEMBER', memo, unpack(ids))
     local ask = {}
     for i = 1, got do
-      local s = svcs[i]
-      if s and (s == ANY or services[s]) then ask[#ask + 1] = ids[i] end
+      if skip[i] == 0 then ask[#ask + 1] = ids[i] end
     end
-    local known = {}
+    local cached = {}
     if #ask > 0 then
-      local m = redis.call('SMISMEMBER', memo, unpack(ask))
-      for k = 1, #ask do known[ask[k]] = m[k] == 1 end
+      local svcs = redis.call('HMGET', svc_cache, unpack(ask))
+      for k = 1, #ask do cached[ask[k]] = svcs[k] end
     end
     local removed = 0
     for i = 1, got do
       if spent >= budget then return nil, pos + i - 1 - removed end
       spent = spent + COST_ID
-      local id, svc = ids[i], svcs[i]
-      if not svc or svc == ANY or services[svc] then
-        if svc then spent = spent + COST_MEMO end
-        if not (svc and known[id]) then
+      if skip[i] == 0 then
+        spent = spent + COST_SERVICE
+        local id = ids[i]
+        local svc = cached[id]
+        if svc and svc ~= ANY and not services[svc] then
+          forgot[#forgot + 1] = id -- another service's job: this capability set never reads it
+        else
           local verdict, found = look(id)
           if verdict == 'gone' then
             removed = removed + 1
@@ -357,7 +361,7 @@ local function scan(from)
               learned[#learned + 1] = found or ANY
             end
             if verdict == 'claim' then return id end
-            if verdict == 'nomatch' then forgot[#forgot + 1] = id end
+            if verdict == 'nomatch' or verdict == 'other' then forgot[#forgot + 1] = id end
           end
         end
       end
