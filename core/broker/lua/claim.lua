@@ -202,8 +202,10 @@ local function requirements(raw)
     return nil, 'its requirements are ' .. #raw .. ' bytes, more than the ' .. MAX_REQUIREMENTS .. ' a job may carry'
   end
   spent = spent + COST_DECODE + math.floor(#raw / 1024)
-  local ok, req = pcall(cjson.decode, raw)
-  if not ok then return nil, 'its requirements are not valid JSON (' .. tostring(req) .. ')' end
+  local ok, req, err = pcall(cjson.decode, raw) -- Redis's cjson raises; the embedded broker's returns nil, err
+  if not ok or (req == nil and err) then
+    return nil, 'its requirements are not valid JSON (' .. tostring(ok and err or req) .. ')'
+  end
   if req == nil or req == cjson.null then return {} end
   if type(req) ~= 'table' then return nil, 'its requirements are a JSON ' .. type(req) .. ', not an object' end
   if next(req) ~= nil and req[1] ~= nil then return nil, 'its requirements are a JSON array, not an object' end
