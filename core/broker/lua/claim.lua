@@ -318,6 +318,7 @@ if #ARGV > 9 then
   local ids = { unpack(ARGV, 10) }
   redis.call('SREM', memo, unpack(ids))
   redis.call('HDEL', svc_cache, unpack(ids))
+  spent = spent + math.min(#ids, math.floor(budget / 2)) -- the scan always gets half the budget
 end
 
 -- scan looks at ids from position `from` until a job is claimed (its id), the end of the queue
