@@ -44,7 +44,7 @@
 -- Returns {claimed JSON {"jobId","job"} or "", position where the next call starts}.
 
 local caps = cjson.decode(ARGV[1])
-local budget = math.max(tonumber(ARGV[2]) or 1000, 1)
+local budget = math.max(tonumber(ARGV[2]) or 500, 1)
 local start = math.max(math.floor(tonumber(ARGV[3]) or 0), 0)
 local lease_ms = tonumber(ARGV[4]) or 0
 local avoid_s = tonumber(ARGV[5]) or 0
