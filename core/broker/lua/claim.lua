@@ -40,7 +40,8 @@
 -- ARGV[6] capability fingerprint (names the memory of non-matches)
 -- ARGV[7] now, ISO (failed_at of a job failed closed); ARGV[8] now, epoch ms
 -- ARGV[9] "1": forget every non-match of this capability set (messages may have been missed)
--- ARGV[10..] ids to forget (the API wrote them again): their non-matches and cached services
+-- ARGV[10..] ids written to jobs:pending again (job_submitted, job_requeued): forget their
+--         non-matches and cached services
 -- Returns {claimed JSON {"jobId","job"} or "", position where the next call starts}.
 
 local caps = cjson.decode(ARGV[1])
