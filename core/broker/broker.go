@@ -80,11 +80,12 @@ type Broker struct {
 	policy Policy
 	// machineID and version go into attestations (SetIdentity).
 	machineID, version string
+	memory             *memory // what the claim script must forget of its non-matches
 }
 
 // New returns a broker over an open Redis client.
 func New(rdb redis.UniversalClient) *Broker {
-	return &Broker{rdb: rdb, now: time.Now}
+	return &Broker{rdb: rdb, now: time.Now, memory: newMemory()}
 }
 
 // Client returns the underlying Redis client.
@@ -113,13 +114,20 @@ func (b *Broker) LoadScripts(ctx context.Context) error {
 func ISO(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // Claim atomically claims the first pending job these capabilities match (PROTOCOL §2). It
-// returns nil when nothing matched. cursor is the tail-window position from the previous call
-// (0 at first); the next one is returned.
+// returns nil when nothing matched. One call does at most scanLimit units of work (see
+// claim.lua); cursor is where the previous call stopped (0 at first), and the returned one is
+// where the next call starts: non-zero means the call ran out of budget before it looked at
+// the whole queue, so claim again at once; 0 means it reached the end, or claimed a job.
+// An error the broker's Lua raised wraps ErrScript.
 func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor int64) (*job.Job, int64, error) {
-	res, err := claimScript.Run(ctx, b.rdb, nil, caps, scanLimit, cursor,
-		b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds())).Slice()
+	now, fp := b.now(), fingerprintOf(caps)
+	forget, all := b.memory.take(fp)
+	args := append([]any{caps, scanLimit, cursor, b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds()),
+		fp, ISO(now), now.UnixMilli()}, forgetArgs(forget, all)...)
+	res, err := claimScript.Run(ctx, b.rdb, nil, args...).Slice()
 	if err != nil {
-		return nil, cursor, fmt.Errorf("claim: %w", err)
+		b.memory.lost(fp)
+		return nil, cursor, classify("claim", err)
 	}
 	if len(res) != 2 {
 		return nil, cursor, fmt.Errorf("claim: unexpected reply %v", res)

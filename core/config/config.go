@@ -50,7 +50,7 @@ type Config struct {
 	StatusInterval     time.Duration // MACHINE_STATUS_UPDATE_INTERVAL_SECONDS
 	HeartbeatInterval  time.Duration // WORKER_HEARTBEAT_INTERVAL_MS
 	PollInterval       time.Duration // WORKER_POLL_INTERVAL_MS: fallback poll; slots wake on job_submitted
-	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: pending jobs one claim looks at
+	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: the work budget of one claim call (claim.lua)
 	JobTimeout         time.Duration // JOB_TIMEOUT_MINUTES (alias WORKER_JOB_TIMEOUT_MINUTES)
 	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
 	Lease              time.Duration // MACHINE_LEASE_SECONDS: a job whose machine stops renewing runs again elsewhere

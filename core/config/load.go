@@ -96,7 +96,7 @@ func Load(env Lookup) (*Config, error) {
 		"between 1000 and 30000: the heartbeat key expires after 60 s")
 	c.PollInterval = r.millis("WORKER_POLL_INTERVAL_MS", 2*time.Second, 10*time.Millisecond, 10*time.Minute,
 		"a number of milliseconds such as 2000 (slots also wake at once on job_submitted)")
-	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 10000, 10, 1000000, "how many pending jobs one claim may look at, e.g. 10000")
+	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 500, 10, 1000000, "the work one claim call may do, about a pending job each, e.g. 500")
 	jt := r.str("JOB_TIMEOUT_MINUTES", "")
 	if jt == "" {
 		c.JobTimeout = r.minutes("WORKER_JOB_TIMEOUT_MINUTES", 30*time.Minute)

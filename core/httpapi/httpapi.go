@@ -189,11 +189,16 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	snap := s.Store.Snapshot()
 	ready := snap.Phase == state.Ready && snap.Broker.Connected
+	body := map[string]any{"phase": snap.Phase}
+	if trouble := snap.ClaimTrouble(); trouble != "" {
+		ready, body["reason"] = false, trouble
+	}
+	body["ready"] = ready
 	code := http.StatusOK
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "phase": snap.Phase})
+	writeJSON(w, code, body)
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@
 package state
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -47,6 +48,8 @@ type Slot struct {
 	LastError    string
 	LastActivity time.Time
 	Resources    *job.Resources // the job's resource record, set just before it ends
+	// ClaimError is why the slot's last claims failed, while they keep failing ("" when it claims).
+	ClaimError string
 }
 
 // Finished is a recently ended job, newest last.
@@ -105,6 +108,23 @@ func (s Snapshot) Service(name string) (supervisor.Status, bool) {
 		}
 	}
 	return supervisor.Status{}, false
+}
+
+// ClaimTrouble says why slots cannot claim jobs, or "" when they all can.
+func (s Snapshot) ClaimTrouble() string {
+	failing, first := 0, -1
+	for i, sl := range s.Slots {
+		if sl.ClaimError != "" {
+			failing++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if failing == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d slots cannot claim jobs; %s: %s", failing, len(s.Slots), s.Slots[first].ID, s.Slots[first].ClaimError)
 }
 
 // Slot returns the slot with the given id.
@@ -349,6 +369,22 @@ func (s *Store) JobEnded(slotID, outcome, errText string) {
 		}
 		sl.Status, sl.JobID, sl.JobService, sl.Progress, sl.Message, sl.LastActivity = SlotIdle, "", "", 0, "", now
 		sl.Resources = nil
+	})
+}
+
+// ClaimFailing records why a slot's claims keep failing; "" says it claims again.
+func (s *Store) ClaimFailing(slotID, why string) {
+	s.mu.Lock()
+	sl := s.slot(&s.snap, slotID)
+	same := sl == nil || sl.ClaimError == why
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	s.update(true, func(snap *Snapshot) {
+		if sl := s.slot(snap, slotID); sl != nil {
+			sl.ClaimError = why
+		}
 	})
 }
 

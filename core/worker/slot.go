@@ -98,6 +98,7 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 	defer s.p.Store.SlotStopped(s.p.ID)
 	var cursor int64
 	failures := 0
+	defer func() { s.claimWorks(failures) }()
 	poll := time.NewTimer(s.p.PollInterval)
 	defer poll.Stop()
 	for claimCtx.Err() == nil {
@@ -108,20 +109,22 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 		j, next, err := s.claim(jobCtx, cursor)
 		if err != nil {
 			failures++
-			if failures == 1 || failures%50 == 0 {
-				s.p.Log.Warn("cannot claim jobs: the broker did not answer; retrying", "err", err, "attempts", failures)
-			}
+			s.claimFailed(failures, err)
 			s.sleep(claimCtx, min(time.Duration(failures)*100*time.Millisecond, time.Second))
 			continue
 		}
 		if failures > 0 {
 			s.p.Log.Info("claiming again: the broker answers", "after_attempts", failures)
+			s.claimWorks(failures)
 			failures = 0
 		}
 		cursor = next
 		if j != nil {
 			s.run(jobCtx, j)
 			continue
+		}
+		if next != 0 {
+			continue // the scan stopped on its work budget: look further along the queue at once
 		}
 		if !poll.Stop() {
 			select {
@@ -149,6 +152,42 @@ func (s *Slot) claim(jobCtx context.Context, cursor int64) (*job.Job, int64, err
 		s.p.Metrics.ClaimTime.Observe(time.Since(start).Seconds())
 	}
 	return j, next, err
+}
+
+// claimFailuresToReport is how many claims in a row must fail before the slot reports that it
+// cannot claim (/ready, machine_claim_failing_slots).
+const claimFailuresToReport = 3
+
+// claimFailed logs and reports a failed claim; a script error (the broker answers but the claim
+// fails inside Redis) is told apart from a broker that does not answer.
+func (s *Slot) claimFailed(failures int, err error) {
+	kind, what := "broker", "the broker did not answer; retrying"
+	if errors.Is(err, broker.ErrScript) {
+		kind, what = "script", "the claim script fails inside Redis (the broker answers: a bad key or script is at fault); retrying"
+	}
+	if m := s.p.Metrics; m != nil {
+		m.ClaimErrors.WithLabelValues(kind).Inc()
+		if failures == claimFailuresToReport {
+			m.ClaimFailing.Inc()
+		}
+	}
+	if failures == 1 || failures%50 == 0 {
+		s.p.Log.Warn("cannot claim jobs: "+what, "err", err, "attempts", failures)
+	}
+	if failures >= claimFailuresToReport {
+		s.p.Store.ClaimFailing(s.p.ID, err.Error())
+	}
+}
+
+// claimWorks clears what claimFailed reported.
+func (s *Slot) claimWorks(failures int) {
+	if failures < claimFailuresToReport {
+		return
+	}
+	if m := s.p.Metrics; m != nil {
+		m.ClaimFailing.Dec()
+	}
+	s.p.Store.ClaimFailing(s.p.ID, "")
 }
 
 func (s *Slot) sleep(ctx context.Context, d time.Duration) {
