@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,14 +276,18 @@ func (m *Machine) Run(ctx context.Context) error {
 	supDone.Go(func() { sup.Run(supCtx) })
 	m.services.Store(sup)
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(m.cfg.HealthPort)))
+	ln, err := net.Listen("tcp", m.cfg.HTTPListenAddr())
 	if err != nil {
-		return fmt.Errorf("MACHINE_HEALTH_PORT %d is not available (%w); set MACHINE_HEALTH_PORT to a free port, or 0 for any", m.cfg.HealthPort, err)
+		return fmt.Errorf("the HTTP server cannot listen on %s (%w); set MACHINE_HEALTH_PORT to a free port (0 for any) or MACHINE_HTTP_ADDR to an address of this host", m.cfg.HTTPListenAddr(), err)
 	}
 	m.mu.Lock()
 	m.httpAddr = ln.Addr().String()
 	m.mu.Unlock()
-	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
+	healthHost := "localhost"
+	if ip := net.ParseIP(m.cfg.HTTPAddr); ip != nil && !ip.IsUnspecified() {
+		healthHost = ip.String()
+	}
+	healthURL := "http://" + net.JoinHostPort(healthHost, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)) + "/health"
 	pub := status.NewPublisher(m.Plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
 	srv := m.serveHTTP(ln, pub, sup)
 	ctl, err := control.Listen(m.cfg.ControlSocket, m.Control(), m.log)
@@ -703,14 +706,13 @@ func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
 	}
 }
 
-func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *http.Server {
-	srv := &http.Server{
-		Handler: httpapi.New(httpapi.Params{
-			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
-			Services: sup, SetConnector: m.SetConnector,
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *httpapi.Server {
+	lim := httpapi.DefaultLimits
+	lim.MaxConns = m.cfg.HTTPMaxConns
+	srv := httpapi.NewServer(httpapi.New(httpapi.Params{
+		Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
+		Services: sup, SetConnector: m.SetConnector,
+	}), lim)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.log.Error("HTTP server stopped", "err", err)
