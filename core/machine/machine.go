@@ -44,6 +44,7 @@ import (
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/browser"
+	"github.com/emp-job-queue/machine/internal/safefs"
 	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
 )
 
@@ -231,6 +232,14 @@ func (m *Machine) StopNow() {
 // Run serves until ctx ends, then drains: claiming stops at once, in-flight jobs get
 // DrainTimeout to finish, and the rest go back to the queue without using a retry.
 func (m *Machine) Run(ctx context.Context) error {
+	// Pid files, sockets and logs live here: another local user able to write there could make
+	// the machine signal or show what they choose.
+	if err := safefs.Dir(m.cfg.RunDir, "MACHINE_RUN_DIR", 0o700); err != nil {
+		return err
+	}
+	if err := safefs.Dir(m.cfg.LogDir, "MACHINE_LOG_DIR", 0o755); err != nil {
+		return err
+	}
 	url := m.cfg.RedisURL
 	if m.cfg.Embedded() {
 		eb, err := embedded.Start()

@@ -28,6 +28,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
 // State is a service's lifecycle state.
@@ -133,9 +135,12 @@ func New(p Params) (*Supervisor, error) {
 	if p.Busy == nil {
 		p.Busy = func(string) bool { return false }
 	}
-	for _, dir := range []string{filepath.Join(p.RunDir, "services"), p.LogDir} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", dir, err)
+	// Pid files and logs decide what the machine signals and shows: only its user may write there.
+	for _, d := range []struct{ dir, setting string }{
+		{p.RunDir, "MACHINE_RUN_DIR"}, {filepath.Join(p.RunDir, "services"), "MACHINE_RUN_DIR/services"}, {p.LogDir, "MACHINE_LOG_DIR"},
+	} {
+		if err := safefs.Dir(d.dir, d.setting, 0o755); err != nil {
+			return nil, err
 		}
 	}
 	s := &Supervisor{p: p, services: map[string]*service{}}
@@ -528,10 +533,12 @@ func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended 
 // starts, and each one costs the machine CPU.
 const readyProbeEvery = 5 * time.Second
 
-// baseEnv is what a service inherits from the machine: enough to run, none of its secrets.
-func baseEnv() []string {
+// BaseEnv is what a child process (a service, an installer's git or pip) inherits from the
+// machine: enough to run and to reach the network through the host's proxy, none of the
+// machine's secrets (Redis password, API token, provider keys).
+func BaseEnv() []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"} {
+	for _, k := range inheritedEnv {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -539,34 +546,34 @@ func baseEnv() []string {
 	return env
 }
 
+// inheritedEnv are the variables BaseEnv passes on.
+var inheritedEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER",
+	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
 // launch adopts the instance an earlier machine left running, or starts a new one.
 func (sv *service) launch(ctx context.Context) (*proc, error) {
-	if rec, err := readPidFile(sv.pidPath); err == nil && alive(rec.PID, rec.StartTicks) {
-		if rec.SpecHash == sv.hash {
-			return sv.adopt(ctx, rec), nil
-		}
-		// Started from an older configuration: it holds our port, so it goes first.
-		sv.terminate(&proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string), stop: func() {}}, sv.sup.p.Log)
+	if p := sv.leftover(ctx); p != nil {
+		return p, nil
 	}
 	bin, err := exec.LookPath(sv.spec.Command[0])
 	if err != nil {
 		return nil, fmt.Errorf("cannot start %s: command %q not found (%v); install it or fix the service's command", sv.spec.Name, sv.spec.Command[0], err)
 	}
-	out, err := os.OpenFile(sv.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	out, err := safefs.Append(sv.logPath)
 	if err != nil {
-		return nil, fmt.Errorf("open log of %s: %w", sv.spec.Name, err)
+		return nil, fmt.Errorf("cannot start %s: its log: %w", sv.spec.Name, err)
 	}
 	defer out.Close()
 	cmd := exec.Command(bin, sv.spec.Command[1:]...)
 	cmd.Dir = sv.spec.Dir
-	cmd.Env = append(baseEnv(), sv.spec.Env...)
+	cmd.Env = append(append(BaseEnv(), sv.spec.Env...), serviceMarker+"="+sv.spec.Name)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start %s: %w", sv.spec.Name, err)
 	}
 	ticks, _ := startTicks(cmd.Process.Pid)
-	if err := writePidFile(sv.pidPath, pidRecord{PID: cmd.Process.Pid, StartTicks: ticks, SpecHash: sv.hash, StartedAt: time.Now()}); err != nil {
+	if err := writePidFile(sv.pidPath, pidRecord{PID: cmd.Process.Pid, StartTicks: ticks, SpecHash: sv.hash, Argv: cmd.Args, StartedAt: time.Now()}); err != nil {
 		sv.sup.p.Log.Warn("pid file not written; a restarted machine will not re-attach to this service", "service", sv.spec.Name, "err", err)
 	}
 	p := &proc{pid: cmd.Process.Pid, ticks: ticks, done: make(chan string, 1), stop: func() {}}
@@ -579,6 +586,34 @@ func (sv *service) launch(ctx context.Context) (*proc, error) {
 		p.done <- exit
 	}()
 	return p, nil
+}
+
+// leftover deals with the instance a pid file says an earlier machine left running: adopted
+// when it is this service as configured now, stopped when it is this service from an older
+// configuration (it holds the port), and left alone, with a warning, when the pid file names a
+// process that is not this service at all.
+func (sv *service) leftover(ctx context.Context) *proc {
+	rec, err := readPidFile(sv.pidPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	log := sv.sup.p.Log.With("service", sv.spec.Name)
+	if err == nil {
+		err = notTheService(rec, sv.spec.Name)
+	}
+	if err != nil {
+		if !errors.Is(err, errGone) {
+			log.Warn("the pid file names a process that is not this service; leaving that process alone and starting a new instance",
+				"pid_file", sv.pidPath, "reason", err.Error())
+		}
+		_ = os.Remove(sv.pidPath)
+		return nil
+	}
+	if rec.SpecHash == sv.hash {
+		return sv.adopt(ctx, rec)
+	}
+	sv.terminate(&proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string), stop: func() {}}, log)
+	return nil
 }
 
 // adopt follows a process this machine did not start: it cannot wait for it, so it polls.
@@ -650,7 +685,7 @@ func (sv *service) tail(ctx context.Context, lf *logFile) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if st, err := os.Stat(lf.path); err == nil && st.Size() == lf.offset {
+			if st, err := os.Lstat(lf.path); err == nil && st.Size() == lf.offset {
 				continue // nothing new: skip the open and read
 			}
 			if err := lf.poll(); err != nil && !errors.Is(err, os.ErrNotExist) {
