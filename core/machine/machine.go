@@ -44,8 +44,8 @@ import (
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/browser"
-	"github.com/emp-job-queue/machine/internal/safefs"
 	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
 // factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
