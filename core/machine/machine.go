@@ -489,7 +489,7 @@ func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
 func (m *Machine) comfyInstall() comfyinstall.Install {
 	return comfyinstall.Install{
 		Dir: m.cfg.ComfyUI.Dir, RepoURL: m.cfg.ComfyUI.RepoURL, Branch: m.cfg.ComfyUI.Branch, Commit: m.cfg.ComfyUI.Commit,
-		Download: &installers.Downloader{Cache: filepath.Join(m.cfg.CacheDir, "downloads")},
+		Download: &installers.Downloader{Cache: filepath.Join(m.cfg.CacheDir, "downloads"), AllowUnverified: m.cfg.AllowUnverifiedDownloads},
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emp-job-queue/machine/internal/childenv"
 	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
@@ -48,7 +49,7 @@ type Spec struct {
 	Name          string
 	Command       []string
 	Dir           string
-	Env           []string // on top of PATH, HOME, LANG and TZ; the machine's secrets are not passed on
+	Env           []string // on top of childenv.Base (PATH, HOME, LANG, proxies…); the machine's secrets are not passed on
 	Port          int
 	GPU           int // -1 when not bound
 	Probe         Probe
@@ -533,23 +534,6 @@ func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended 
 // starts, and each one costs the machine CPU.
 const readyProbeEvery = 5 * time.Second
 
-// BaseEnv is what a child process (a service, an installer's git or pip) inherits from the
-// machine: enough to run and to reach the network through the host's proxy, none of the
-// machine's secrets (Redis password, API token, provider keys).
-func BaseEnv() []string {
-	var env []string
-	for _, k := range inheritedEnv {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
-
-// inheritedEnv are the variables BaseEnv passes on.
-var inheritedEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER",
-	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"}
-
 // launch adopts the instance an earlier machine left running, or starts a new one.
 func (sv *service) launch(ctx context.Context) (*proc, error) {
 	if p := sv.leftover(ctx); p != nil {
@@ -566,7 +550,7 @@ func (sv *service) launch(ctx context.Context) (*proc, error) {
 	defer out.Close()
 	cmd := exec.Command(bin, sv.spec.Command[1:]...)
 	cmd.Dir = sv.spec.Dir
-	cmd.Env = append(append(BaseEnv(), sv.spec.Env...), serviceMarker+"="+sv.spec.Name)
+	cmd.Env = childenv.Base(append(slices.Clone(sv.spec.Env), serviceMarker+"="+sv.spec.Name)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
