@@ -572,56 +572,6 @@ func (sv *service) launch(ctx context.Context) (*proc, error) {
 	return p, nil
 }
 
-// leftover deals with the instance a pid file says an earlier machine left running: adopted
-// when it is this service as configured now, stopped when it is this service from an older
-// configuration (it holds the port), and left alone, with a warning, when the pid file names a
-// process that is not this service at all.
-func (sv *service) leftover(ctx context.Context) *proc {
-	rec, err := readPidFile(sv.pidPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	log := sv.sup.p.Log.With("service", sv.spec.Name)
-	if err == nil {
-		err = notTheService(rec, sv.spec.Name)
-	}
-	if err != nil {
-		if !errors.Is(err, errGone) {
-			log.Warn("the pid file names a process that is not this service; leaving that process alone and starting a new instance",
-				"pid_file", sv.pidPath, "reason", err.Error())
-		}
-		_ = os.Remove(sv.pidPath)
-		return nil
-	}
-	if rec.SpecHash == sv.hash {
-		return sv.adopt(ctx, rec)
-	}
-	sv.terminate(&proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string), stop: func() {}}, log)
-	return nil
-}
-
-// adopt follows a process this machine did not start: it cannot wait for it, so it polls.
-func (sv *service) adopt(ctx context.Context, rec pidRecord) *proc {
-	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	p := &proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string, 1), stop: stop}
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-t.C:
-				if !alive(p.pid, p.ticks) {
-					p.done <- "exited (re-attached process; its exit status is not known)"
-					return
-				}
-			}
-		}
-	}()
-	return p
-}
-
 // terminate stops an instance: SIGTERM to its group, SIGKILL after the grace period.
 func (sv *service) terminate(p *proc, log *slog.Logger) {
 	defer p.stop()
