@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -222,7 +223,7 @@ func newHealthCmd() *cobra.Command {
 				if port == "" {
 					port = "9090"
 				}
-				url = "http://127.0.0.1:" + port + "/health"
+				url = "http://" + net.JoinHostPort(config.LocalHTTPHost(os.Getenv("MACHINE_HTTP_ADDR")), port) + "/health"
 			}
 			client := &http.Client{Timeout: 3 * time.Second}
 			resp, err := client.Get(url)
@@ -238,6 +239,6 @@ func newHealthCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&url, "url", "", "health URL (default http://127.0.0.1:$MACHINE_HEALTH_PORT/health)")
+	cmd.Flags().StringVar(&url, "url", "", "health URL (default http://$MACHINE_HTTP_ADDR:$MACHINE_HEALTH_PORT/health, 127.0.0.1 when every interface is bound)")
 	return cmd
 }

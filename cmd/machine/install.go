@@ -54,7 +54,7 @@ func install(ctx context.Context, cfg *config.Config, p *plan.Plan, log *slog.Lo
 	if kinds["comfyui"] {
 		in := comfyui.Install{
 			Dir: cfg.ComfyUI.Dir, RepoURL: cfg.ComfyUI.RepoURL, Branch: cfg.ComfyUI.Branch, Commit: cfg.ComfyUI.Commit,
-			Download: &installers.Downloader{Cache: cfg.CacheDir + "/downloads"},
+			Download: &installers.Downloader{Cache: cfg.CacheDir + "/downloads", AllowUnverified: cfg.AllowUnverifiedDownloads},
 		}
 		if cfg.ComfyUI.Manifest != "" {
 			m, err := comfyui.LoadManifest(cfg.ComfyUI.Manifest)

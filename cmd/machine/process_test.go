@@ -83,9 +83,15 @@ func (p *proc) log() string {
 
 func startMachine(t *testing.T, env map[string]string) *proc {
 	t.Helper()
+	return startMachineCmd(t, env, func(env map[string]string) *exec.Cmd { return command(env, "--no-tui") })
+}
+
+// startMachineCmd starts the machine with the command run makes of its environment.
+func startMachineCmd(t *testing.T, env map[string]string, run func(env map[string]string) *exec.Cmd) *proc {
+	t.Helper()
 	p := &proc{port: freePort(t), done: make(chan error, 1)}
 	env["MACHINE_HEALTH_PORT"] = fmt.Sprint(p.port)
-	p.cmd = command(env, "--no-tui")
+	p.cmd = run(env)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -282,9 +288,13 @@ func TestBuildWithoutCgo(t *testing.T) {
 	}
 }
 
+// testToken is the MACHINE_API_TOKEN of the machines httpDo talks to.
+const testToken = "process-test-token"
+
 func httpDo(t *testing.T, method, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +326,7 @@ func TestServicesSurviveAMachineRestart(t *testing.T) {
 	}
 	env := map[string]string{"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "box", "WORKER_CONNECTORS": "mock",
 		"MACHINE_RUN_DIR": filepath.Join(dir, "run"), "MACHINE_LOG_DIR": filepath.Join(dir, "logs"),
-		"MACHINE_SERVICES_FILE": file, "MACHINE_KEEP_SERVICES": "true"}
+		"MACHINE_SERVICES_FILE": file, "MACHINE_KEEP_SERVICES": "true", "MACHINE_API_TOKEN": testToken}
 	first := startMachine(t, env)
 	waitUntil(t, "the service to be online", func() bool { return service(t, first, "sidecar")["status"] == "online" })
 	base := fmt.Sprintf("http://127.0.0.1:%d", first.port)

@@ -92,6 +92,11 @@ type Config struct {
 	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL
 	RunPod    RemoteAPI // RUNPOD_API_KEY(_FILE), RUNPOD_BASE_URL, RUNPOD_ENDPOINT_ID
 	Assets    Assets    // where jobs' outputs are stored
+
+	// Hardening settings (hardening.go): who reaches the machine and what it fetches.
+	HTTPAddr                 string // MACHINE_HTTP_ADDR: the IP address the HTTP server binds
+	HTTPMaxConns             int    // MACHINE_HTTP_MAX_CONNS: connections the HTTP server holds at once
+	AllowUnverifiedDownloads bool   // MACHINE_ALLOW_UNVERIFIED_DOWNLOADS: models without a sha256, over https only
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.

@@ -90,6 +90,7 @@ func Load(env Lookup) (*Config, error) {
 
 	c.HealthPort = r.intRange("MACHINE_HEALTH_PORT", 9090, 0, 65535, "a TCP port such as 9090 (0 picks a free one)")
 	c.APIToken = r.str("MACHINE_API_TOKEN", "")
+	r.hardening(c)
 	c.StatusInterval = r.seconds("MACHINE_STATUS_UPDATE_INTERVAL_SECONDS", 10*time.Second, time.Second, 30*time.Second,
 		"between 1 and 30 seconds: the monitor marks a machine disconnected after 30 s of silence")
 	c.HeartbeatInterval = r.millis("WORKER_HEARTBEAT_INTERVAL_MS", 30*time.Second, time.Second, 30*time.Second,

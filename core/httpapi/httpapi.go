@@ -1,9 +1,11 @@
 // Package httpapi serves the machine's HTTP routes on MACHINE_HEALTH_PORT (PROTOCOL §6):
 // /health, /ready, /status, /refresh-status, /metrics, and the supervisor routes the monitor
-// calls. Mutating routes require MACHINE_API_TOKEN when one is configured.
+// calls. Routes that change state or show logs need MACHINE_API_TOKEN and are off without it.
+// Server bounds what clients can hold: timeouts and a cap on connections.
 package httpapi
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -22,7 +24,7 @@ type Params struct {
 	Store   *state.Store
 	Metrics http.Handler
 	Refresh func() // asks the status publisher for an immediate publish
-	Token   string // required by mutating routes when set
+	Token   string // MACHINE_API_TOKEN: opens the guarded routes; empty: they are off
 	Version string
 	// Services are the supervised services; nil when the machine runs none.
 	Services Services
@@ -41,7 +43,8 @@ type server struct {
 	pid int
 }
 
-// New returns the machine's HTTP handler.
+// New returns the machine's HTTP handler. The read-only routes (PROTOCOL §6) stay open, with
+// CORS for browser dashboards; the routes that change state or show logs are guarded.
 func New(p Params) http.Handler {
 	s := &server{Params: p, pid: os.Getpid()}
 	mux := http.NewServeMux()
@@ -51,20 +54,28 @@ func New(p Params) http.Handler {
 	mux.HandleFunc("GET /refresh-status", s.refresh)
 	mux.HandleFunc("POST /refresh-status", s.refresh)
 	mux.Handle("GET /metrics", p.Metrics)
-	mux.HandleFunc("POST /restart/service", s.authorized(s.restartService))
-	mux.HandleFunc("POST /connectors/{name}", s.tokenRequired(s.connector))
-	mux.HandleFunc("GET /pm2/logs", s.serviceLogs)
-	mux.HandleFunc("GET /comfyui/logs", s.serviceLogs)
+	mux.HandleFunc("POST /restart/service", s.guarded(s.restartService))
+	mux.HandleFunc("POST /connectors/{name}", s.guarded(s.connector))
+	mux.HandleFunc("GET /pm2/logs", s.guarded(s.serviceLogs))
+	mux.HandleFunc("GET /comfyui/logs", s.guarded(s.serviceLogs))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "Not found"})
 	})
 	return cors(mux)
 }
 
+// openRoutes are the read-only routes a browser on any origin may read. Guarded routes get no
+// CORS headers at all, so a page elsewhere cannot drive them with a token it was handed.
+var openRoutes = map[string]bool{"/health": true, "/ready": true, "/status": true, "/refresh-status": true, "/metrics": true}
+
 func cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !openRoutes[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
 		w.Header().Set("Access-Control-Allow-Origin", "*")
-		w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusNoContent)
 			return
@@ -79,18 +90,33 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// authorized requires the token (Authorization: Bearer, or ?token=) when one is configured.
-func (s *server) authorized(next http.HandlerFunc) http.HandlerFunc {
+// tokenParams are query parameters that would carry a token: URLs end up in proxy logs,
+// browser history and Referer headers, so a token there is refused, not used.
+var tokenParams = []string{"token", "access_token", "api_token", "api_key", "apikey"}
+
+// guarded wraps a route that changes state or shows logs: it is off (403) without
+// MACHINE_API_TOKEN, refuses a token in the URL (400), and otherwise needs the token as a
+// bearer token (401), compared in constant time.
+func (s *server) guarded(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.Token == "" {
-			next(w, r)
+			writeJSON(w, http.StatusForbidden, map[string]any{
+				"error": "this route changes the machine or shows its logs, and is off because MACHINE_API_TOKEN is not set; set it and send Authorization: Bearer <token>",
+			})
 			return
 		}
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if got == "" {
-			got = r.URL.Query().Get("token")
+		q := r.URL.Query()
+		for _, k := range tokenParams {
+			if q.Has(k) {
+				writeJSON(w, http.StatusBadRequest, map[string]any{
+					"error": fmt.Sprintf("the token must not be in the URL (?%s=), where logs and proxies keep it; send it as Authorization: Bearer <MACHINE_API_TOKEN>", k),
+				})
+				return
+			}
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || !tokenEqual(strings.TrimSpace(got), s.Token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="machine"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]any{
 				"error": "this route needs the machine's API token: send Authorization: Bearer <MACHINE_API_TOKEN>",
 			})
@@ -100,18 +126,11 @@ func (s *server) authorized(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// tokenRequired guards routes that change what the machine runs: they need the token, and are
-// closed when none is configured.
-func (s *server) tokenRequired(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.Token == "" {
-			writeJSON(w, http.StatusForbidden, map[string]any{
-				"error": "this route changes what the machine runs and is closed: set MACHINE_API_TOKEN to open it with a token",
-			})
-			return
-		}
-		s.authorized(next)(w, r)
-	}
+// tokenEqual compares digests in constant time, so neither the token's content nor its length
+// shows in the time an answer takes.
+func tokenEqual(got, want string) bool {
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 // connector is POST /connectors/{name}?action=enable|disable|concurrency&count=N.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +48,7 @@ import (
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/browser"
 	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
 // factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
@@ -250,6 +250,14 @@ func (m *Machine) StopNow() {
 // Run serves until ctx ends, then drains: claiming stops at once, in-flight jobs get
 // DrainTimeout to finish, and the rest go back to the queue without using a retry.
 func (m *Machine) Run(ctx context.Context) error {
+	// Pid files, sockets and logs live here: another local user able to write there could make
+	// the machine signal or show what they choose.
+	if err := safefs.Dir(m.cfg.RunDir, "MACHINE_RUN_DIR", 0o700); err != nil {
+		return err
+	}
+	if err := safefs.Dir(m.cfg.LogDir, "MACHINE_LOG_DIR", 0o755); err != nil {
+		return err
+	}
 	url := m.cfg.RedisURL
 	if m.cfg.Embedded() {
 		eb, err := embedded.Start()
@@ -305,14 +313,18 @@ func (m *Machine) Run(ctx context.Context) error {
 	supDone.Go(func() { sup.Run(supCtx) })
 	m.services.Store(sup)
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(m.cfg.HealthPort)))
+	ln, err := net.Listen("tcp", m.cfg.HTTPListenAddr())
 	if err != nil {
-		return fmt.Errorf("MACHINE_HEALTH_PORT %d is not available (%w); set MACHINE_HEALTH_PORT to a free port, or 0 for any", m.cfg.HealthPort, err)
+		return fmt.Errorf("the HTTP server cannot listen on %s (%w); set MACHINE_HEALTH_PORT to a free port (0 for any) or MACHINE_HTTP_ADDR to an address of this host", m.cfg.HTTPListenAddr(), err)
 	}
 	m.mu.Lock()
 	m.httpAddr = ln.Addr().String()
 	m.mu.Unlock()
-	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
+	healthHost := "localhost"
+	if ip := net.ParseIP(m.cfg.HTTPAddr); ip != nil && !ip.IsUnspecified() {
+		healthHost = ip.String()
+	}
+	healthURL := "http://" + net.JoinHostPort(healthHost, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)) + "/health"
 	pub := status.NewPublisher(m.Plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
 	srv := m.serveHTTP(ln, pub, sup)
 	ctl, err := control.Listen(m.cfg.ControlSocket, m.Control(), m.log)
@@ -532,7 +544,7 @@ func (m *Machine) logBrowserIsolation(cred *syscall.Credential) {
 func (m *Machine) comfyInstall() comfyinstall.Install {
 	return comfyinstall.Install{
 		Dir: m.cfg.ComfyUI.Dir, RepoURL: m.cfg.ComfyUI.RepoURL, Branch: m.cfg.ComfyUI.Branch, Commit: m.cfg.ComfyUI.Commit,
-		Download: &installers.Downloader{Cache: filepath.Join(m.cfg.CacheDir, "downloads")},
+		Download: &installers.Downloader{Cache: filepath.Join(m.cfg.CacheDir, "downloads"), AllowUnverified: m.cfg.AllowUnverifiedDownloads},
 	}
 }
 
@@ -775,14 +787,13 @@ func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
 	}
 }
 
-func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *http.Server {
-	srv := &http.Server{
-		Handler: httpapi.New(httpapi.Params{
-			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
-			Services: sup, SetConnector: m.SetConnector,
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *httpapi.Server {
+	lim := httpapi.DefaultLimits
+	lim.MaxConns = m.cfg.HTTPMaxConns
+	srv := httpapi.NewServer(httpapi.New(httpapi.Params{
+		Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
+		Services: sup, SetConnector: m.SetConnector,
+	}), lim)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.log.Error("HTTP server stopped", "err", err)

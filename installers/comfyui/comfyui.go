@@ -57,7 +57,10 @@ func LoadManifest(path string) (Manifest, error) {
 	var problems []string
 	for i, n := range m.CustomNodes {
 		if !safeName.MatchString(n.Name) || strings.TrimSpace(cloneURL(n.URL)) == "" {
-			problems = append(problems, fmt.Sprintf("custom node %d needs a plain name and a url (got %q, %q)", i+1, n.Name, n.URL))
+			problems = append(problems, fmt.Sprintf("custom node %d needs a plain name and a url (got %q, %q)", i+1, n.Name, installers.Redact(n.URL)))
+		}
+		if err := checkGitArgs(cloneURL(n.URL), n.Branch, n.Commit); err != nil {
+			problems = append(problems, fmt.Sprintf("custom node %d (%s): %v", i+1, n.Name, err))
 		}
 	}
 	for i, mo := range m.Models {
@@ -129,7 +132,7 @@ func (in Install) Stages() [][]installers.Step {
 				return "requirements " + fileHash(filepath.Join(in.Dir, "requirements.txt")) + " " + in.Dir
 			},
 			Run: func(ctx context.Context, _ func(int64, int64)) error {
-				return installers.Command(ctx, in.Dir, nil, pip, "install", "-r", "requirements.txt")
+				return installers.Command(ctx, in.Dir, pipEnv, pip, "install", "-r", "requirements.txt")
 			},
 		}},
 	}
@@ -172,7 +175,7 @@ func (in Install) nodeStep(n Node, pip string) installers.Step {
 			}
 			if n.Requirements {
 				if _, err := os.Stat(filepath.Join(dir, "requirements.txt")); err == nil {
-					if err := installers.Command(ctx, dir, nil, pip, "install", "-r", "requirements.txt"); err != nil {
+					if err := installers.Command(ctx, dir, pipEnv, pip, "install", "-r", "requirements.txt"); err != nil {
 						return err
 					}
 				}
@@ -190,6 +193,9 @@ func (in Install) nodeStep(n Node, pip string) installers.Step {
 	}
 }
 
+// pipEnv keeps pip from waiting for input that never comes.
+var pipEnv = []string{"PIP_NO_INPUT=1"}
+
 // writeEnv writes the node's .env, filling ${VAR} from the machine's environment. Values may
 // be secrets: they go to the file (mode 0600) and nowhere else.
 func (in Install) writeEnv(dir string, env map[string]string) error {
@@ -205,11 +211,28 @@ func (in Install) writeEnv(dir string, env map[string]string) error {
 	return os.WriteFile(filepath.Join(dir, ".env"), []byte(b.String()), 0o600)
 }
 
+// gitEnv is what git runs with on top of the stripped environment: it never waits for a
+// password on a terminal, and speaks only the usual transports (not ext::, which runs commands).
+var gitEnv = []string{"GIT_TERMINAL_PROMPT=0", "GIT_ALLOW_PROTOCOL=https:http:ssh:git:file"}
+
+// checkGitArgs refuses a URL, branch or commit that git would read as an option.
+func checkGitArgs(url, branch, commit string) error {
+	for _, a := range []struct{ what, v string }{{"url", url}, {"branch", branch}, {"commit", commit}} {
+		if strings.HasPrefix(strings.TrimSpace(a.v), "-") {
+			return fmt.Errorf("%s %q starts with '-', which git would take for an option; give a plain %s", a.what, installers.Redact(a.v), a.what)
+		}
+	}
+	return nil
+}
+
 // gitCheckout puts url at branch/commit in dir: a fresh clone lands in a temporary directory
 // and is renamed into place, so a failed clone never leaves a half checkout behind.
 func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive bool) error {
+	if err := checkGitArgs(url, branch, commit); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
-		if err := installers.Command(ctx, dir, nil, "git", "fetch", "--quiet", "origin"); err != nil {
+		if err := installers.Command(ctx, dir, gitEnv, "git", "fetch", "--quiet", "origin"); err != nil {
 			return err
 		}
 		ref := commit
@@ -219,7 +242,7 @@ func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive
 		if ref == "" {
 			return nil
 		}
-		return installers.Command(ctx, dir, nil, "git", "checkout", "--quiet", "--force", ref)
+		return installers.Command(ctx, dir, gitEnv, "git", "checkout", "--quiet", "--force", ref, "--")
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
@@ -231,16 +254,16 @@ func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive
 		args = append(args, "--recursive")
 	}
 	if branch != "" {
-		args = append(args, "--branch", branch)
+		args = append(args, "--branch="+branch)
 	}
-	if err := installers.Command(ctx, "", nil, "git", append(args, url, tmp)...); err != nil {
+	if err := installers.Command(ctx, "", gitEnv, "git", append(args, "--", url, tmp)...); err != nil {
 		_ = os.RemoveAll(tmp)
 		return err
 	}
 	if commit != "" {
-		if err := installers.Command(ctx, tmp, nil, "git", "checkout", "--quiet", commit); err != nil {
+		if err := installers.Command(ctx, tmp, gitEnv, "git", "checkout", "--quiet", commit, "--"); err != nil {
 			_ = os.RemoveAll(tmp)
-			return fmt.Errorf("commit %s of %s: %w", commit, url, err)
+			return fmt.Errorf("commit %s of %s: %w", commit, installers.Redact(url), err)
 		}
 	}
 	_ = os.RemoveAll(dir)
