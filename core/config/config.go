@@ -84,6 +84,11 @@ type Config struct {
 	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL
 	RunPod    RemoteAPI // RUNPOD_API_KEY(_FILE), RUNPOD_BASE_URL, RUNPOD_ENDPOINT_ID
 	Assets    Assets    // where jobs' outputs are stored
+
+	Ollama Ollama       // the ollama connector and its daemon (workertypes.go)
+	Gemini Gemini       // the gemini connector, gem-nano-banana
+	A1111  A1111        // the a1111 connector and its WebUI instances
+	Legacy []LegacyNote // the old runtime's variables found, and what became of them (legacy.go)
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.
