@@ -26,6 +26,7 @@ import (
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
 	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
+	geminiconn "github.com/emp-job-queue/machine/core/connectors/gemini"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
 	ollamaconn "github.com/emp-job-queue/machine/core/connectors/ollama"
 	openaiconn "github.com/emp-job-queue/machine/core/connectors/openai"
@@ -104,6 +105,10 @@ var factories = map[string]factory{
 	"ollama": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return ollamaconn.New(ollamaconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), DefaultModel: c.Ollama.DefaultModel,
 			Timeout: c.Ollama.Timeout, Assets: storage(c)})
+	},
+	"gemini": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return geminiconn.New(geminiconn.Settings{URL: c.Gemini.URL, APIKey: c.Gemini.APIKey, Timeout: c.Gemini.Timeout,
+			MaxRetries: c.Gemini.MaxRetries, RatePerSec: c.Gemini.RatePerSec, Assets: storage(c)})
 	},
 }
 
