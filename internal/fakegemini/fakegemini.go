@@ -108,7 +108,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) {
 		parts = append(parts, map[string]any{"inlineData": map[string]any{"mimeType": "image/png", "data": base64.StdEncoding.EncodeToString(PNG)}})
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"candidates": []any{map[string]any{"content": map[string]any{"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}},
+		"candidates":    []any{map[string]any{"content": map[string]any{"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}},
 		"usageMetadata": usage, "modelVersion": model, "responseId": "resp-1",
 	})
 }
