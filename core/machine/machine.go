@@ -25,6 +25,7 @@ import (
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
+	a1111conn "github.com/emp-job-queue/machine/core/connectors/a1111"
 	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
 	geminiconn "github.com/emp-job-queue/machine/core/connectors/gemini"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
@@ -109,6 +110,9 @@ var factories = map[string]factory{
 	"gemini": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return geminiconn.New(geminiconn.Settings{URL: c.Gemini.URL, APIKey: c.Gemini.APIKey, Timeout: c.Gemini.Timeout,
 			MaxRetries: c.Gemini.MaxRetries, RatePerSec: c.Gemini.RatePerSec, Assets: storage(c)})
+	},
+	"a1111": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
+		return a1111conn.New(a1111conn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Timeout: c.A1111.Timeout, Assets: storage(c)})
 	},
 }
 
