@@ -112,7 +112,7 @@ func TestOldWorkerTypesOnOneMachine(t *testing.T) {
 	assetsDir := t.TempDir()
 	h := start(t, map[string]string{"WORKERS": "ollama:1,a1111:auto,gemini:1", "GPU_MODE": "mock", "MACHINE_GPU_COUNT": "2",
 		"OLLAMA_BIN": ollamaBin, "OLLAMA_BASE_PORT": fmt.Sprint(ollamaPort), "OLLAMA_DEFAULT_MODELS": "llama3.2",
-		"OLLAMA_MODELS": filepath.Join(dir, "models"),
+		"OLLAMA_MODELS":  filepath.Join(dir, "models"),
 		"A1111_REPO_URL": repo, "A1111_COMMIT_HASH": commit, "A1111_DIR": filepath.Join(dir, "a1111"), "A1111_BASE_PORT": fmt.Sprint(a1111Port),
 		"GEMINI_API_KEY": "gemini-test-key-123456", "GEMINI_NANO_BANANA_URL": api.URL + "/v1beta/models/gemini-2.5-flash-image-preview:generateContent",
 		"MACHINE_ASSET_DIR": assetsDir})
