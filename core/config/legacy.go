@@ -47,8 +47,27 @@ type LegacyNote struct {
 	Sentence  string
 }
 
-// Sentence is the one sentence said about the variable.
-func (v OldVariable) sentence(value string) string {
+// RefusesValue reports whether the machine refuses to start with this value of the variable.
+func (v OldVariable) RefusesValue(value string) bool {
+	return v.Treatment == Refused && (v.refuseIf == nil || v.refuseIf(value))
+}
+
+// NoteFor says what becomes of the old variable with this value in env; noted is false for a
+// variable honoured as it is.
+func (v OldVariable) NoteFor(value string, env Lookup) (note LegacyNote, noted bool) {
+	switch {
+	case v.Treatment == Honoured:
+		return LegacyNote{}, false
+	case v.Treatment == Renamed && v.when != nil && !v.when(env):
+		return LegacyNote{v.Name, Ignored, fmt.Sprintf("%s is ignored: it was %s, and GPU_MODE is not mock; set %s to override the detected count", v.Name, v.Note, v.Replacement)}, true
+	case v.Treatment == Refused && !v.RefusesValue(value):
+		return LegacyNote{v.Name, Ignored, v.Sentence(value)}, true
+	}
+	return LegacyNote{v.Name, v.Treatment, v.Sentence(value)}, true
+}
+
+// Sentence is the one sentence said about the variable with this value.
+func (v OldVariable) Sentence(value string) string {
 	switch v.Treatment {
 	case Renamed:
 		return fmt.Sprintf("%s is the old name of %s and is read as %s (%s); rename it", v.Name, v.Replacement, v.Replacement, v.Note)
@@ -302,25 +321,53 @@ var oldVariables = map[string]OldVariable{
 	"WORKER_COMFYUI_REMOTE_MAX_CONCURRENT_JOBS": ignored(noteSlotCount),
 
 	// Ollama, A1111, Gemini.
-	"OLLAMA_BASE_PORT":           honoured("the daemon's port"),
-	"OLLAMA_PORT":                renamed("OLLAMA_BASE_PORT", "the port the old connector called"),
-	"OLLAMA_HOST":                ignored("the machine runs its daemon on 127.0.0.1:OLLAMA_BASE_PORT and sets OLLAMA_HOST for it"),
-	"OLLAMA_DEFAULT_MODEL":       honoured("the model of jobs that name none"),
-	"OLLAMA_DEFAULT_MODELS":      honoured("pulled at install, each an install step"),
-	"OLLAMA_MODELS":              honoured("where the daemon keeps its models"),
-	"OLLAMA_MODEL_STORAGE_PATH":  renamed("OLLAMA_MODELS", "where the old installer kept the models"),
-	"OLLAMA_TIMEOUT_SECONDS":     honoured("one request to the daemon"),
-	"OLLAMA_REQUEST_TIMEOUT_MS":  {Treatment: Renamed, Replacement: "OLLAMA_TIMEOUT_SECONDS", Note: "one request to the daemon, converted from ms to seconds", convert: msToSeconds},
-	"OLLAMA_RETRY_ATTEMPTS":      ignored(noteRetries),
-	"OLLAMA_RETRY_DELAY_SECONDS": ignored(noteRetries),
-	"OLLAMA_MAX_CONCURRENT_JOBS": ignored(noteSlotCount + "; the daemon serves that many at once (OLLAMA_NUM_PARALLEL)"),
-	"A1111_BASE_PORT":            honoured("instance i listens on A1111_BASE_PORT+i"),
-	"A1111_PORT":                 renamed("A1111_BASE_PORT", "the port the old connector called"),
-	"A1111_HOST":                 ignored("the machine runs A1111 itself on 127.0.0.1:A1111_BASE_PORT+i"),
-	"A1111_ARGS":                 honoured("extra arguments of every A1111 instance"),
-	"COMFYUI_CHECKPOINTS_PATH":   renamed("A1111_CKPT_DIR", "the checkpoints A1111 loads (--ckpt-dir)"),
-	"GEMINI_API_KEY":             honoured("the gemini connector's key; never logged"),
-	"GEMINI_NANO_BANANA_URL":     honoured("the generateContent endpoint of gem-nano-banana"),
+	"OLLAMA_BASE_PORT":              honoured("the daemon's port"),
+	"OLLAMA_PORT":                   renamed("OLLAMA_BASE_PORT", "the port the old connector called"),
+	"OLLAMA_HOST":                   ignored("the machine runs its daemon on 127.0.0.1:OLLAMA_BASE_PORT and sets OLLAMA_HOST for it"),
+	"OLLAMA_DEFAULT_MODEL":          honoured("the model of jobs that name none"),
+	"OLLAMA_DEFAULT_MODELS":         honoured("pulled at install, each an install step"),
+	"OLLAMA_MODELS":                 honoured("where the daemon keeps its models"),
+	"OLLAMA_MODEL_STORAGE_PATH":     renamed("OLLAMA_MODELS", "where the old installer kept the models"),
+	"OLLAMA_TIMEOUT_SECONDS":        honoured("one request to the daemon"),
+	"OLLAMA_REQUEST_TIMEOUT_MS":     {Treatment: Renamed, Replacement: "OLLAMA_TIMEOUT_SECONDS", Note: "one request to the daemon, converted from ms to seconds", convert: msToSeconds},
+	"OLLAMA_RETRY_ATTEMPTS":         ignored(noteRetries),
+	"OLLAMA_RETRY_DELAY_SECONDS":    ignored(noteRetries),
+	"OLLAMA_MAX_CONCURRENT_JOBS":    ignored(noteSlotCount + "; the daemon serves that many at once (OLLAMA_NUM_PARALLEL)"),
+	"A1111_BASE_PORT":               honoured("instance i listens on A1111_BASE_PORT+i"),
+	"A1111_PORT":                    renamed("A1111_BASE_PORT", "the port the old connector called"),
+	"A1111_HOST":                    ignored("the machine runs A1111 itself on 127.0.0.1:A1111_BASE_PORT+i"),
+	"A1111_ARGS":                    honoured("extra arguments of every A1111 instance"),
+	"COMFYUI_CHECKPOINTS_PATH":      renamed("A1111_CKPT_DIR", "the checkpoints A1111 loads (--ckpt-dir)"),
+	"OLLAMA_MODEL_DOWNLOAD_TIMEOUT": honoured("one model's pull"),
+	"OLLAMA_MAX_LOADED_MODELS":      honoured("passed on to the daemon (Ollama's own setting)"),
+	"OLLAMA_INSTALL_URL":            honoured("the install script run when OLLAMA_INSTALL=script"),
+	"OLLAMA_INSTALL_METHOD":         renamed("OLLAMA_INSTALL", "script lets the machine run the official install script"),
+	"OLLAMA_INSTALL_TIMEOUT":        ignored("SERVICE_INSTALL_TIMEOUT limits every install"),
+	"OLLAMA_PORT_INCREMENT":         ignored("one Ollama daemon serves every ollama slot; it listens on OLLAMA_BASE_PORT"),
+	"OLLAMA_INSTANCES_PER_GPU":      ignored("one Ollama daemon serves every ollama slot and sees every GPU"),
+	"OLLAMA_GPU_MEMORY_FRACTION":    ignored("not an Ollama setting; Ollama sizes its GPU memory itself (OLLAMA_MAX_LOADED_MODELS limits the models it keeps)"),
+	"A1111_REPO_URL":                honoured("where A1111 comes from"),
+	"A1111_BRANCH":                  honoured("the branch of A1111_REPO_URL (empty: its default branch)"),
+	"A1111_COMMIT_HASH":             honoured("the pinned commit of A1111_REPO_URL"),
+	"A1111_INSTALL_TIMEOUT":         ignored("SERVICE_INSTALL_TIMEOUT limits every install"),
+	"A1111_INSTANCES_PER_GPU":       renamed("PM2_INSTANCES_PER_GPU", "A1111 instances on each GPU"),
+	"A1111_PORT_INCREMENT":          refused("instances always listen on consecutive ports (A1111_BASE_PORT+i)", notEqual("1")),
+	"A1111_MODELS_REPO_URL":         ignored("models are not cloned from a repository; point A1111_CKPT_DIR at the checkpoints (for example ComfyUI's)"),
+	"GEMINI_TIMEOUT":                honoured("one request"),
+	"GEMINI_MAX_RETRIES":            honoured("retries of one request"),
+	"GEMINI_MAX_CONCURRENT_JOBS":    ignored(noteSlotCount + "; GEMINI_RATE_LIMIT caps the requests a second"),
+	"COMFYUI_INSTALL_TIMEOUT":       ignored("SERVICE_INSTALL_TIMEOUT limits every install"),
+	"COMFYUI_MODELS_PATH":           ignored("models go where COMFYUI_MANIFEST says, inside COMFYUI_DIR"),
+	"COMFYUI_ENABLE_CUSTOM_NODES":   ignored("custom nodes are installed when COMFYUI_MANIFEST lists them"),
+	"OPENAI_TIMEOUT":                renamed("OPENAI_TIMEOUT_SECONDS", "one request"),
+	"OPENAI_MAX_RETRIES":            ignored("requests are retried by the shared client (4 tries with backoff honouring Retry-After), then " + noteRetries),
+	"OPENAI_TEXT_MODELS":            ignored("advertise models with WORKER_MODELS, e.g. {\"openai_text\":[\"gpt-4o-mini\"]}"),
+	"OPENAI_IMAGE_MODELS":           ignored("advertise models with WORKER_MODELS, e.g. {\"openai_image\":[\"gpt-image-1\"]}"),
+	"MOCK_TIMEOUT":                  ignored("JOB_TIMEOUT_MINUTES limits an attempt"),
+	"MOCK_MAX_RETRIES":              ignored(noteRetries),
+	"MOCK_MAX_CONCURRENT_JOBS":      ignored(noteSlotCount),
+	"GEMINI_API_KEY":                honoured("the gemini connector's key; never logged"),
+	"GEMINI_NANO_BANANA_URL":        honoured("the generateContent endpoint of gem-nano-banana"),
 
 	// OpenAI.
 	"OPENAI_API_KEY":                       honoured("the openai connector's key; never logged"),
@@ -357,7 +404,7 @@ var oldVariables = map[string]OldVariable{
 	"CLOUD_CDN_URL":                 ignored("result URLs use the job's ctx.storage.cdnUrl, or MACHINE_ASSET_BASE_URL for the local store"),
 	"AWS_ACCESS_KEY_ID":             renamed("S3_ACCESS_KEY_ID", "the S3 access key"),
 	"AWS_DEFAULT_REGION":            renamed("S3_REGION", "the S3 region"),
-	"AWS_SECRET_ACCESS_KEY_ENCODED": ignored("set S3_SECRET_ACCESS_KEY (or S3_SECRET_ACCESS_KEY_FILE) to the decoded key"),
+	"AWS_SECRET_ACCESS_KEY_ENCODED": ignored("the machine's own uploads use S3_SECRET_ACCESS_KEY (or S3_SECRET_ACCESS_KEY_FILE), the decoded key; ComfyUI custom nodes that read it get it through their env in COMFYUI_MANIFEST"),
 
 	// Simulation.
 	"WORKER_SIMULATION_PROCESSING_TIME":           honoured("simulated seconds a job takes"),
@@ -375,6 +422,18 @@ var oldVariables = map[string]OldVariable{
 	"SIMULATION_HOST":                             ignored(noteSimService),
 	"SIMULATION_PORT":                             ignored(noteSimService),
 	"SIMULATION_MAX_CONCURRENT_JOBS":              ignored(noteSlotCount),
+	"SIMULATION_BASE_PORT":                        ignored(noteSimService),
+	"SIMULATION_PORT_INCREMENT":                   ignored(noteSimService),
+	"SIMULATION_INSTANCES_PER_MACHINE":            ignored(noteSimService),
+	"SIMULATION_CAPABILITIES":                     ignored(noteSimService),
+	"SIMULATION_DATA_PATH":                        ignored(noteSimService),
+	"SIMULATION_TEST_MODE":                        ignored(noteSimService),
+	"SIMULATION_WS_BASE_PORT":                     ignored(noteSimService),
+	"SIMULATION_WS_PORT_INCREMENT":                ignored(noteSimService),
+	"SIMULATION_WS_INSTANCES_PER_MACHINE":         ignored(noteSimService),
+	"SIMULATION_WS_CAPABILITIES":                  ignored(noteSimService),
+	"SIMULATION_WS_DATA_PATH":                     ignored(noteSimService),
+	"SIMULATION_WS_TEST_MODE":                     ignored(noteSimService),
 	"MOCK_MODE":                                   refused("the old worker replaced its connectors with mocks; run the mock or simulation connector instead (WORKER_CONNECTORS=mock)", notEqual("false")),
 
 	// Generic REST connectors and per-service processes of the old runtime.
@@ -456,6 +515,18 @@ var oldVariables = map[string]OldVariable{
 	"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": ignored(noteTelemetry),
 	"DASH0_DATASET":                       ignored(noteTelemetry),
 	"DISABLE_TELEMETRY_LOGGING":           ignored(noteTelemetry),
+	"DASH0_AUTH_TOKEN":                    ignored(noteTelemetry),
+	"DASH0_ENDPOINT":                      ignored(noteTelemetry),
+	"DASH0_LOGS_ENDPOINT":                 ignored(noteTelemetry),
+	"DASH0_METRICS_ENDPOINT":              ignored(noteTelemetry),
+	"DASH0_TRACES_ENDPOINT":               ignored(noteTelemetry),
+	"TELEMETRY_LOGS":                      ignored(noteTelemetry),
+	"OTEL_SERVICE_NAME":                   ignored(noteTelemetry),
+	"OTEL_SERVICE_VERSION":                ignored(noteTelemetry),
+	"EMPROPS_API_AUTH":                    ignored(noteComponents),
+	"ENV_ENCRYPT_KEY":                     ignored("encrypted env files are gone; give secrets as variables or as files (KEY_FILE)"),
+	"NGROK_AUTH_TOKEN":                    ignored(noteBuild),
+	"NGROK_API_KEY":                       ignored(noteBuild),
 	"LOGGING_ENABLED":                     ignored(noteLogging),
 	"LOG_TO_FILE":                         ignored(noteLogging),
 	"LOG_FORMAT":                          ignored(noteLogging),
@@ -524,7 +595,10 @@ func withOldNames(env Lookup) Lookup {
 	}
 }
 
-// oldValue is the value an old renamed variable stands for, when it applies.
+// OldValue is the value of the new variable an old renamed one stands for, when it applies
+// (NUM_GPUS only with GPU_MODE=mock) and its value converts (milliseconds to seconds).
+func OldValue(env Lookup, name string) (string, bool) { return oldValue(env, name) }
+
 func oldValue(env Lookup, name string) (string, bool) {
 	ov := oldVariables[name]
 	v, ok := env(name)
@@ -554,12 +628,15 @@ func (r *reader) legacy(raw Lookup, c *Config) {
 		if !ok || value == "" {
 			continue
 		}
-		switch v.Treatment {
+		note, noted := v.NoteFor(value, raw)
+		if !noted {
+			continue
+		}
+		c.Legacy = append(c.Legacy, note)
+		switch note.Treatment {
+		case Refused:
+			r.problem("%s", note.Sentence)
 		case Renamed:
-			if v.when != nil && !v.when(raw) {
-				c.Legacy = append(c.Legacy, LegacyNote{v.Name, Ignored, fmt.Sprintf("%s is ignored: it was %s, and GPU_MODE is not mock; set %s to override the detected count", v.Name, v.Note, v.Replacement)})
-				continue
-			}
 			if nv, set := raw(v.Replacement); set && strings.TrimSpace(nv) != "" {
 				if conv, _ := oldValue(raw, v.Name); conv != strings.TrimSpace(nv) {
 					r.problem("%s and %s disagree; %s is the old name of %s, so set only %s", v.Name, v.Replacement, v.Name, v.Replacement, v.Replacement)
@@ -567,16 +644,6 @@ func (r *reader) legacy(raw Lookup, c *Config) {
 			} else if _, ok := oldValue(raw, v.Name); !ok {
 				r.problem("%s=%q is not valid; set %s instead (%s)", v.Name, value, v.Replacement, v.Note)
 			}
-			c.Legacy = append(c.Legacy, LegacyNote{v.Name, Renamed, v.sentence(value)})
-		case Ignored:
-			c.Legacy = append(c.Legacy, LegacyNote{v.Name, Ignored, v.sentence(value)})
-		case Refused:
-			if v.refuseIf != nil && !v.refuseIf(value) {
-				c.Legacy = append(c.Legacy, LegacyNote{v.Name, Ignored, v.sentence(value)})
-				continue
-			}
-			r.problem("%s", v.sentence(value))
-			c.Legacy = append(c.Legacy, LegacyNote{v.Name, Refused, v.sentence(value)})
 		}
 	}
 	if region := r.str("WORKER_REGION", ""); region != "" {
