@@ -90,7 +90,7 @@ func FromEcosystem(eco *Ecosystem) *Report {
 	var pm2 []string
 	if id := env["MACHINE_ID"]; idSuffix.MatchString(id) {
 		env["MACHINE_ID"] = idSuffix.ReplaceAllString(id, "")
-		pm2 = append(pm2, fmt.Sprintf("MACHINE_ID %s carries the random suffix the old runtime appended at boot; the new MACHINE_ID is %s, stable across restarts.", id, env["MACHINE_ID"]))
+		pm2 = append(pm2, fmt.Sprintf("MACHINE_ID %s carries the random suffix the old runtime appended at boot: the new MACHINE_ID is %s, stable across restarts.", id, env["MACHINE_ID"]))
 	}
 
 	counts := map[string]int{}
@@ -106,8 +106,8 @@ func FromEcosystem(eco *Ecosystem) *Report {
 			}
 			counts[m[1]]++
 			i, _ := strconv.Atoi(m[3])
-			pm2 = append(pm2, fmt.Sprintf("PM2 app %s (%s) → slot %s-worker-%s-%d in the machine's process; %s.",
-				app.Name, restartPolicy(app), env["MACHINE_ID"], m[1], i, "PM2's max_memory_restart has no counterpart for a slot, whose memory is the machine's"))
+			pm2 = append(pm2, fmt.Sprintf("PM2 app %s (%s) → slot %s-worker-%s-%d in the machine's process (PM2's max_memory_restart has no counterpart for a slot, whose memory is the machine's).",
+				app.Name, restartPolicy(app), env["MACHINE_ID"], m[1], i))
 		default:
 			pm2 = append(pm2, fmt.Sprintf("PM2 app %s (%s) → service %s, installed and supervised by the machine: restarts wait 1 s × 1.5ⁿ up to a minute, 10 runs shorter than a minute in a row mark it errored (POST /restart/service brings it back).",
 				app.Name, restartPolicy(app), app.Name))
