@@ -97,3 +97,30 @@ func TestTroubleshootingHasNoStaleEntries(t *testing.T) {
 		}
 	}
 }
+
+var update = flag.Bool("update", false, "rewrite the generated table of docs/migration.md")
+
+// docs/migration.md holds the table of every old variable exactly as core/config classifies
+// them.
+func TestMigrationTableListsEveryOldVariable(t *testing.T) {
+	path := filepath.Join("..", "..", "docs", "migration.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	begin, end := strings.Index(doc, docscheck.TableBegin), strings.Index(doc, docscheck.TableEnd)
+	if begin < 0 || end < begin {
+		t.Fatalf("docs/migration.md lacks the markers %q … %q", docscheck.TableBegin, docscheck.TableEnd)
+	}
+	want := docscheck.TableBegin + "\n" + docscheck.MigrationTable() + docscheck.TableEnd
+	if got := doc[begin : end+len(docscheck.TableEnd)]; got != want {
+		if *update {
+			if err := os.WriteFile(path, []byte(doc[:begin]+want+doc[end+len(docscheck.TableEnd):]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Error("the table of old variables in docs/migration.md is not what core/config says; run go test ./internal/docscheck -run Migration -args -update")
+	}
+}
