@@ -128,7 +128,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	progress(job.Progress{Percent: 80, Message: "saving the image"})
 	var a answer
 	if err := json.Unmarshal(body, &a); err != nil {
-		return job.Result{}, fmt.Errorf("Gemini answered with malformed JSON (%v)", err)
+		return job.Result{}, fmt.Errorf("gemini answered with malformed JSON (%v)", err)
 	}
 	img, mimeType, text, err := a.image()
 	if err != nil {
@@ -160,7 +160,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 // safety stop is permanent; an answer with no image otherwise is worth another try.
 func (a answer) image() ([]byte, string, string, error) {
 	if a.PromptFeedback.BlockReason != "" {
-		return nil, "", "", job.Permanent(fmt.Errorf("Gemini blocked the prompt (%s); change the prompt", a.PromptFeedback.BlockReason))
+		return nil, "", "", job.Permanent(fmt.Errorf("gemini blocked the prompt (%s); change the prompt", a.PromptFeedback.BlockReason))
 	}
 	var texts []string
 	reason := ""
@@ -173,7 +173,7 @@ func (a answer) image() ([]byte, string, string, error) {
 			if part.InlineData != nil && part.InlineData.Data != "" {
 				b, err := base64.StdEncoding.DecodeString(part.InlineData.Data)
 				if err != nil {
-					return nil, "", "", fmt.Errorf("Gemini's image is not base64 (%v)", err)
+					return nil, "", "", fmt.Errorf("gemini's image is not base64 (%v)", err)
 				}
 				return b, part.InlineData.MimeType, strings.Join(texts, "\n"), nil
 			}
@@ -191,9 +191,9 @@ func (a answer) image() ([]byte, string, string, error) {
 	}
 	switch reason {
 	case "SAFETY", "PROHIBITED_CONTENT", "IMAGE_SAFETY", "BLOCKLIST", "RECITATION":
-		return nil, "", "", job.Permanent(fmt.Errorf("Gemini returned no image (finish reason %s); change the prompt", reason))
+		return nil, "", "", job.Permanent(fmt.Errorf("gemini returned no image (finish reason %s); change the prompt", reason))
 	}
-	return nil, "", "", fmt.Errorf("Gemini returned no image (finish reason %q, text %q)", reason, text)
+	return nil, "", "", fmt.Errorf("gemini returned no image (finish reason %q, text %q)", reason, text)
 }
 
 // buildRequest turns a payload into a generateContent request, as the old connector did: a
