@@ -30,7 +30,7 @@ func TestEveryOldVariableIsClassified(t *testing.T) {
 		n++
 		v, ok := config.LookupOld(name)
 		if !ok {
-			t.Errorf("%s: the old runtime read it, but it has no treatment in legacy.go", name)
+			t.Errorf("%s: the old runtime read it, but it has no treatment in legacy_vars.go", name)
 			continue
 		}
 		if v.Note == "" || (v.Treatment == config.Renamed && v.Replacement == "") {
