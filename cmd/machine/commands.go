@@ -108,6 +108,7 @@ func newConfigCmd() *cobra.Command {
 				names = append(names, c.Name)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "configuration is valid: machine %s, connectors %s\n", cfg.MachineID, strings.Join(names, ","))
+			printLegacy(cmd.OutOrStdout(), cfg) // migrate.go
 			return nil
 		},
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/machine"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/browser"
@@ -74,6 +75,14 @@ func install(ctx context.Context, cfg *config.Config, p *plan.Plan, log *slog.Lo
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "Chromium %s at %s\n", b.Version, b.Path)
+	}
+	if bin, err := machine.InstallDaemons(ctx, cfg, p.Services, log); err != nil { // ollama, a1111
+		return err
+	} else if bin != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "Ollama at %s, models %v\n", bin, cfg.Ollama.Models)
+	}
+	if kinds["a1111"] {
+		fmt.Fprintf(cmd.OutOrStdout(), "A1111 installed in %s\n", cfg.A1111.Dir)
 	}
 	return nil
 }

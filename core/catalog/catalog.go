@@ -30,6 +30,9 @@ type Connector struct {
 	// StatusServices are the names shown to the monitor in machine:status
 	// structure.workers[].services (the old runtime's internal service names).
 	StatusServices []string
+	// AutoPerGPU gives a connector that is not pinned to a GPU one slot per GPU (at least one)
+	// for an "auto" count: the old runtime's daemon clients (Ollama) scaled with the GPUs.
+	AutoPerGPU bool
 }
 
 var connectors = map[string]Connector{
@@ -64,6 +67,17 @@ var connectors = map[string]Connector{
 	},
 	"mock": {
 		Name: "mock", JobServices: []string{"mock"}, StatusServices: []string{"mock_test"},
+	},
+	"ollama": {
+		Name: "ollama", JobServices: []string{"ollama", "text_generation", "chat_completion", "embeddings"},
+		Service: &Service{Name: "ollama", BasePort: 11434}, StatusServices: []string{"ollama"}, AutoPerGPU: true,
+	},
+	"gemini": {
+		Name: "gemini", JobServices: []string{"gem-nano-banana"}, StatusServices: []string{"gem-nano-banana"},
+	},
+	"a1111": {
+		Name: "a1111", JobServices: []string{"a1111"}, GPUBound: true,
+		Service: &Service{Name: "a1111", BasePort: 7860, PerGPU: true}, StatusServices: []string{"a1111"},
 	},
 }
 

@@ -97,6 +97,11 @@ type Config struct {
 	HTTPAddr                 string // MACHINE_HTTP_ADDR: the IP address the HTTP server binds
 	HTTPMaxConns             int    // MACHINE_HTTP_MAX_CONNS: connections the HTTP server holds at once
 	AllowUnverifiedDownloads bool   // MACHINE_ALLOW_UNVERIFIED_DOWNLOADS: models without a sha256, over https only
+
+	Ollama Ollama       // the ollama connector and its daemon (workertypes.go)
+	Gemini Gemini       // the gemini connector, gem-nano-banana
+	A1111  A1111        // the a1111 connector and its WebUI instances
+	Legacy []LegacyNote // the old runtime's variables found, and what became of them (legacy.go)
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.

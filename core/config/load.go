@@ -29,7 +29,7 @@ var machineIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 // Load reads and validates the configuration. On failure the error is a Problems value that
 // lists every problem found.
 func Load(env Lookup) (*Config, error) {
-	r := reader{env: env}
+	r := reader{env: withOldNames(env)} // the old runtime's names of a variable count too (legacy.go)
 	c := &Config{}
 
 	host, _ := os.Hostname()
@@ -203,6 +203,9 @@ func Load(env Lookup) (*Config, error) {
 	if c.Simulation.FailureRate < 0 || c.Simulation.FailureRate > 1 {
 		r.problem("WORKER_SIMULATION_FAILURE_RATE %v must be between 0 and 1", c.Simulation.FailureRate)
 	}
+
+	r.workerTypes(c) // ollama, gemini, a1111 (workertypes.go)
+	r.legacy(env, c) // the old runtime's variables: noted, refused or advertised (legacy.go)
 
 	if len(r.problems) > 0 {
 		return nil, r.problems

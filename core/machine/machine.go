@@ -26,8 +26,11 @@ import (
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
+	a1111conn "github.com/emp-job-queue/machine/core/connectors/a1111"
 	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
+	geminiconn "github.com/emp-job-queue/machine/core/connectors/gemini"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
+	ollamaconn "github.com/emp-job-queue/machine/core/connectors/ollama"
 	openaiconn "github.com/emp-job-queue/machine/core/connectors/openai"
 	"github.com/emp-job-queue/machine/core/connectors/playwright"
 	"github.com/emp-job-queue/machine/core/connectors/replicate"
@@ -114,6 +117,17 @@ var factories = map[string]factory{
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity,
 			Assets: storage(c)})
 	},
+	"ollama": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
+		return ollamaconn.New(ollamaconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), DefaultModel: c.Ollama.DefaultModel,
+			Timeout: c.Ollama.Timeout, Assets: storage(c)})
+	},
+	"gemini": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
+		return geminiconn.New(geminiconn.Settings{URL: c.Gemini.URL, APIKey: c.Gemini.APIKey, Timeout: c.Gemini.Timeout,
+			MaxRetries: c.Gemini.MaxRetries, RatePerSec: c.Gemini.RatePerSec, Assets: storage(c)})
+	},
+	"a1111": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
+		return a1111conn.New(a1111conn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Timeout: c.A1111.Timeout, Assets: storage(c)})
+	},
 }
 
 // Runnable lists the connectors this build can run.
@@ -178,6 +192,7 @@ type Machine struct {
 	known       []string                        // connectors run since start, enabled or not
 	browserPath string                          // Chromium, found at boot when a connector needs it
 	browserHome string                          // its profile and HOME, removed at exit unless services are kept
+	daemons     daemons                         // what the Ollama and A1111 installs found (daemons.go)
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
@@ -501,6 +516,9 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 
 // serviceSpec is how the supervisor runs a planned service.
 func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
+	if spec, ok, err := m.daemonSpec(svc); ok { // ollama, a1111 (daemons.go)
+		return spec, err
+	}
 	switch svc.Kind {
 	case "comfyui":
 		return comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs), nil
@@ -571,6 +589,9 @@ func (m *Machine) install(ctx context.Context, services []plan.Service) error {
 			}
 		}
 		m.log.Info("browser found", "path", b.Path, "version", b.Version)
+	}
+	if err := m.installDaemons(ctx, services); err != nil { // ollama, a1111 (daemons.go)
+		return err
 	}
 	if !kinds["comfyui"] {
 		return nil

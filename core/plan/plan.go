@@ -58,6 +58,9 @@ func New(cfg *config.Config) (*Plan, error) {
 			if ct.GPUBound && capacity > 0 {
 				count = capacity
 			}
+			if ct.AutoPerGPU {
+				count = max(1, cfg.GPUCount)
+			}
 		}
 		if ct.GPUBound && capacity > 0 && count > capacity {
 			problems = append(problems, fmt.Sprintf(
@@ -103,14 +106,11 @@ func (p *Plan) addService(cfg *config.Config, ct catalog.Connector, s Slot, shar
 		}
 		shared[svc.Name] = len(p.Services)
 		p.Services = append(p.Services, Service{
-			Name: svc.Name, Kind: svc.Name, GPU: NoGPU, Port: svc.BasePort, Connector: ct.Name, Slots: []string{s.ID},
+			Name: svc.Name, Kind: svc.Name, GPU: NoGPU, Port: basePort(cfg, svc), Connector: ct.Name, Slots: []string{s.ID},
 		})
 		return svc.Name
 	}
-	base := svc.BasePort
-	if svc.Name == "comfyui" {
-		base = cfg.ComfyUIBasePort
-	}
+	base := basePort(cfg, svc)
 	name := fmt.Sprintf("%s-cpu%d", svc.Name, s.Index)
 	if s.GPU != NoGPU {
 		name = fmt.Sprintf("%s-gpu%d", svc.Name, s.GPU)
@@ -122,6 +122,16 @@ func (p *Plan) addService(cfg *config.Config, ct catalog.Connector, s Slot, shar
 		Name: name, Kind: svc.Name, GPU: s.GPU, Port: base + s.Index, Connector: ct.Name, Slots: []string{s.ID},
 	})
 	return name
+}
+
+// basePort is the port of a service's first instance: the configured one where the
+// configuration has a setting for it, else the catalog's.
+func basePort(cfg *config.Config, svc *catalog.Service) int {
+	port := map[string]int{"comfyui": cfg.ComfyUIBasePort, "ollama": cfg.Ollama.BasePort, "a1111": cfg.A1111.BasePort}[svc.Name]
+	if port == 0 {
+		return svc.BasePort
+	}
+	return port
 }
 
 // SlotsFor returns the slots that run the given connector.

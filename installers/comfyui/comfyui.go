@@ -59,7 +59,7 @@ func LoadManifest(path string) (Manifest, error) {
 		if !safeName.MatchString(n.Name) || strings.TrimSpace(cloneURL(n.URL)) == "" {
 			problems = append(problems, fmt.Sprintf("custom node %d needs a plain name and a url (got %q, %q)", i+1, n.Name, installers.Redact(n.URL)))
 		}
-		if err := checkGitArgs(cloneURL(n.URL), n.Branch, n.Commit); err != nil {
+		if err := installers.CheckGitArgs(cloneURL(n.URL), n.Branch, n.Commit); err != nil {
 			problems = append(problems, fmt.Sprintf("custom node %d (%s): %v", i+1, n.Name, err))
 		}
 	}
@@ -211,63 +211,9 @@ func (in Install) writeEnv(dir string, env map[string]string) error {
 	return os.WriteFile(filepath.Join(dir, ".env"), []byte(b.String()), 0o600)
 }
 
-// gitEnv is what git runs with on top of the stripped environment: it never waits for a
-// password on a terminal, and speaks only the usual transports (not ext::, which runs commands).
-var gitEnv = []string{"GIT_TERMINAL_PROMPT=0", "GIT_ALLOW_PROTOCOL=https:http:ssh:git:file"}
-
-// checkGitArgs refuses a URL, branch or commit that git would read as an option.
-func checkGitArgs(url, branch, commit string) error {
-	for _, a := range []struct{ what, v string }{{"url", url}, {"branch", branch}, {"commit", commit}} {
-		if strings.HasPrefix(strings.TrimSpace(a.v), "-") {
-			return fmt.Errorf("%s %q starts with '-', which git would take for an option; give a plain %s", a.what, installers.Redact(a.v), a.what)
-		}
-	}
-	return nil
-}
-
-// gitCheckout puts url at branch/commit in dir: a fresh clone lands in a temporary directory
-// and is renamed into place, so a failed clone never leaves a half checkout behind.
+// gitCheckout puts url at branch/commit in dir (installers.GitCheckout).
 func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive bool) error {
-	if err := checkGitArgs(url, branch, commit); err != nil {
-		return err
-	}
-	if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
-		if err := installers.Command(ctx, dir, gitEnv, "git", "fetch", "--quiet", "origin"); err != nil {
-			return err
-		}
-		ref := commit
-		if ref == "" && branch != "" {
-			ref = "origin/" + branch
-		}
-		if ref == "" {
-			return nil
-		}
-		return installers.Command(ctx, dir, gitEnv, "git", "checkout", "--quiet", "--force", ref, "--")
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return err
-	}
-	tmp := dir + ".cloning"
-	_ = os.RemoveAll(tmp)
-	args := []string{"clone", "--quiet"}
-	if recursive {
-		args = append(args, "--recursive")
-	}
-	if branch != "" {
-		args = append(args, "--branch="+branch)
-	}
-	if err := installers.Command(ctx, "", gitEnv, "git", append(args, "--", url, tmp)...); err != nil {
-		_ = os.RemoveAll(tmp)
-		return err
-	}
-	if commit != "" {
-		if err := installers.Command(ctx, tmp, gitEnv, "git", "checkout", "--quiet", commit, "--"); err != nil {
-			_ = os.RemoveAll(tmp)
-			return fmt.Errorf("commit %s of %s: %w", commit, installers.Redact(url), err)
-		}
-	}
-	_ = os.RemoveAll(dir)
-	return os.Rename(tmp, dir)
+	return installers.GitCheckout(ctx, url, branch, commit, dir, recursive)
 }
 
 // ServiceSpec is how the supervisor runs the ComfyUI instance of a planned service:
