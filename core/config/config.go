@@ -92,6 +92,8 @@ type Config struct {
 	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL
 	RunPod    RemoteAPI // RUNPOD_API_KEY(_FILE), RUNPOD_BASE_URL, RUNPOD_ENDPOINT_ID
 	Assets    Assets    // where jobs' outputs are stored
+
+	Demand Demand // the autoscaler and the model cache (demand.go)
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.

@@ -203,6 +203,8 @@ func Load(env Lookup) (*Config, error) {
 		r.problem("WORKER_SIMULATION_FAILURE_RATE %v must be between 0 and 1", c.Simulation.FailureRate)
 	}
 
+	r.demand(c)
+
 	if len(r.problems) > 0 {
 		return nil, r.problems
 	}
