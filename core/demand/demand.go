@@ -20,6 +20,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,7 +69,8 @@ func (p *Params) defaults() {
 
 // Tracker is the rolling view. Its methods are safe for concurrent use.
 type Tracker struct {
-	p Params // immutable after New
+	p        Params // immutable after New
+	observed atomic.Uint64
 
 	mu        sync.Mutex
 	jobs      map[string]entry // pending jobs known, by id
@@ -152,6 +154,7 @@ type message struct {
 // Observe applies one broker message. Oversize or malformed messages are ignored: the
 // reconciliation accounts for their jobs.
 func (t *Tracker) Observe(channel string, payload []byte) {
+	defer t.observed.Add(1)
 	if len(payload) > MaxPayloadBytes+64<<10 {
 		return
 	}
@@ -247,6 +250,10 @@ func (t *Tracker) forget(id string) {
 		}
 	}
 }
+
+// Observed counts the messages Observe was given: how a caller (the simulation, a test)
+// knows the tracker has caught up with what it published.
+func (t *Tracker) Observed() uint64 { return t.observed.Load() }
 
 // Reconcile repairs the view against Redis at bounded cost (see the package comment).
 func (t *Tracker) Reconcile(ctx context.Context) error {

@@ -56,7 +56,7 @@ type Params struct {
 	Policy       Policy
 	Client       *http.Client
 	MaxDownloads int           // prefetch downloads at once (the bandwidth bound); 2
-	HalfLife     time.Duration // of the use count; 1 hour
+	HalfLife     time.Duration // of the use count; 10 minutes
 	Now          func() time.Time
 	Log          *slog.Logger
 }
@@ -106,7 +106,7 @@ func New(p Params) (*Cache, error) {
 		p.MaxDownloads = 2
 	}
 	if p.HalfLife <= 0 {
-		p.HalfLife = time.Hour
+		p.HalfLife = 10 * time.Minute // short enough to follow a shift of demand
 	}
 	if p.Budget <= 0 {
 		return nil, fmt.Errorf("the model cache needs a disk budget: set MACHINE_MODEL_CACHE_GB to the GB it may use, e.g. 200")
@@ -173,6 +173,11 @@ func (c *Cache) Ensure(ctx context.Context, name string, progress func(done, tot
 			release()
 			return "", nil, err
 		}
+		c.mu.Lock()
+		if it := c.items[name]; it != nil {
+			c.touch(it) // a use like any other: a model just fetched for a job is not the first to go
+		}
+		c.mu.Unlock()
 	}
 	return c.path(m), release, nil
 }
@@ -201,8 +206,9 @@ func (c *Cache) keep(name string, it *item, now time.Time) float64 {
 	if c.p.Demand != nil {
 		demand = c.p.Demand.ModelScore(name)
 	}
-	gb := max(float64(it.model.Size)/(1<<30), 1.0/1024)
-	return (c.decayedUses(it, now) + 4*demand) / math.Sqrt(gb)
+	// Size relative to the budget: only the ratio between models matters.
+	rel := float64(it.model.Size) / float64(c.p.Budget)
+	return (c.decayedUses(it, now) + 4*demand) / math.Sqrt(rel)
 }
 
 // load downloads m unless it is on disk, waiting for a download already under way. Room is
