@@ -102,6 +102,8 @@ type Config struct {
 	Gemini Gemini       // the gemini connector, gem-nano-banana
 	A1111  A1111        // the a1111 connector and its WebUI instances
 	Legacy []LegacyNote // the old runtime's variables found, and what became of them (legacy.go)
+
+	Demand Demand // the autoscaler and the model cache (demand.go)
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.

@@ -206,6 +206,7 @@ func Load(env Lookup) (*Config, error) {
 
 	r.workerTypes(c) // ollama, gemini, a1111 (workertypes.go)
 	r.legacy(env, c) // the old runtime's variables: noted, refused or advertised (legacy.go)
+	r.demand(c)
 
 	if len(r.problems) > 0 {
 		return nil, r.problems
