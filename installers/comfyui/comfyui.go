@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -209,6 +210,9 @@ func (in Install) writeEnv(dir string, env map[string]string) error {
 // and is renamed into place, so a failed clone never leaves a half checkout behind.
 func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive bool) error {
 	if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
+		if commit != "" && atCommit(ctx, dir, commit) {
+			return nil // a baked image, a fresh marker directory: nothing to fetch
+		}
 		if err := installers.Command(ctx, dir, nil, "git", "fetch", "--quiet", "origin"); err != nil {
 			return err
 		}
@@ -245,6 +249,19 @@ func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive
 	}
 	_ = os.RemoveAll(dir)
 	return os.Rename(tmp, dir)
+}
+
+// atCommit reports whether the checkout in dir is already at commit (a full or short hash).
+func atCommit(ctx context.Context, dir, commit string) bool {
+	rev := func(ref string) string {
+		out, err := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "--verify", "--quiet", ref).Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
+	}
+	head := rev("HEAD")
+	return head != "" && head == rev(commit+"^{commit}")
 }
 
 // ServiceSpec is how the supervisor runs the ComfyUI instance of a planned service:
