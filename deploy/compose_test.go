@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/deploy"
+	"github.com/emp-job-queue/machine/internal/dockerfile"
 )
 
 const repoRoot = ".."
@@ -58,17 +58,34 @@ func loadCompose(t *testing.T) composeFile {
 	return c
 }
 
-// dockerStages are the stage names of the Dockerfile.
-func dockerStages(t *testing.T) []string {
+func loadDockerfile(t *testing.T) *dockerfile.File {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, m := range regexp.MustCompile(`(?m)^FROM \S+ AS (\S+)$`).FindAllSubmatch(data, -1) {
-		out = append(out, string(m[1]))
+	d, err := dockerfile.Parse(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return d
+}
+
+// dockerStages are the stage names of the Dockerfile.
+func dockerStages(t *testing.T) []string { return loadDockerfile(t).StageNames() }
+
+// imageEnv is the environment an image target's ENV gives the machine.
+func imageEnv(t *testing.T, target string) map[string]string {
+	t.Helper()
+	s := loadDockerfile(t).Stage(target)
+	if s == nil {
+		t.Fatalf("no Dockerfile stage %q", target)
+	}
+	env := map[string]string{}
+	for k, v := range s.Env {
+		env[k] = v
+	}
+	return env
 }
 
 // The local stack: Redis that never evicts, machines whose env file and overrides make a valid
@@ -97,9 +114,13 @@ func TestComposeStack(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: env_file: %v", name, err)
 		}
-		env, err := deploy.ParseEnv(data)
+		fileEnv, err := deploy.ParseEnv(data)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
+		}
+		env := imageEnv(t, s.Build.Target)
+		for k, v := range fileEnv {
+			env[k] = v
 		}
 		for k, v := range s.Environment {
 			env[k] = v

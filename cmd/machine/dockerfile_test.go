@@ -12,6 +12,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/installers/layer"
+	"github.com/emp-job-queue/machine/internal/dockerfile"
 )
 
 const repoRoot = "../.."
@@ -31,8 +32,8 @@ func sortedTargets() []string {
 }
 
 // dockerPath is the PATH a stage's commands see: the stage's ENV, else Docker's default.
-func dockerPath(s *stageState) []string {
-	p := s.env["PATH"]
+func dockerPath(s *dockerfile.Stage) []string {
+	p := s.Env["PATH"]
 	if p == "" {
 		p = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
@@ -40,41 +41,41 @@ func dockerPath(s *stageState) []string {
 }
 
 // checkDockerfile lists every problem of the Dockerfile, one sentence each.
-func checkDockerfile(d *dockerfile, root string) []string {
+func checkDockerfile(d *dockerfile.File, root string) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	pins := map[string]string{"GO_VERSION": `^\d+\.\d+(\.\d+)?$`, "DEBIAN_IMAGE": `^debian:[a-z]+`, "CUDA_VERSION": `^\d+-\d+$`,
 		"COMFYUI_COMMIT": `^[0-9a-f]{40}$`, "P5_VERSION": `^\d+\.\d+\.\d+$`, "P5_SHA256": `^[0-9a-f]{64}$`}
 	for arg, pattern := range pins {
-		if v := d.metaArgs[arg]; !regexp.MustCompile(pattern).MatchString(v) {
+		if v := d.MetaArgs[arg]; !regexp.MustCompile(pattern).MatchString(v) {
 			bad("build arg %s=%q is not pinned (want %s)", arg, v, pattern)
 		}
 	}
 	goMod, _ := os.ReadFile(filepath.Join(root, "go.mod"))
-	if m := regexp.MustCompile(`(?m)^go (\S+)`).FindSubmatch(goMod); m == nil || d.metaArgs["GO_VERSION"] != string(m[1]) {
-		bad("GO_VERSION %q is not go.mod's go version", d.metaArgs["GO_VERSION"])
+	if m := regexp.MustCompile(`(?m)^go (\S+)`).FindSubmatch(goMod); m == nil || d.MetaArgs["GO_VERSION"] != string(m[1]) {
+		bad("GO_VERSION %q is not go.mod's go version", d.MetaArgs["GO_VERSION"])
 	}
-	builder := d.stage("builder")
-	if builder == nil || !strings.HasPrefix(builder.from, "golang:"+d.metaArgs["GO_VERSION"]+"-") {
+	builder := d.Stage("builder")
+	if builder == nil || !strings.HasPrefix(builder.From, "golang:"+d.MetaArgs["GO_VERSION"]+"-") {
 		bad("the builder stage must be FROM golang:${GO_VERSION}-…")
-	} else if !slices.ContainsFunc(builder.runs, func(r string) bool {
+	} else if !slices.ContainsFunc(builder.Runs, func(r string) bool {
 		return strings.Contains(r, "CGO_ENABLED=1") && strings.Contains(r, "-o /out/machine ./cmd/machine")
 	}) {
 		bad("the builder does not build ./cmd/machine with cgo (the NVML source needs it)")
 	}
-	if len(d.stages) == 0 || d.stages[len(d.stages)-1].name != "unified" {
-		bad("the last stage must be unified, so a plain docker build builds it; stages are %v", d.stageNames())
+	if len(d.Stages) == 0 || d.Stages[len(d.Stages)-1].Name != "unified" {
+		bad("the last stage must be unified, so a plain docker build builds it; stages are %v", d.StageNames())
 	}
-	for _, s := range d.stages {
-		for _, src := range s.sources {
+	for _, s := range d.Stages {
+		for _, src := range s.Sources {
 			if _, err := os.Stat(filepath.Join(root, src)); err != nil {
-				bad("stage %s copies %s, which is not in the build context", s.name, src)
+				bad("stage %s copies %s, which is not in the build context", s.Name, src)
 			}
 		}
 	}
 	for _, t := range sortedTargets() {
-		s := d.stage(t)
+		s := d.Stage(t)
 		if s == nil {
 			bad("no stage %s (the targets are %v)", t, sortedTargets())
 			continue
@@ -85,60 +86,60 @@ func checkDockerfile(d *dockerfile, root string) []string {
 }
 
 // checkTarget checks what one target's image holds.
-func checkTarget(d *dockerfile, s *stageState) []string {
+func checkTarget(d *dockerfile.File, s *dockerfile.Stage) []string {
 	var problems []string
 	bad := func(format string, args ...any) {
-		problems = append(problems, s.name+": "+fmt.Sprintf(format, args...))
+		problems = append(problems, s.Name+": "+fmt.Sprintf(format, args...))
 	}
-	if !strings.Contains(s.from, ":") && len(s.ancestorsOf) == 0 {
-		bad("FROM %s names no earlier stage and no tagged image", s.from)
+	if !strings.Contains(s.From, ":") && len(s.Ancestors) == 0 {
+		bad("FROM %s names no earlier stage and no tagged image", s.From)
 	}
-	cuda := s.name == "base" || slices.Contains(s.ancestorsOf, "base") ||
-		slices.ContainsFunc(s.runs, func(r string) bool { return strings.Contains(r, "cuda") })
-	if s.name == "api" && cuda {
+	cuda := s.Name == "base" || slices.Contains(s.Ancestors, "base") ||
+		slices.ContainsFunc(s.Runs, func(r string) bool { return strings.Contains(r, "cuda") })
+	if s.Name == "api" && cuda {
 		bad("the api image must not carry CUDA, yet it is built from base")
 	}
-	if s.name != "api" && !cuda {
+	if s.Name != "api" && !cuda {
 		bad("a GPU image must be built from base (the CUDA runtime)")
 	}
-	if s.name == "base" {
-		if !slices.ContainsFunc(s.runs, func(r string) bool { return strings.Contains(r, "cuda-cudart-"+d.metaArgs["CUDA_VERSION"]) }) {
+	if s.Name == "base" {
+		if !slices.ContainsFunc(s.Runs, func(r string) bool { return strings.Contains(r, "cuda-cudart-"+d.MetaArgs["CUDA_VERSION"]) }) {
 			bad("installs no cuda-cudart-${CUDA_VERSION}")
 		}
-		if !strings.Contains(s.env["NVIDIA_DRIVER_CAPABILITIES"], "utility") || s.env["NVIDIA_VISIBLE_DEVICES"] == "" {
+		if !strings.Contains(s.Env["NVIDIA_DRIVER_CAPABILITIES"], "utility") || s.Env["NVIDIA_VISIBLE_DEVICES"] == "" {
 			bad("NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES (with utility, for NVML) must be set")
 		}
 	}
-	if s.user != "machine" || !slices.Contains(s.users, "machine") {
-		bad("runs as %q; services must run as the unprivileged user machine, created with useradd", s.user)
+	if s.User != "machine" || !slices.Contains(s.Users, "machine") {
+		bad("runs as %q; services must run as the unprivileged user machine, created with useradd", s.User)
 	}
-	if strings.Join(s.health, " ") != "CMD /usr/local/bin/machine health" {
-		bad("HEALTHCHECK is %v; it must run /usr/local/bin/machine health (exec form)", s.health)
+	if strings.Join(s.Health, " ") != "CMD /usr/local/bin/machine health" {
+		bad("HEALTHCHECK is %v; it must run /usr/local/bin/machine health (exec form)", s.Health)
 	}
-	if s.stopSignal != "SIGTERM" {
-		bad("STOPSIGNAL is %q; SIGTERM drains the machine", s.stopSignal)
+	if s.StopSignal != "SIGTERM" {
+		bad("STOPSIGNAL is %q; SIGTERM drains the machine", s.StopSignal)
 	}
-	if strings.Join(s.entrypoint, " ") != "/usr/bin/tini -- /usr/local/bin/machine" {
-		bad("ENTRYPOINT is %v; want tini forwarding signals to /usr/local/bin/machine", s.entrypoint)
+	if strings.Join(s.Entrypoint, " ") != "/usr/bin/tini -- /usr/local/bin/machine" {
+		bad("ENTRYPOINT is %v; want tini forwarding signals to /usr/local/bin/machine", s.Entrypoint)
 	}
-	if !slices.Contains(s.expose, s.env["MACHINE_HEALTH_PORT"]) {
-		bad("EXPOSE %v does not include MACHINE_HEALTH_PORT %s", s.expose, s.env["MACHINE_HEALTH_PORT"])
+	if !slices.Contains(s.Expose, s.Env["MACHINE_HEALTH_PORT"]) {
+		bad("EXPOSE %v does not include MACHINE_HEALTH_PORT %s", s.Expose, s.Env["MACHINE_HEALTH_PORT"])
 	}
 	var have []string
-	for l := range s.layers {
+	for l := range s.Layers {
 		have = append(have, l)
 	}
 	slices.Sort(have)
-	want := slices.Clone(imageTargets[s.name])
+	want := slices.Clone(imageTargets[s.Name])
 	slices.Sort(want)
 	if !slices.Equal(have, want) {
 		bad("installs layers %v, want %v", have, want)
 	}
-	for _, c := range s.installs {
+	for _, c := range s.Installs {
 		problems = append(problems, checkInstall(s, c)...)
 	}
 
-	cfg, err := config.Load(func(k string) (string, bool) { v, ok := s.env[k]; return v, ok })
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := s.Env[k]; return v, ok })
 	if err != nil {
 		bad("the image's environment is not a valid configuration: %v", err)
 		return problems
@@ -146,17 +147,17 @@ func checkTarget(d *dockerfile, s *stageState) []string {
 	writable := map[string]string{"MACHINE_WORKSPACE": cfg.Workspace, "MACHINE_RUN_DIR": cfg.RunDir, "MACHINE_LOG_DIR": cfg.LogDir,
 		"MACHINE_CACHE_DIR": cfg.CacheDir, "MACHINE_ASSET_DIR": cfg.Assets.Dir}
 	readable := map[string]string{"the binary": "/usr/local/bin/machine", "the console link": "/usr/local/bin/console"}
-	if s.layers["comfyui"] {
+	if s.Layers["comfyui"] {
 		writable["COMFYUI_DIR"] = cfg.ComfyUI.Dir
 		readable["COMFYUI_MANIFEST"] = cfg.ComfyUI.Manifest
-		if cfg.ComfyUI.Commit != d.metaArgs["COMFYUI_COMMIT"] {
-			bad("COMFYUI_COMMIT at run time is %q, not the build arg %q: boot would install another ComfyUI", cfg.ComfyUI.Commit, d.metaArgs["COMFYUI_COMMIT"])
+		if cfg.ComfyUI.Commit != d.MetaArgs["COMFYUI_COMMIT"] {
+			bad("COMFYUI_COMMIT at run time is %q, not the build arg %q: boot would install another ComfyUI", cfg.ComfyUI.Commit, d.MetaArgs["COMFYUI_COMMIT"])
 		}
 	}
-	if s.layers["p5"] {
+	if s.Layers["p5"] {
 		readable["PLAYWRIGHT_P5_JS"] = cfg.P5JS
 	}
-	if s.layers["browser"] {
+	if s.Layers["browser"] {
 		readable["chromium"] = "/usr/bin/chromium"
 	}
 	for _, dir := range []string{"/usr/bin", "/usr/local/bin"} {
@@ -165,16 +166,16 @@ func checkTarget(d *dockerfile, s *stageState) []string {
 		}
 	}
 	for what, p := range readable {
-		if _, ok := s.owner[path.Clean(p)]; p == "" || !ok {
+		if _, ok := s.Owner[path.Clean(p)]; p == "" || !ok {
 			bad("%s (%q) is not created in the image", what, p)
 		}
 	}
 	for what, p := range writable {
-		if _, ok := s.owner[path.Clean(p)]; !path.IsAbs(p) || !ok {
+		if _, ok := s.Owner[path.Clean(p)]; !path.IsAbs(p) || !ok {
 			bad("%s (%q) is not created in the image", what, p)
 			continue
 		}
-		for q, owner := range s.owner {
+		for q, owner := range s.Owner {
 			if (q == path.Clean(p) || strings.HasPrefix(q, path.Clean(p)+"/")) && owner != "machine" {
 				bad("%s: %s belongs to %s; the machine user must own what it writes (chown -R machine:machine in the same RUN)", what, q, owner)
 			}
@@ -184,39 +185,39 @@ func checkTarget(d *dockerfile, s *stageState) []string {
 }
 
 // checkInstall checks one `machine install` call against the real command's flags.
-func checkInstall(s *stageState, c installCall) []string {
+func checkInstall(s *dockerfile.Stage, c dockerfile.Install) []string {
 	var problems []string
 	bad := func(format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("%s: machine %s: ", s.name, strings.Join(c.args, " "))+fmt.Sprintf(format, args...))
+		problems = append(problems, fmt.Sprintf("%s: machine %s: ", s.Name, strings.Join(c.Args, " "))+fmt.Sprintf(format, args...))
 	}
-	if c.stage != s.name {
+	if c.Stage != s.Name {
 		return nil // checked in its own stage
 	}
 	cmd := newInstallCmd()
-	if err := cmd.ParseFlags(c.args[1:]); err != nil {
+	if err := cmd.ParseFlags(c.Args[1:]); err != nil {
 		bad("%v", err)
 		return problems
 	}
-	layers, err := layer.Parse(c.flag("layer"))
+	layers, err := layer.Parse(c.Flag("layer"))
 	if err != nil {
 		bad("%v", err)
 	}
-	if slices.Contains(c.args, "--apt") && c.user != "root" {
-		bad("--apt needs root, but the stage runs it as %s", c.user)
+	if slices.Contains(c.Args, "--apt") && c.User != "root" {
+		bad("--apt needs root, but the stage runs it as %s", c.User)
 	}
-	if slices.Contains(layers, layer.P5) && (c.flag("from") == "" || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(c.flag("sha256"))) {
+	if slices.Contains(layers, layer.P5) && (c.Flag("from") == "" || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(c.Flag("sha256"))) {
 		bad("the p5 layer needs --from and a --sha256 that pins it")
 	}
 	return problems
 }
 
-func loadDockerfile(t *testing.T) (*dockerfile, []byte) {
+func loadDockerfile(t *testing.T) (*dockerfile.File, []byte) {
 	t.Helper()
-	src, err := readDockerfile(repoRoot)
+	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := parseDockerfile(src)
+	d, err := dockerfile.Parse(src)
 	if err != nil {
 		t.Fatalf("BuildKit cannot parse the Dockerfile: %v", err)
 	}
@@ -255,7 +256,7 @@ func TestDockerfileCheckCatchesBreakage(t *testing.T) {
 			if !strings.Contains(string(src), m.old) {
 				t.Fatalf("the Dockerfile no longer contains %q; update this mutation", m.old)
 			}
-			d, err := parseDockerfile([]byte(strings.Replace(string(src), m.old, m.new, 1)))
+			d, err := dockerfile.Parse([]byte(strings.Replace(string(src), m.old, m.new, 1)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -302,8 +303,8 @@ func TestImageTargetsInMakefileAndBake(t *testing.T) {
 	d, _ := loadDockerfile(t)
 	for _, arg := range []string{"GO_VERSION", "CUDA_VERSION", "COMFYUI_COMMIT", "P5_VERSION", "P5_SHA256"} {
 		v := regexp.MustCompile(`variable "` + arg + `" \{ default = "([^"]*)" \}`).FindSubmatch(bake)
-		if v == nil || string(v[1]) != d.metaArgs[arg] {
-			t.Errorf("docker-bake.hcl's %s differs from the Dockerfile's %q", arg, d.metaArgs[arg])
+		if v == nil || string(v[1]) != d.MetaArgs[arg] {
+			t.Errorf("docker-bake.hcl's %s differs from the Dockerfile's %q", arg, d.MetaArgs[arg])
 		}
 	}
 }

@@ -63,19 +63,19 @@ func localComfyUI(t *testing.T) (string, string) {
 // skipped.
 func TestDockerfileLayerCommandsRunNatively(t *testing.T) {
 	d, _ := loadDockerfile(t)
-	unified := d.stage("unified")
-	if unified == nil || len(unified.installs) == 0 {
+	unified := d.Stage("unified")
+	if unified == nil || len(unified.Installs) == 0 {
 		t.Fatal("the unified stage installs nothing")
 	}
 	root := t.TempDir()
 	repo, commit := localComfyUI(t)
 	p5, p5sum := p5Package(t)
 	env := map[string]string{}
-	for k, v := range unified.env {
+	for k, v := range unified.Env {
 		switch {
 		case k == "PATH" || k == "LD_LIBRARY_PATH" || strings.HasPrefix(k, "NVIDIA_"):
-		case unified.copied[v] != "":
-			env[k], _ = filepath.Abs(filepath.Join(repoRoot, unified.copied[v]))
+		case unified.Copied[v] != "":
+			env[k], _ = filepath.Abs(filepath.Join(repoRoot, unified.Copied[v]))
 		case filepath.IsAbs(v):
 			env[k] = filepath.Join(root, v)
 		default:
@@ -86,8 +86,8 @@ func TestDockerfileLayerCommandsRunNatively(t *testing.T) {
 
 	runAll := func() string {
 		var logs strings.Builder
-		for _, c := range unified.installs {
-			args := append([]string(nil), c.args...)
+		for _, c := range unified.Installs {
+			args := append([]string(nil), c.Args...)
 			for i := range args {
 				switch {
 				case i > 0 && args[i-1] == "--from":
@@ -100,14 +100,14 @@ func TestDockerfileLayerCommandsRunNatively(t *testing.T) {
 			for k, v := range env {
 				callEnv[k] = v
 			}
-			for _, kv := range c.env {
+			for _, kv := range c.Env {
 				k, v, _ := strings.Cut(kv, "=")
 				callEnv[k] = v
 			}
 			cmd := command(callEnv, args...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
-				t.Fatalf("machine %s (stage %s): %v\n%s", strings.Join(args, " "), c.stage, err, out)
+				t.Fatalf("machine %s (stage %s): %v\n%s", strings.Join(args, " "), c.Stage, err, out)
 			}
 			logs.Write(out)
 		}

@@ -7,6 +7,7 @@
 //	machine submit …          write jobs exactly as the API does
 //	machine config validate   check the configuration, listing every problem
 //	machine health            exit 0 when the running machine's /health says healthy
+//	machine drain [--wait]    stop claiming (a Kubernetes preStop hook)
 //	machine version
 package main
 
@@ -59,7 +60,7 @@ embedded broker and simulated GPUs, so it runs anywhere.`,
 		},
 	}
 	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
-	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), &cobra.Command{
+	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), newDrainCmd(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
 	})
