@@ -44,7 +44,15 @@ func main() {
 	samples := flag.Int("samples", 200, "pickup latency samples")
 	jobs := flag.Int("jobs", 20000, "jobs per throughput run")
 	idleConsole := flag.String("idle-console", "", "internal: run an attached console on this socket for 15 s")
+	only := flag.String("only", "", "run one section only: install")
 	flag.Parse()
+	if *only == "install" {
+		if err := runInstallOnly(*bin); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *idleConsole != "" {
 		if err := runIdleConsole(*idleConsole); err != nil {
 			fmt.Fprintln(os.Stderr, "bench console:", err)
@@ -136,11 +144,22 @@ func run(bin string, samples, jobs int) error {
 	}
 	rows = append(rows, consoleRows...)
 
+	fmt.Fprintln(os.Stderr, "install: full stack from local sources, fresh and re-run …")
+	installRows, err := installBench(bin, dir)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, installRows...)
+
 	fmt.Fprintln(os.Stderr, "GPU sampler cost at 8 GPUs …")
 	tick, gpuOnly := samplerCost(ctx)
 	rows = append(rows, row{"GPU sampler at 1 Hz, 8 GPUs (fake) + host + gauges", fmt.Sprintf("%.3f %% of a core", tick.Seconds()*100),
 		fmt.Sprintf("%.1f µs a tick (GPU reads alone)", float64(gpuOnly.Nanoseconds())/1000), fmt.Sprintf("%.0f µs CPU a tick", float64(tick.Microseconds())), "< 0.5 % of a core"})
 
+	return printRows(rows)
+}
+
+func printRows(rows []row) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tVALUE\tBASELINE (same run)\tRATIO\tGOAL")
 	for _, r := range rows {
