@@ -196,6 +196,7 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		cfg: cfg, log: log, version: opts.Version, gpus: gpus,
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
+	m.metrics.ObserveState(m.store.Snapshot)
 	m.cur.Store(&layout{cfg: cfg, plan: p})
 	for _, c := range cfg.Connectors {
 		m.known = append(m.known, c.Name)
