@@ -36,7 +36,9 @@ func monitoredMetrics(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d struct{ Panels []struct{ Targets []struct{ Expr string } } }
+	var d struct {
+		Panels []struct{ Targets []struct{ Expr string } }
+	}
 	if err := json.Unmarshal(data, &d); err != nil {
 		t.Fatal(err)
 	}

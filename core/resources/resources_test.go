@@ -83,7 +83,7 @@ func TestCalculate(t *testing.T) {
 		{name: "a busy browser on one core", env: map[string]string{"WORKER_CONNECTORS": "playwright:4", "PLAYWRIGHT_MAX_TABS": "4"},
 			box: box(func(b *resources.Box) { b.CPUCores = 1 }), warnings: []string{"keeps about 3.5 cores busy but the box has 1.0 cores"}},
 		{name: "a port in use, simulated GPUs, no manifest", env: map[string]string{"WORKER_CONNECTORS": "comfyui"},
-			box: box(func(b *resources.Box) { b.Simulated = true; b.PortFree = func(p int) bool { return p != 8189 } }),
+			box:      box(func(b *resources.Box) { b.Simulated = true; b.PortFree = func(p int) bool { return p != 8189 } }),
 			warnings: []string{"port 8189 (comfyui-gpu1) is in use", "the GPUs are simulated", "no COMFYUI_MANIFEST"}},
 		{name: "close to a GPU's memory", env: map[string]string{"WORKER_CONNECTORS": "comfyui"}, models: flux,
 			box: box(func(b *resources.Box) { b.GPUMemoryMB = []float64{19 * gib, 19 * gib} }), warnings: []string{"GPU 0: comfyui-gpu0 need about 18.4 GB of its 19.0 GB"}},
