@@ -38,7 +38,7 @@ func EnsurePackages(ctx context.Context, pkgs []string, allowApt bool) error {
 	}
 	list := strings.Join(missing, " ")
 	if !allowApt {
-		return fmt.Errorf("Debian packages %s are not installed; install them (apt-get install -y %s) or pass --apt to let the machine do it", list, list)
+		return fmt.Errorf("the Debian packages %s are not installed; install them (apt-get install -y %s) or pass --apt to let the machine do it", list, list)
 	}
 	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	if err := Command(ctx, "", env, "apt-get", "update", "-qq"); err != nil {
