@@ -100,7 +100,10 @@ func TestComposeStack(t *testing.T) {
 	machines := 0
 	ids, ports := map[string]bool{}, map[string]bool{}
 	for name, s := range c.Services {
-		if s.Build == nil {
+		if s.Build != nil && s.Image != "" && !strings.HasSuffix(s.Image, ":"+s.Build.Target) {
+			t.Errorf("%s: image %s is not named after its target %s", name, s.Image, s.Build.Target)
+		}
+		if s.EnvFile == "" {
 			continue
 		}
 		machines++
