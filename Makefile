@@ -5,7 +5,12 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test bench chaos screenshots deps-test
+.PHONY: build run test bench chaos screenshots deps-test images
+
+# The Dockerfile's targets (README, "Deploy"); `make image-comfyui` builds one, `make images` all.
+IMAGE_TARGETS := api base comfyui browser unified
+IMAGE         ?= machine
+.PHONY: $(addprefix image-,$(IMAGE_TARGETS))
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/machine ./cmd/machine
@@ -35,6 +40,14 @@ chaos: deps-test build
 ## screenshots: PNGs of the console's screens, from a real in-process machine
 screenshots:
 	$(GO) run ./cmd/screenshots -out screenshots
+
+## image-<target>: one target of the Dockerfile (api, base, comfyui, browser, unified), tagged $(IMAGE):<target>
+$(addprefix image-,$(IMAGE_TARGETS)): image-%:
+	docker build --target $* --build-arg VERSION=$(VERSION) -t $(IMAGE):$* .
+
+## images: every target, with docker buildx bake (docker-bake.hcl)
+images:
+	VERSION=$(VERSION) docker buildx bake all
 
 deps-test:
 	@command -v redis-server >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \

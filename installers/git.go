@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/emp-job-queue/machine/internal/childenv"
 )
 
 // gitEnv is what git runs with on top of the stripped environment: it never waits for a
@@ -30,6 +33,9 @@ func GitCheckout(ctx context.Context, url, branch, commit, dir string, recursive
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
+		if commit != "" && atCommit(ctx, dir, commit) {
+			return nil // a baked image, a fresh marker directory: nothing to fetch
+		}
 		if err := Command(ctx, dir, gitEnv, "git", "fetch", "--quiet", "origin"); err != nil {
 			return err
 		}
@@ -66,4 +72,19 @@ func GitCheckout(ctx context.Context, url, branch, commit, dir string, recursive
 	}
 	_ = os.RemoveAll(dir)
 	return os.Rename(tmp, dir)
+}
+
+// atCommit reports whether the checkout in dir is already at commit (a full or short hash).
+func atCommit(ctx context.Context, dir, commit string) bool {
+	rev := func(ref string) string {
+		cmd := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "--verify", "--quiet", ref)
+		cmd.Env = childenv.Base(gitEnv...)
+		out, err := cmd.Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
+	}
+	head := rev("HEAD")
+	return head != "" && head == rev(commit+"^{commit}")
 }

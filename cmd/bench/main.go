@@ -65,7 +65,7 @@ func main() {
 }
 
 // sections are the parts of the bench -only can pick.
-var sections = []string{"pickup", "throughput", "claim", "services", "console", "sampler"}
+var sections = []string{"pickup", "throughput", "claim", "services", "console", "sampler", "accounting", "install"}
 
 // pick returns which sections to run.
 func pick(only string) (func(string) bool, error) {
@@ -173,13 +173,28 @@ func run(bin string, samples, jobs int, want func(string) bool) error {
 			fmt.Sprintf("%.1f µs a tick (GPU reads alone)", float64(gpuOnly.Nanoseconds())/1000), fmt.Sprintf("%.0f µs CPU a tick", float64(tick.Microseconds())), "< 0.5 % of a core"})
 	}
 
-	fmt.Fprintln(os.Stderr, "job accounting cost at 8 GPUs and 32 slots …")
-	acctRow, err := accountingBench()
-	if err != nil {
-		return err
+	if want("accounting") {
+		fmt.Fprintln(os.Stderr, "job accounting cost at 8 GPUs and 32 slots …")
+		acctRow, err := accountingBench()
+		if err != nil {
+			return err
+		}
+		rows = append(rows, acctRow)
 	}
-	rows = append(rows, acctRow)
 
+	if want("install") {
+		fmt.Fprintln(os.Stderr, "install: full stack from local sources, fresh and re-run …")
+		installRows, err := installBench(bin, dir)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, installRows...)
+	}
+
+	return printRows(rows)
+}
+
+func printRows(rows []row) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tVALUE\tBASELINE (same run)\tRATIO\tGOAL")
 	for _, r := range rows {

@@ -26,10 +26,14 @@ func newPlanCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "plan",
-		Short: "Print the worker slots, GPU bindings and services the configuration implies",
+		Short: "Print the worker slots, GPU bindings and services the configuration implies, and what they need from the box",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, p, err := loadPlan()
+			if err != nil {
+				return err
+			}
+			req, err := requirements(cfg, p)
 			if err != nil {
 				return err
 			}
@@ -37,10 +41,14 @@ func newPlanCmd() *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(p)
+				if err := enc.Encode(planWithRequirements{p, req}); err != nil {
+					return err
+				}
+			} else {
+				printPlan(out, cfg, p)
+				printRequirements(out, req)
 			}
-			printPlan(out, cfg, p)
-			return nil
+			return refused(req)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")

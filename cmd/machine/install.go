@@ -13,21 +13,28 @@ import (
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/machine"
 	"github.com/emp-job-queue/machine/core/plan"
-	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/browser"
 	"github.com/emp-job-queue/machine/installers/comfyui"
+	"github.com/emp-job-queue/machine/installers/layer"
 )
 
 func newInstallCmd() *cobra.Command {
-	return &cobra.Command{
+	var layers layerFlags
+	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install what the configured connectors' services need (ComfyUI with its nodes and models, Chromium)",
 		Long: `install runs the installers for the services the configuration implies (see machine plan):
 ComfyUI from COMFYUI_REPO_URL with the custom nodes and models of COMFYUI_MANIFEST, and Chromium.
 Finished steps leave markers, so running it again (or at boot) only does what is missing.
-Use it to bake an image or to prepare a box before its first start.`,
+Use it to bake an image or to prepare a box before its first start.
+With --layer it installs the named layers whatever the connectors (the Dockerfile's stages).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if layers.set() {
+				ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+				defer stop()
+				return layers.install(ctx, cmd.OutOrStdout(), newLogger(cmd.ErrOrStderr(), !isTerminal(os.Stdout), "info"))
+			}
 			cfg, p, err := loadPlan()
 			if err != nil {
 				return err
@@ -38,6 +45,8 @@ Use it to bake an image or to prepare a box before its first start.`,
 			return install(ctx, cfg, p, log, cmd)
 		},
 	}
+	layers.register(cmd)
+	return cmd
 }
 
 func install(ctx context.Context, cfg *config.Config, p *plan.Plan, log *slog.Logger, cmd *cobra.Command) error {
@@ -49,14 +58,9 @@ func install(ctx context.Context, cfg *config.Config, p *plan.Plan, log *slog.Lo
 		fmt.Fprintln(cmd.OutOrStdout(), "nothing to install: the configured connectors need no internal services")
 		return nil
 	}
-	runner := &installers.Runner{
-		MarkerDir: cfg.CacheDir + "/markers", Parallel: 4, Timeout: cfg.InstallTimeout, Strict: cfg.InstallStrict, Log: log,
-	}
+	runner := layer.Runner(cfg, log)
 	if kinds["comfyui"] {
-		in := comfyui.Install{
-			Dir: cfg.ComfyUI.Dir, RepoURL: cfg.ComfyUI.RepoURL, Branch: cfg.ComfyUI.Branch, Commit: cfg.ComfyUI.Commit,
-			Download: &installers.Downloader{Cache: cfg.CacheDir + "/downloads", AllowUnverified: cfg.AllowUnverifiedDownloads},
-		}
+		in := layer.ComfyUIInstall(cfg)
 		if cfg.ComfyUI.Manifest != "" {
 			m, err := comfyui.LoadManifest(cfg.ComfyUI.Manifest)
 			if err != nil {

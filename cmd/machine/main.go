@@ -8,6 +8,8 @@
 //	machine config validate   check the configuration, listing every problem
 //	machine health            exit 0 when the running machine's /health says healthy
 //	machine migrate …         the configuration equivalent to an old emp machine's
+//	machine drain [--wait]    stop claiming (a Kubernetes preStop hook)
+//	machine init --template   write a commented env file for a common setup
 //	machine version
 package main
 
@@ -60,7 +62,7 @@ embedded broker and simulated GPUs, so it runs anywhere.`,
 		},
 	}
 	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
-	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), newMigrateCmd(), &cobra.Command{
+	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), newMigrateCmd(), newDrainCmd(), newInitCmd(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
 	})

@@ -227,6 +227,7 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		cfg: cfg, log: log, version: opts.Version, gpus: gpus,
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
+	m.metrics.ObserveState(m.store.Snapshot)
 	m.cur.Store(&layout{cfg: cfg, plan: p})
 	m.accounts = accounting.New(accounting.Params{Store: m.store, Metrics: m.metrics,
 		GPUHourPrice: cfg.GPUHourPrice, KWhPrice: cfg.KWhPrice, ServicePID: m.servicePID})

@@ -148,3 +148,30 @@ func TestManifestProblemsAllAtOnce(t *testing.T) {
 		t.Fatalf("err = %v; want three problems", err)
 	}
 }
+
+// An image bakes ComfyUI at a pinned commit; at boot the marker directory may be a fresh
+// volume and the network closed. A checkout already at its commit is not fetched again.
+func TestCheckoutAtItsCommitNeedsNoOrigin(t *testing.T) {
+	repo := gitRepo(t, map[string]string{"main.py": "print('comfy')\n", "requirements.txt": ""})
+	head, err := exec.Command("git", "-C", strings.TrimPrefix(repo, "file://"), "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	in := comfyui.Install{Dir: filepath.Join(work, "ComfyUI"), RepoURL: repo, Branch: "main", Commit: strings.TrimSpace(string(head))[:12]}
+	clone := in.Stages()[0]
+	if err := (&installers.Runner{MarkerDir: filepath.Join(work, "m1")}).Run(context.Background(), clone); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(strings.TrimPrefix(repo, "file://")); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&installers.Runner{MarkerDir: filepath.Join(work, "m2")}).Run(context.Background(), clone); err != nil {
+		t.Fatalf("checkout at its commit, without markers or origin: %v", err)
+	}
+	// Without a pinned commit the installer must ask the origin, which is gone.
+	in.Commit = ""
+	if err := (&installers.Runner{MarkerDir: filepath.Join(work, "m3")}).Run(context.Background(), in.Stages()[0]); err == nil {
+		t.Fatal("an unpinned checkout did not fetch its (missing) origin")
+	}
+}
