@@ -79,6 +79,8 @@ type Broker struct {
 	now    func() time.Time
 	policy Policy
 	memory *memory // what the claim script must forget of its non-matches
+	// machineID and version go into attestations (SetIdentity).
+	machineID, version string
 }
 
 // New returns a broker over an open Redis client.
@@ -173,7 +175,7 @@ func (b *Broker) Progress(ctx context.Context, j *job.Job, workerID string, p jo
 	pct := clampPercent(p.Percent)
 	msg, _ := json.Marshal(map[string]any{
 		"job_id": j.ID, "worker_id": workerID, "progress": pct, "status": "in_progress",
-		"message": p.Message, "current_step": stepOrEmpty(p.Step), "total_steps": p.TotalSteps,
+		"message": p.Message, "current_step": currentStep(p), "total_steps": p.TotalSteps,
 		"estimated_completion": "", "timestamp": now.UnixMilli(),
 	})
 	n, err := progressScript.Run(ctx, b.rdb, nil, j.ID, workerID, strconv.FormatFloat(pct, 'f', -1, 64),
@@ -191,11 +193,13 @@ func clampPercent(p float64) float64 {
 	return float64(int(p*10+0.5)) / 10
 }
 
-func stepOrEmpty(step int) any {
-	if step <= 0 {
-		return ""
+// currentStep is the current_step of a progress message: the step number, else the stage's
+// name, else an empty string, as emp's worker sends it.
+func currentStep(p job.Progress) any {
+	if p.Step > 0 {
+		return p.Step
 	}
-	return step
+	return p.StepName
 }
 
 // workflowFields copies the workflow fields the API sets, as complete_job and job_failed carry them.
@@ -232,8 +236,12 @@ func (b *Broker) Complete(ctx context.Context, j *job.Job, workerID string, resu
 	}
 	workflowFields(j, m)
 	msg, _ := json.Marshal(m)
+	key, attestation, err := b.completionAttestation(j, workerID, resultJSON, now)
+	if err != nil {
+		return fmt.Errorf("complete %s: %w", j.ID, err)
+	}
 	n, err := completeScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), stored, msg,
-		workerStatusMsg(workerID, "busy", "idle", now)).Int64()
+		workerStatusMsg(workerID, "busy", "idle", now), key, attestation).Int64()
 	return owned(n, err, "complete", j.ID)
 }
 
@@ -275,9 +283,17 @@ func (b *Broker) Fail(ctx context.Context, j *job.Job, workerID, reason string, 
 	if outcome == Retried {
 		mode = "retry"
 	}
-	n, err := failScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), reason, mode, retries,
+	attestations, err := b.failureAttestations(j, workerID, reason, retries, outcome == Retried, now)
+	if err != nil {
+		return 0, fmt.Errorf("fail %s: %w", j.ID, err)
+	}
+	args := []any{j.ID, workerID, ISO(now), reason, mode, retries,
 		RetryScore(j, now), stored, failedMsg, requeued, workerStatusMsg(workerID, "busy", "idle", now),
-		int64(b.policy.backoff(retries).Seconds())).Int64()
+		int64(b.policy.backoff(retries).Seconds())}
+	for _, a := range attestations {
+		args = append(args, a)
+	}
+	n, err := failScript.Run(ctx, b.rdb, nil, args...).Int64()
 	if err := owned(n, err, "fail", j.ID); err != nil {
 		return 0, err
 	}

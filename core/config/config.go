@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -79,6 +80,11 @@ type Config struct {
 	BrowserInstall string  // BROWSER_INSTALL: "apt" lets the machine install Chromium, "none" does not
 	BrowserTabs    int     // PLAYWRIGHT_MAX_TABS: tabs the browser runs at once
 	P5JS           string  // PLAYWRIGHT_P5_JS: a local p5.min.js for p5 jobs
+
+	// What bounds the traffic jobs cause (core/netguard) and isolates the browser.
+	AllowPrivateNetworks []netip.Prefix // MACHINE_ALLOW_PRIVATE_NETWORKS: non-public networks jobs may reach
+	BrowserUser          string         // BROWSER_USER: who the browser runs as when the machine runs as root
+	BrowserSandbox       bool           // BROWSER_SANDBOX: Chromium's own sandbox (default true)
 
 	OpenAI    OpenAI    // the openai connector's settings
 	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL

@@ -191,6 +191,7 @@ func Load(env Lookup) (*Config, error) {
 	if c.BrowserInstall != "apt" && c.BrowserInstall != "none" {
 		r.problem("BROWSER_INSTALL %q must be apt (the machine may apt-get install chromium) or none", c.BrowserInstall)
 	}
+	r.jobNetwork(c)
 
 	c.Simulation.Duration = r.seconds("WORKER_SIMULATION_PROCESSING_TIME", 5*time.Second, 0, 24*time.Hour, "a number of seconds such as 5")
 	c.Simulation.Steps = r.intRange("WORKER_SIMULATION_STEPS", 10, 1, 10000, "a number of progress steps such as 10")

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,6 +38,7 @@ import (
 	"github.com/emp-job-queue/machine/core/httpapi"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/status"
@@ -50,6 +52,17 @@ import (
 
 // factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
 type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connectors.Connector
+
+// jobNetwork is what the traffic jobs cause may reach: public addresses, and the networks
+// the operator allows, but never the machine's own HTTP port (the connectors add the
+// browser's DevTools port).
+func jobNetwork(c *config.Config) netguard.Policy {
+	p := netguard.Policy{Allow: c.AllowPrivateNetworks}
+	if c.HealthPort > 0 {
+		p.LocalPorts = []uint16{uint16(c.HealthPort)}
+	}
+	return p
+}
 
 // storage is where connectors put their outputs: the local asset directory, or the
 // S3-compatible storage a job's ctx.storage names. A bad S3 setting fails at start (New).
@@ -87,14 +100,14 @@ var factories = map[string]factory{
 	},
 	"replicate": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return replicate.New(replicate.Settings{BaseURL: c.Replicate.BaseURL, Token: c.Replicate.Key,
-			Assets: storage(c)})
+			Assets: storage(c), Downloads: jobNetwork(c)})
 	},
 	"runpod": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return runpod.New(runpod.Settings{BaseURL: c.RunPod.BaseURL, APIKey: c.RunPod.Key, EndpointID: c.RunPod.Endpoint})
 	},
 	"playwright": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
 		return playwright.New(playwright.Settings{DebugURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), MaxTabs: c.BrowserTabs,
-			P5JS: c.P5JS, Assets: storage(c)})
+			P5JS: c.P5JS, Assets: storage(c), Network: jobNetwork(c)})
 	},
 	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
 		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity,
@@ -163,6 +176,7 @@ type Machine struct {
 	conns       map[string]connectors.Connector // shared connectors, by name and service
 	known       []string                        // connectors run since start, enabled or not
 	browserPath string                          // Chromium, found at boot when a connector needs it
+	browserHome string                          // its profile and HOME, removed at exit unless services are kept
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
@@ -259,6 +273,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	b := broker.New(rdb)
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax})
+	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
 
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
@@ -273,7 +288,16 @@ func (m *Machine) Run(ctx context.Context) error {
 	}
 	var supDone sync.WaitGroup
 	supCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
-	defer func() { stopServices(); supDone.Wait() }()
+	defer func() {
+		stopServices()
+		supDone.Wait()
+		m.mu.Lock()
+		home := m.browserHome
+		m.mu.Unlock()
+		if home != "" && !m.cfg.KeepServices { // jobs kept nothing there: each had a context of its own
+			_ = os.RemoveAll(home)
+		}
+	}()
 	supDone.Go(func() { sup.Run(supCtx) })
 	m.services.Store(sup)
 
@@ -464,13 +488,39 @@ func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
 	case "comfyui":
 		return comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs), nil
 	case "browser":
+		cred, err := browser.Credential(m.cfg.BrowserUser)
+		if err != nil {
+			return supervisor.Spec{}, err
+		}
+		profile, err := browser.PrepareProfile(filepath.Join(m.cfg.RunDir, "browser-profile"), cred)
+		if err != nil {
+			return supervisor.Spec{}, err
+		}
+		m.logBrowserIsolation(cred)
+		m.mu.Lock()
+		m.browserHome = profile
+		m.mu.Unlock()
 		return supervisor.Spec{
-			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(svc.Port, filepath.Join(m.cfg.RunDir, "browser-profile"))...),
+			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(browser.Options{Port: svc.Port, ProfileDir: profile, Sandbox: m.cfg.BrowserSandbox})...),
+			Env: []string{"HOME=" + profile}, Credential: cred,
 			Port: svc.Port, GPU: plan.NoGPU, StopGrace: 5 * time.Second,
 			Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/json/version", svc.Port)},
 		}, nil
 	}
 	return supervisor.Spec{}, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
+}
+
+// logBrowserIsolation says who the browser runs as and whether its sandbox is on.
+func (m *Machine) logBrowserIsolation(cred *syscall.Credential) {
+	who := "the machine's own user"
+	if cred != nil {
+		who = fmt.Sprintf("%s (uid %d)", m.cfg.BrowserUser, cred.Uid)
+	}
+	if !m.cfg.BrowserSandbox {
+		m.log.Warn("the browser runs without Chromium's sandbox (BROWSER_SANDBOX=false): a page that exploits the renderer gets the browser user's rights", "user", who)
+		return
+	}
+	m.log.Info("the browser runs sandboxed", "user", who)
 }
 
 // comfyInstall is the ComfyUI installation the configuration describes.
@@ -494,6 +544,15 @@ func (m *Machine) install(ctx context.Context, services []plan.Service) error {
 			return err
 		}
 		m.browserPath = b.Path
+		if m.cfg.BrowserSandbox {
+			cred, err := browser.Credential(m.cfg.BrowserUser)
+			if err == nil {
+				err = browser.CheckSandbox(ctx, b.Path, cred)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		m.log.Info("browser found", "path", b.Path, "version", b.Version)
 	}
 	if !kinds["comfyui"] {

@@ -53,6 +53,9 @@ type Spec struct {
 	Policy        Policy
 	MemoryLimitMB float64       // restart between jobs above this RSS; 0: no watermark
 	StopGrace     time.Duration // SIGTERM → SIGKILL; default 10 s
+	// Credential runs the service as another user (the machine runs as root and the service
+	// should not: the browser); nil runs it as the machine's user.
+	Credential *syscall.Credential
 }
 
 // Status is how a service is now.
@@ -210,6 +213,9 @@ func (s *Supervisor) Remove(name string) error {
 func specHash(s Spec) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%q %q %q %d", s.Command, s.Dir, s.Env, s.Port)
+	if c := s.Credential; c != nil {
+		fmt.Fprintf(h, " uid=%d gid=%d", c.Uid, c.Gid)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -561,7 +567,7 @@ func (sv *service) launch(ctx context.Context) (*proc, error) {
 	cmd.Dir = sv.spec.Dir
 	cmd.Env = append(baseEnv(), sv.spec.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: sv.spec.Credential}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start %s: %w", sv.spec.Name, err)
 	}

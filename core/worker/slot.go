@@ -53,7 +53,8 @@ type Params struct {
 // Slot is one worker slot.
 type Slot struct {
 	p Params
-	// progressEvery spaces progress writes to the broker; the store gets every report.
+	// progressEvery spaces progress writes to the broker (see progressGate); the store gets
+	// every report.
 	progressEvery time.Duration
 }
 
@@ -253,21 +254,20 @@ func (s *Slot) execute(jobCtx context.Context, j *job.Job, log *slog.Logger) (re
 			res, err = job.Result{}, fmt.Errorf("connector %s crashed on this job: %v", s.p.Connector, r)
 		}
 	}()
-	// Progress reaches the broker at most every progressEvery, and not at all for jobs shorter
-	// than that: the claim already published 0 % and completion publishes 100 %.
-	last := time.Now()
+	gate := newProgressGate(s.progressEvery, func(p job.Progress) {
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer wcancel()
+		if err := s.p.Broker.Progress(wctx, j, s.p.ID, p); err != nil && !errors.Is(err, broker.ErrNotOwner) {
+			log.Debug("progress not recorded", "err", err)
+		}
+	})
+	defer gate.close()
 	report := func(p job.Progress) {
 		s.p.Store.JobProgress(s.p.ID, p.Percent, p.Message)
-		if now := time.Now(); now.Sub(last) >= s.progressEvery && p.Percent < 100 {
-			last = now
-			wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-			defer wcancel()
-			if err := s.p.Broker.Progress(wctx, j, s.p.ID, p); err != nil && !errors.Is(err, broker.ErrNotOwner) {
-				log.Debug("progress not recorded", "err", err)
-			}
-		}
+		gate.report(p)
 	}
 	res, err = s.p.Conn.Run(ctx, j, report)
+	gate.close() // no progress write may follow the outcome; a connector may still hold report
 	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil {
 		err = ctx.Err()
 	}

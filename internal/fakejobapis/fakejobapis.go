@@ -11,14 +11,17 @@ import (
 
 // Jobs is the shared state of both fakes.
 type Jobs struct {
-	Token     string
-	Fail      bool // jobs end failed
-	Slow      bool // jobs never end (for cancellation)
-	mu        sync.Mutex
-	polls     map[string]int
-	Cancelled []string
-	Inputs    []map[string]any
-	base      string
+	Token string
+	Fail  bool // jobs end failed
+	Slow  bool // jobs never end (for cancellation)
+	// OutputURLs, when set, are the outputs of a finished prediction instead of two files
+	// under /files/ (a test points them wherever an attacker would).
+	OutputURLs []string
+	mu         sync.Mutex
+	polls      map[string]int
+	Cancelled  []string
+	Inputs     []map[string]any
+	base       string
 }
 
 // New returns fakes that accept token.
@@ -112,6 +115,12 @@ func (f *Jobs) Handler() http.Handler {
 			p := pred(id, "failed", nil)
 			p["error"] = "CUDA error: out of memory"
 			_ = json.NewEncoder(w).Encode(p)
+		case len(f.OutputURLs) > 0:
+			out := []any{}
+			for _, u := range f.OutputURLs {
+				out = append(out, u)
+			}
+			_ = json.NewEncoder(w).Encode(pred(id, "succeeded", out))
 		default:
 			_ = json.NewEncoder(w).Encode(pred(id, "succeeded", []any{f.base + "/files/" + id + "-0.png", f.base + "/files/" + id + "-1.png"}))
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/connectors/remote"
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/netguard"
 )
 
 // Settings configure the connector; the token is never logged or shown.
@@ -24,6 +25,7 @@ type Settings struct {
 	MaxWait    time.Duration
 	RatePerSec float64
 	Assets     assets.Saver
+	Downloads  netguard.Policy // what output URLs may point at (the zero value: public addresses only)
 }
 
 // Connector runs Replicate jobs.
@@ -44,7 +46,8 @@ func New(s Settings) *Connector {
 	if s.MaxWait <= 0 {
 		s.MaxWait = 30 * time.Minute
 	}
-	return &Connector{s: s, client: remote.New(remote.Options{Name: "Replicate", RatePerSecond: s.RatePerSec, Secrets: []string{s.Token}})}
+	return &Connector{s: s, client: remote.New(remote.Options{Name: "Replicate", RatePerSecond: s.RatePerSec, Secrets: []string{s.Token},
+		Downloads: s.Downloads})}
 }
 
 // Available implements connectors.Availability.
