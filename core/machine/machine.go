@@ -332,11 +332,11 @@ func (m *Machine) Run(ctx context.Context) error {
 	sampler := m.newSampler(sup)
 	m.sampler.Store(sampler)
 	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx, ctx: ctx,
-		runs: map[string]*slotRun{}, wake: map[string]chan struct{}{}, draining: map[string]bool{}}
+		runs: map[string]*slotRun{}, waker: worker.NewWaker(), draining: map[string]bool{}}
 	m.fleet.Store(fl)
 	defer m.fleet.Store(nil)
 
-	bg.Go(func() { b.Watch(bgCtx, m.log, fl.dispatch, m.cancelJob) })
+	bg.Go(func() { b.Watch(bgCtx, m.log, fl.waker, m.cancelJob) })
 	bg.Go(func() { m.recovery(bgCtx, b) })
 	bg.Go(func() { m.liveness(bgCtx, b, fl.ids) })
 	bg.Go(func() { pub.Run(bgCtx) })
@@ -729,37 +729,6 @@ func (m *Machine) jobServices() []string {
 		}
 	}
 	return out
-}
-
-// dispatcher wakes one idle slot of each connector that serves the submitted job's service.
-func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
-	byService := map[string][]chan struct{}{}
-	for _, s := range m.layout().plan.Slots {
-		for _, svc := range s.JobServices {
-			if !slices.Contains(byService[svc], wake[s.Connector]) {
-				byService[svc] = append(byService[svc], wake[s.Connector])
-			}
-		}
-	}
-	return func(service string) {
-		if service == "" {
-			for _, ch := range wake {
-				for range cap(ch) {
-					select {
-					case ch <- struct{}{}:
-					default:
-					}
-				}
-			}
-			return
-		}
-		for _, ch := range byService[service] {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}
 }
 
 func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *http.Server {
