@@ -15,12 +15,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 
 	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/broker"
@@ -260,15 +260,17 @@ func (m *Machine) Run(ctx context.Context) error {
 		url = eb.URL
 		m.log.Info("embedded broker started (no HUB_REDIS_URL set); submit jobs with `machine submit`", "url", url)
 	}
+	dialURL := url
+	if len(m.cfg.RedisSentinels) > 0 { // what /status and the logs name
+		url = "redis-sentinel://" + strings.Join(m.cfg.RedisSentinels, ",") + "/" + m.cfg.RedisMaster
+	}
 	m.store.SetBroker(config.RedactURL(url), m.cfg.Embedded())
 
-	opts, err := redis.ParseURL(url)
+	rdb, err := broker.Dial(broker.Endpoint{URL: dialURL, Sentinels: m.cfg.RedisSentinels, Master: m.cfg.RedisMaster,
+		SentinelPassword: m.cfg.RedisSentinelPassword}, max(len(m.layout().plan.Slots)+16, 32))
 	if err != nil {
-		return fmt.Errorf("HUB_REDIS_URL is not a Redis URL: %w", err)
+		return err
 	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
-	opts.PoolSize = max(len(m.layout().plan.Slots)+16, 32)
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	b := broker.New(rdb)
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
