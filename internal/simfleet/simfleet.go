@@ -32,6 +32,11 @@ type Config struct {
 	JobTime time.Duration
 	// Caps, when set, adjusts machine i's capabilities (hardware, pool, ...).
 	Caps func(i int, c *broker.Capabilities)
+	// Endpoint, when set, is how machines reach Redis instead of Addr (e.g. through Sentinel).
+	Endpoint *broker.Endpoint
+	// Lease, when set, leases every claimed job for this long, and machine 0 runs the reaper
+	// that re-queues jobs whose lease ran out (jobs shorter than the lease need no renewal).
+	Lease time.Duration
 }
 
 // Fleet is a running fleet.
@@ -97,7 +102,18 @@ func Start(cfg Config) (*Fleet, error) {
 		// A real machine's connections: a small pool (claims and writes of its slots, the
 		// blocking wait for wake tokens, the relay lease) and one subscription.
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.Addr, PoolSize: cfg.Slots + 3, MaxRetries: 3})
+		if cfg.Endpoint != nil {
+			var err error
+			if rdb, err = broker.Dial(*cfg.Endpoint, cfg.Slots+3); err != nil {
+				f.Stop()
+				return nil, err
+			}
+		}
 		b := broker.New(rdb)
+		b.SetPolicy(broker.Policy{Lease: cfg.Lease})
+		if cfg.Lease > 0 && i == 0 {
+			f.watches.Go(func() { reaper(ctx, b) })
+		}
 		m := &machine{rdb: rdb, waker: worker.NewWaker()}
 		f.machines = append(f.machines, m)
 		machineID := fmt.Sprintf("sim-%04d", i)
@@ -160,4 +176,18 @@ func (f *Fleet) Stop() {
 		_ = m.rdb.Close() // ends blocking reads at once
 	}
 	f.watches.Wait()
+}
+
+// reaper re-queues jobs whose lease ran out, as the machine's recovery loop does.
+func reaper(ctx context.Context, b *broker.Broker) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, _, _ = b.Reap(ctx)
+		}
+	}
 }
