@@ -109,7 +109,9 @@ func startRedis(t *testing.T, args ...string) string {
 	startProcess(t, append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", t.TempDir()}, args...)...)
 	addr := "127.0.0.1:" + port
-	waitFor(t, "redis-server on "+addr, func() bool { return redis.NewClient(&redis.Options{Addr: addr}).Ping(context.Background()).Err() == nil })
+	waitFor(t, "redis-server on "+addr, func() bool {
+		return redis.NewClient(&redis.Options{Addr: addr}).Ping(context.Background()).Err() == nil
+	})
 	return addr
 }
 
