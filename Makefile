@@ -5,7 +5,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test bench chaos screenshots deps-test images
+.PHONY: build run test bench chaos sim screenshots deps-test images
 
 # The Dockerfile's targets (README, "Deploy"); `make image-comfyui` builds one, `make images` all.
 IMAGE_TARGETS := api base comfyui browser unified
@@ -37,6 +37,10 @@ bench: deps-test build
 chaos: deps-test build
 	$(GO) run ./cmd/chaos -machine bin/machine
 
+## sim: every simulator scenario (fleets of machine cores against a real redis-server)
+sim: deps-test
+	$(GO) run ./cmd/sim
+
 ## screenshots: PNGs of the console's screens, from a real in-process machine
 screenshots:
 	$(GO) run ./cmd/screenshots -out screenshots
@@ -50,9 +54,9 @@ images:
 	VERSION=$(VERSION) docker buildx bake all
 
 deps-test:
-	@command -v redis-server >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
-		echo "installing redis-server and chromium (tests start their own instances)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server chromium >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
+		echo "installing redis-server, redis-sentinel and chromium (tests start their own instances)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server redis-sentinel chromium >/dev/null; }
 	@test -f .cache/p5/p5.min.js || { echo "fetching p5.js for the browser connector's p5 test (npm pack p5)"; \
 		mkdir -p .cache/p5 && cd .cache/p5 && npm pack p5@2.3.4 --silent >/dev/null && \
 		tar xzf p5-2.3.4.tgz package/lib/p5.min.js && mv package/lib/p5.min.js . && rm -rf package p5-2.3.4.tgz; }

@@ -90,14 +90,12 @@ func fingerprintOf(caps []byte) string {
 	return fp
 }
 
-// maxForget bounds the ids one claim carries to forget; past it the claim forgets everything.
-const maxForget = 500
-
 // memory is what this process's claims must tell the claim script to forget, per capability
-// fingerprint: the ids written again since that set's last claim (job_submitted: the API
-// wrote the job, job_requeued: a worker put it back), whose non-matches may be wrong now; or
-// everything, when those messages may have been missed (a new fingerprint, a lost
-// subscription, a failed claim). It is safe for concurrent use.
+// fingerprint: everything, when messages may have been missed (a new fingerprint, a lost
+// subscription, a failed claim). Jobs written again (job_submitted, job_requeued) are
+// forgotten in every capability set's memory by the relay (relay.lua), so a machine need not
+// hear those messages. The ids list stays for callers that forget single jobs. It is safe for
+// concurrent use.
 type memory struct {
 	mu  sync.Mutex
 	ids map[string][]string // fingerprint -> ids to forget
@@ -106,22 +104,6 @@ type memory struct {
 
 func newMemory() *memory {
 	return &memory{ids: map[string][]string{}, all: map[string]bool{}}
-}
-
-// submitted records that job id was written to jobs:pending again.
-func (m *memory) submitted(id string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for fp := range m.all {
-		if m.all[fp] {
-			continue
-		}
-		if len(m.ids[fp]) >= maxForget {
-			m.all[fp], m.ids[fp] = true, nil
-			continue
-		}
-		m.ids[fp] = append(m.ids[fp], id)
-	}
 }
 
 // missed records that job_submitted messages may have been lost.

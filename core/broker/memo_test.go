@@ -11,23 +11,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/emp-job-queue/machine/core/broker"
+	"github.com/emp-job-queue/machine/core/worker"
 )
 
 // A non-match is remembered per capability set until the job is written again (re-queued by a
-// worker, or resubmitted through the API: every process that hears job_requeued or
-// job_submitted forgets it) or the capabilities change.
+// worker, or resubmitted through the API: the relay that hears job_requeued or job_submitted
+// makes every capability set forget it) or the capabilities change.
 func TestNonMatchesAreRememberedUntilTheJobOrCapabilitiesChange(t *testing.T) {
 	e := newEnv(t)
 	ctx, stop := context.WithCancel(e.ctx)
 	defer stop()
-	subscribed := make(chan struct{}, 1)
-	go e.b.Watch(ctx, slog.New(slog.DiscardHandler), func(string) {
-		select {
-		case subscribed <- struct{}{}:
-		default:
-		}
-	}, nil)
-	<-subscribed
+	go e.b.Watch(ctx, slog.New(slog.DiscardHandler), worker.NewWaker(), nil)
+	waitRelay(t, e)
 	caps := e.caps(slotCaps{})
 	memo := broker.NoMatchPrefix + broker.Fingerprint(caps)
 	e.apiJob("requeued", map[string]string{"priority": "60", "requirements": `{"hardware":{"gpu_memory_gb":48}}`})
@@ -155,4 +150,13 @@ func eventually(t *testing.T, done func() bool, failure string) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// waitRelay waits until a machine relays job wake-ups (it subscribed to job_submitted).
+func waitRelay(t *testing.T, e *env) {
+	t.Helper()
+	eventually(t, func() bool {
+		n := e.rdb.PubSubNumSub(e.ctx, broker.ChanSubmitted, broker.ChanRequeued).Val()
+		return n[broker.ChanSubmitted] > 0 && n[broker.ChanRequeued] > 0
+	}, "no machine took a relay lease and subscribed to job_submitted")
 }

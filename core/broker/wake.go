@@ -2,8 +2,11 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -11,24 +14,40 @@ import (
 
 const heartbeatTTL = 60 * time.Second
 
-// WakeFunc is told the service of a job that just became claimable; "" means any service
-// (after a reconnect, when messages may have been missed).
-type WakeFunc func(service string)
-
 // CancelFunc is told that the API cancelled a job (PROTOCOL §7).
 type CancelFunc func(jobID, reason string)
 
-// Watch subscribes to job_submitted (published by the API) and job_requeued (ours) and calls
-// wake for each, so idle slots claim at once instead of waiting for a poll, and to cancel_job,
-// whose jobs it hands to cancel. It returns when ctx ends. Connection errors are logged and
-// retried; after every (re)subscription wake("") runs, since messages published while
-// disconnected are lost.
-func (b *Broker) Watch(ctx context.Context, log *slog.Logger, wake WakeFunc, cancel CancelFunc) {
-	ps := b.rdb.Subscribe(ctx, ChanSubmitted, ChanRequeued, ChanCancel)
+// Watch wakes idle slots for claimable jobs without waking the whole fleet (see relay.go), and
+// hands the jobs the API cancels (cancel_job) to cancel. It subscribes to cancel_job always,
+// and to job_submitted and job_requeued only while this machine holds a relay lease; it hands
+// wake tokens to idle slots. It returns when ctx ends. Connection errors are logged and
+// retried; after every (re)subscription every idle slot is woken, since messages published
+// while disconnected are lost.
+func (b *Broker) Watch(ctx context.Context, log *slog.Logger, slots Slots, cancel CancelFunc) {
+	ps := b.rdb.Subscribe(ctx, ChanCancel)
 	// Receive blocks in a socket read that ctx does not interrupt; closing the subscription does.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
 	defer ps.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { b.waitTokens(ctx, log, slots) })
+	wg.Go(func() {
+		b.relayLease(ctx, log, relayToken(), func(held bool) {
+			var err error
+			if held {
+				log.Debug("relaying job wake-ups for the fleet")
+				err = ps.Subscribe(ctx, ChanSubmitted, ChanRequeued)
+			} else {
+				err = ps.Unsubscribe(ctx, ChanSubmitted, ChanRequeued)
+			}
+			if err != nil && ctx.Err() == nil {
+				log.Warn("relay subscription not changed; the fallback poll covers it", "err", err)
+			}
+		})
+	})
+
 	delay := 100 * time.Millisecond
 	for {
 		msg, err := ps.Receive(ctx)
@@ -48,27 +67,33 @@ func (b *Broker) Watch(ctx context.Context, log *slog.Logger, wake WakeFunc, can
 		delay = 100 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			b.memory.missed()
-			wake("")
+			if m.Kind == "subscribe" && m.Channel == ChanCancel {
+				b.memory.missed()
+				slots.WakeAll()
+			}
 		case *redis.Message:
-			var body struct {
-				Service string `json:"service_required"`
-				JobID   string `json:"job_id"`
-				Reason  string `json:"reason"`
-			}
-			if json.Unmarshal([]byte(m.Payload), &body) != nil {
-				body.Service = ""
-			}
-			if m.Channel != ChanCancel && body.JobID != "" {
-				b.memory.submitted(body.JobID) // the job was written again: what it matches may have changed
-			}
-			if m.Channel == ChanCancel {
-				if body.JobID != "" && cancel != nil {
-					cancel(body.JobID, body.Reason)
+			if m.Channel != ChanCancel {
+				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				if err := b.relay(rctx, m.Payload); err != nil && ctx.Err() == nil {
+					log.Warn("job wake-up not relayed; the fallback poll picks the job up", "err", err)
 				}
+				rcancel()
 				continue
 			}
-			wake(body.Service)
+			var body struct {
+				JobID  string `json:"job_id"`
+				Reason string `json:"reason"`
+			}
+			if json.Unmarshal([]byte(m.Payload), &body) == nil && body.JobID != "" && cancel != nil {
+				cancel(body.JobID, body.Reason)
+			}
 		}
 	}
+}
+
+// relayToken names this process's hold on a relay lease.
+func relayToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

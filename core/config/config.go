@@ -43,7 +43,14 @@ type Config struct {
 
 	gpuCountSet, gpuModelSet, gpuMemorySet bool
 
-	RedisURL string // HUB_REDIS_URL; empty: start the embedded broker
+	RedisURL string // HUB_REDIS_URL; empty (and no sentinels): start the embedded broker
+	// RedisSentinels (HUB_REDIS_SENTINELS, host:port,...) reach the broker through Redis
+	// Sentinel, which names the master RedisMaster (HUB_REDIS_SENTINEL_MASTER); the sentinels'
+	// own password is RedisSentinelPassword (HUB_REDIS_SENTINEL_PASSWORD). HUB_REDIS_URL then
+	// gives only the master's password and database.
+	RedisSentinels        []string
+	RedisMaster           string
+	RedisSentinelPassword string
 
 	HealthPort         int           // MACHINE_HEALTH_PORT (0: any free port)
 	APIToken           string        // MACHINE_API_TOKEN: required by mutating HTTP routes when set
@@ -192,7 +199,7 @@ func (c *Config) ApplyGPUs(count int, model string, memoryGB float64, simulated 
 }
 
 // Embedded reports whether the machine runs its own in-process broker.
-func (c *Config) Embedded() bool { return c.RedisURL == "" }
+func (c *Config) Embedded() bool { return c.RedisURL == "" && len(c.RedisSentinels) == 0 }
 
 // RedactedRedisURL returns the broker URL with any password hidden.
 func (c *Config) RedactedRedisURL() string { return RedactURL(c.RedisURL) }

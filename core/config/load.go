@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -86,6 +87,22 @@ func Load(env Lookup) (*Config, error) {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 			r.problem("HUB_REDIS_URL %q is not a redis:// or rediss:// URL; use e.g. redis://:password@redis.example:6379/0, or unset it to run the embedded broker", RedactURL(c.RedisURL))
 		}
+	}
+
+	for _, a := range strings.Split(r.str("HUB_REDIS_SENTINELS", ""), ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			r.problem("HUB_REDIS_SENTINELS entry %q is not host:port; list the sentinels as e.g. sentinel-1:26379,sentinel-2:26379", a)
+			continue
+		}
+		c.RedisSentinels = append(c.RedisSentinels, a)
+	}
+	c.RedisMaster = r.str("HUB_REDIS_SENTINEL_MASTER", "")
+	c.RedisSentinelPassword = r.str("HUB_REDIS_SENTINEL_PASSWORD", "")
+	if len(c.RedisSentinels) > 0 && c.RedisMaster == "" {
+		r.problem("HUB_REDIS_SENTINELS is set without HUB_REDIS_SENTINEL_MASTER; set it to the master name the sentinels monitor (e.g. mymaster)")
 	}
 
 	c.HealthPort = r.intRange("MACHINE_HEALTH_PORT", 9090, 0, 65535, "a TCP port such as 9090 (0 picks a free one)")

@@ -39,9 +39,9 @@ type fleet struct {
 	ctx     context.Context // the machine's run: installs for live changes end with it
 
 	mu       sync.Mutex
-	runs     map[string]*slotRun      // by slot id
-	wake     map[string]chan struct{} // by connector
-	draining map[string]bool          // connectors whose slots are being removed
+	runs     map[string]*slotRun // by slot id
+	waker    *worker.Waker       // wakes idle slots (broker.Watch)
+	draining map[string]bool     // connectors whose slots are being removed
 
 	change sync.Mutex // one connector change at a time
 }
@@ -75,20 +75,20 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, s := range slots {
-		wake := f.wake[s.Connector]
-		if wake == nil {
-			wake = make(chan struct{}, 64)
-			f.wake[s.Connector] = wake
-		}
+		wake := f.waker.Channel(s.Connector, s.JobServices)
+		slotCaps := caps[s.ID]
 		claimCtx, stopClaim := context.WithCancel(context.Background())
 		jobCtx, stopJob := context.WithCancel(f.jobs)
 		run := &slotRun{slot: s, stopClaim: stopClaim, stopJob: stopJob, done: make(chan struct{})}
 		conn := f.m.connector(s, f.m.layout().plan.Service(s.Service))
 		slot := worker.New(worker.Params{
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: conn,
-			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Gate: f.m.gate(f.sampler, f.sup, s, conn),
+			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Waker: f.waker, Gate: f.m.gate(f.sampler, f.sup, s, conn),
 			PollInterval: f.m.cfg.PollInterval, ScanLimit: f.m.cfg.ClaimScanLimit, JobTimeout: f.m.cfg.JobTimeout, Log: f.m.log,
 			Track: f.m.track, Writes: f.writes, Accounting: f.m.accounts.Slot(s.ID, binding(s)),
+			PollTicket: func(ctx context.Context) bool {
+				return f.b.PollTicket(ctx, slotCaps, f.m.cfg.PollInterval)
+			},
 		})
 		f.runs[s.ID] = run
 		go func() {
@@ -158,25 +158,6 @@ func (f *fleet) ids() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// dispatch wakes one idle slot of each connector that serves a just-submitted job's service
-// ("" wakes every slot).
-func (f *fleet) dispatch(service string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	woken := map[string]bool{}
-	for _, r := range f.runs {
-		c := r.slot.Connector
-		if woken[c] || (service != "" && !slices.Contains(r.slot.JobServices, service)) {
-			continue
-		}
-		woken[c] = service != ""
-		select {
-		case f.wake[c] <- struct{}{}:
-		default:
-		}
-	}
 }
 
 func (f *fleet) isDraining(connector string) bool {

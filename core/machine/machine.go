@@ -14,12 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/emp-job-queue/machine/core/accounting"
 	"github.com/emp-job-queue/machine/core/assets"
@@ -288,15 +287,17 @@ func (m *Machine) Run(ctx context.Context) error {
 		url = eb.URL
 		m.log.Info("embedded broker started (no HUB_REDIS_URL set); submit jobs with `machine submit`", "url", url)
 	}
+	dialURL := url
+	if len(m.cfg.RedisSentinels) > 0 { // what /status and the logs name
+		url = "redis-sentinel://" + strings.Join(m.cfg.RedisSentinels, ",") + "/" + m.cfg.RedisMaster
+	}
 	m.store.SetBroker(config.RedactURL(url), m.cfg.Embedded())
 
-	opts, err := redis.ParseURL(url)
+	rdb, err := broker.Dial(broker.Endpoint{URL: dialURL, Sentinels: m.cfg.RedisSentinels, Master: m.cfg.RedisMaster,
+		SentinelPassword: m.cfg.RedisSentinelPassword}, max(len(m.layout().plan.Slots)+16, 32))
 	if err != nil {
-		return fmt.Errorf("HUB_REDIS_URL is not a Redis URL: %w", err)
+		return err
 	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
-	opts.PoolSize = max(len(m.layout().plan.Slots)+16, 32)
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	b := broker.New(rdb)
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
@@ -364,11 +365,11 @@ func (m *Machine) Run(ctx context.Context) error {
 	sampler := m.newSampler(sup)
 	m.sampler.Store(sampler)
 	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx, ctx: ctx,
-		runs: map[string]*slotRun{}, wake: map[string]chan struct{}{}, draining: map[string]bool{}}
+		runs: map[string]*slotRun{}, waker: worker.NewWaker(), draining: map[string]bool{}}
 	m.fleet.Store(fl)
 	defer m.fleet.Store(nil)
 
-	bg.Go(func() { b.Watch(bgCtx, m.log, fl.dispatch, m.cancelJob) })
+	bg.Go(func() { b.Watch(bgCtx, m.log, fl.waker, m.cancelJob) })
 	bg.Go(func() { m.recovery(bgCtx, b) })
 	bg.Go(func() { m.liveness(bgCtx, b, fl.ids) })
 	bg.Go(func() { pub.Run(bgCtx) })
@@ -776,37 +777,6 @@ func (m *Machine) jobServices() []string {
 		}
 	}
 	return out
-}
-
-// dispatcher wakes one idle slot of each connector that serves the submitted job's service.
-func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
-	byService := map[string][]chan struct{}{}
-	for _, s := range m.layout().plan.Slots {
-		for _, svc := range s.JobServices {
-			if !slices.Contains(byService[svc], wake[s.Connector]) {
-				byService[svc] = append(byService[svc], wake[s.Connector])
-			}
-		}
-	}
-	return func(service string) {
-		if service == "" {
-			for _, ch := range wake {
-				for range cap(ch) {
-					select {
-					case ch <- struct{}{}:
-					default:
-					}
-				}
-			}
-			return
-		}
-		for _, ch := range byService[service] {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}
 }
 
 func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *httpapi.Server {

@@ -49,7 +49,13 @@ type Params struct {
 	Store     *state.Store
 	Metrics   *metrics.Metrics
 	Wake      <-chan struct{} // a token per claimable job for this slot's services
-	Gate      func() bool     // nil, or false while the slot must not claim (its GPU is out of service)
+	// Waker, when set, is told when the slot waits for work (it then gives Wake out; see
+	// Waker), so that wake-ups go only to slots that wait.
+	Waker *Waker
+	// PollTicket, when set, says whether the fallback poll may claim now (one slot of each
+	// capability set polls each interval, fleet-wide: broker.PollTicket). Nil: always.
+	PollTicket func(ctx context.Context) bool
+	Gate       func() bool // nil, or false while the slot must not claim (its GPU is out of service)
 	// Track registers a running job's cancel function (for cancel_job) and returns its removal.
 	Track func(jobID string, cancel context.CancelCauseFunc) (untrack func())
 	// Writes bounds the retries of a job's final write while the broker is unreachable: they go
@@ -133,10 +139,27 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 			}
 		}
 		poll.Reset(s.p.PollInterval)
+		s.wait(claimCtx, poll)
+	}
+}
+
+// wait blocks until a wake-up, or a poll this slot may run, or claimCtx ends.
+func (s *Slot) wait(claimCtx context.Context, poll *time.Timer) {
+	if w := s.p.Waker; w != nil {
+		w.waiting(s.p.Connector, true)
+		defer w.waiting(s.p.Connector, false)
+	}
+	for {
 		select {
 		case <-claimCtx.Done():
+			return
 		case <-s.p.Wake:
+			return
 		case <-poll.C:
+			if s.p.PollTicket == nil || s.p.PollTicket(claimCtx) {
+				return
+			}
+			poll.Reset(s.p.PollInterval)
 		}
 	}
 }

@@ -50,6 +50,7 @@ local start = math.max(math.floor(tonumber(ARGV[3]) or 0), 0)
 local lease_ms = tonumber(ARGV[4]) or 0
 local avoid_s = tonumber(ARGV[5]) or 0
 local memo = 'jobs:nomatch:' .. (ARGV[6] or '')
+local memo_index = 'jobs:nomatch:index'
 local now_iso, now_ms = ARGV[7] or '', tonumber(ARGV[8]) or 0
 local worker_id = caps.worker_id
 local pending = 'jobs:pending'
@@ -308,7 +309,11 @@ local function remember()
   if #learned > 0 then redis.call('HSET', svc_cache, unpack(learned)) end
   if #forgot > 0 then
     redis.call('SADD', memo, unpack(forgot))
-    if redis.call('TTL', memo) < 0 then redis.call('EXPIRE', memo, MEMO_TTL) end
+    if redis.call('TTL', memo) < 0 then
+      redis.call('EXPIRE', memo, MEMO_TTL)
+      redis.call('SADD', memo_index, ARGV[6] or '') -- relay.lua forgets re-written jobs in every memory
+      redis.call('EXPIRE', memo_index, 3600)
+    end
   end
 end
 
