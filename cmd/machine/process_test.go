@@ -256,6 +256,30 @@ func TestConfigValidateAndPlan(t *testing.T) {
 	if !strings.Contains(string(out), "SLOT") || !strings.Contains(string(out), "-worker-simulation-1") {
 		t.Errorf("plan table:\n%s", out)
 	}
+	// A missing key is a problem, listed after the plan; plan still prints it and succeeds,
+	// validate prints both and fails.
+	noKey := map[string]string{"WORKER_CONNECTORS": "openai,simulation", "OPENAI_API_KEY": ""}
+	out, err = command(noKey, "plan").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "-worker-openai-0") || !strings.Contains(string(out), "OPENAI_API_KEY") {
+		t.Errorf("plan without the OpenAI key: %v\n%s", err, out)
+	}
+	out, err = command(noKey, "config", "validate").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-worker-openai-0") || !strings.Contains(string(out), "OPENAI_API_KEY") {
+		t.Errorf("config validate without the OpenAI key: %v\n%s", err, out)
+	}
+}
+
+// Two machines on one host get run directories (control sockets) of their own.
+func TestDefaultRunDirIsPerMachine(t *testing.T) {
+	sock := func(id string) string {
+		out, _ := command(map[string]string{"MACHINE_ID": id, "XDG_RUNTIME_DIR": "/run/user/7"}, "console").CombinedOutput()
+		return string(out)
+	}
+	for _, id := range []string{"box-a", "box-b"} {
+		if out := sock(id); !strings.Contains(out, "/run/user/7/machine/"+id+"/control.sock") {
+			t.Errorf("the console of %s looked elsewhere:\n%s", id, out)
+		}
+	}
 }
 
 func TestSubmitWithoutBrokerSaysWhatToDo(t *testing.T) {
@@ -374,7 +398,7 @@ func TestInstallCommand(t *testing.T) {
 		"COMFYUI_BRANCH": "main", "COMFYUI_DIR": filepath.Join(work, "ComfyUI"), "MACHINE_CACHE_DIR": filepath.Join(work, "cache")}
 	for run := 1; run <= 2; run++ {
 		out, err := command(env, "install").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "ComfyUI installed") {
+		if err != nil || !strings.Contains(string(out), "comfyui installed") {
 			t.Fatalf("install run %d: %v\n%s", run, err, out)
 		}
 		if run == 2 && strings.Contains(string(out), `"install step started"`) {
@@ -394,7 +418,8 @@ func TestConsoleWithoutAMachine(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	cmd := exec.Command(link)
-	cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock}
+	// The rest of the configuration is broken: the console needs only the socket.
+	cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock, "MACHINE_GPU_COUNT=many", "WORKER_CONNECTORS=openai"}
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), sock) || !strings.Contains(string(out), "no running machine") {
 		t.Errorf("console with no machine: %v\n%s", err, out)

@@ -198,12 +198,14 @@ type Lookup func(key string) (string, bool)
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
 
-// DefaultRunDir is where the machine keeps its runtime files when MACHINE_RUN_DIR is unset.
-func DefaultRunDir() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "machine")
+// defaultRunDir is where a machine keeps its runtime files when MACHINE_RUN_DIR is unset: a
+// directory of its own per machine id, so two machines on one host never share a control
+// socket or pid files.
+func defaultRunDir(xdgRuntimeDir, machineID string) string {
+	if d := xdgRuntimeDir; d != "" {
+		return filepath.Join(d, "machine", machineID)
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("machine-%d", os.Getuid()))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("machine-%d", os.Getuid()), machineID)
 }
 
 // Problems is every configuration problem found, one per line.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/supervisor"
@@ -215,7 +216,7 @@ func (m *Machine) SetConnector(name string, enable bool, count int) (string, err
 	default:
 		next.Connectors = append(next.Connectors, config.Connector{Name: name, Auto: true})
 	}
-	if err := CheckRunnable(&next); err != nil {
+	if err := registry.Check(&next); err != nil {
 		return "", err
 	}
 	m.remember(name)

@@ -4,15 +4,12 @@ package machine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -25,17 +22,10 @@ import (
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
-	comfyconn "github.com/emp-job-queue/machine/core/connectors/comfyui"
-	"github.com/emp-job-queue/machine/core/connectors/mock"
-	openaiconn "github.com/emp-job-queue/machine/core/connectors/openai"
-	"github.com/emp-job-queue/machine/core/connectors/playwright"
-	"github.com/emp-job-queue/machine/core/connectors/replicate"
-	"github.com/emp-job-queue/machine/core/connectors/runpod"
-	"github.com/emp-job-queue/machine/core/connectors/simulation"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/embedded"
 	"github.com/emp-job-queue/machine/core/httpapi"
-	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/metrics"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
@@ -43,89 +33,14 @@ import (
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/core/worker"
 	"github.com/emp-job-queue/machine/gpu"
-	"github.com/emp-job-queue/machine/installers"
-	"github.com/emp-job-queue/machine/installers/browser"
-	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
 )
-
-// factory builds a slot's connector; svc is the internal service the slot is bound to, if any.
-type factory func(cfg *config.Config, slot plan.Slot, svc *plan.Service) connectors.Connector
 
 // storage is where connectors put their outputs: the local asset directory, or the
 // S3-compatible storage a job's ctx.storage names. A bad S3 setting fails at start (New).
-func storage(c *config.Config) assets.Saver {
-	r, err := assets.NewRouter(assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}, assets.S3Config{
+func storage(c *config.Config) (assets.Saver, error) {
+	return assets.NewRouter(assets.Store{Dir: c.Assets.Dir, BaseURL: c.Assets.BaseURL}, assets.S3Config{
 		Endpoint: c.Assets.S3Endpoint, AccessKey: c.Assets.S3AccessKey, SecretKey: c.Assets.S3SecretKey,
 		Region: c.Assets.S3Region, Secure: c.Assets.S3Secure, Bucket: c.Assets.S3Bucket})
-	if err != nil {
-		return failingSaver{err}
-	}
-	return r
-}
-
-// failingSaver reports a storage that could not be set up, on every save.
-type failingSaver struct{ err error }
-
-func (f failingSaver) Save(string, json.RawMessage, string, []byte) (assets.Saved, error) {
-	return assets.Saved{}, job.Permanent(f.err)
-}
-
-// factories are the connectors this build can run.
-var factories = map[string]factory{
-	"simulation": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
-		return simulation.New(c.Simulation)
-	},
-	"mock": func(*config.Config, plan.Slot, *plan.Service) connectors.Connector { return mock.New() },
-	"comfyui": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
-		return comfyconn.New(comfyconn.Settings{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), Inactivity: c.ComfyUI.Inactivity,
-			Assets: storage(c)})
-	},
-	"openai": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
-		return openaiconn.New(openaiconn.Settings{BaseURL: c.OpenAI.BaseURL, APIKey: c.OpenAI.APIKey, TextModel: c.OpenAI.TextModel,
-			ImageModel: c.OpenAI.ImageModel, RatePerSec: c.OpenAI.RatePerSec, Timeout: c.OpenAI.Timeout,
-			Assets: storage(c)})
-	},
-	"replicate": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
-		return replicate.New(replicate.Settings{BaseURL: c.Replicate.BaseURL, Token: c.Replicate.Key,
-			Assets: storage(c)})
-	},
-	"runpod": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
-		return runpod.New(runpod.Settings{BaseURL: c.RunPod.BaseURL, APIKey: c.RunPod.Key, EndpointID: c.RunPod.Endpoint})
-	},
-	"playwright": func(c *config.Config, _ plan.Slot, svc *plan.Service) connectors.Connector {
-		return playwright.New(playwright.Settings{DebugURL: fmt.Sprintf("http://127.0.0.1:%d", svc.Port), MaxTabs: c.BrowserTabs,
-			P5JS: c.P5JS, Assets: storage(c)})
-	},
-	"comfyui-remote": func(c *config.Config, _ plan.Slot, _ *plan.Service) connectors.Connector {
-		return comfyconn.New(comfyconn.Settings{BaseURL: c.ComfyUI.RemoteURL, Token: c.ComfyUI.RemoteKey, Inactivity: c.ComfyUI.Inactivity,
-			Assets: storage(c)})
-	},
-}
-
-// Runnable lists the connectors this build can run.
-func Runnable() []string {
-	var names []string
-	for n := range factories {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
-
-// CheckRunnable reports every configured connector this build cannot run yet.
-func CheckRunnable(cfg *config.Config) error {
-	var problems config.Problems
-	for _, c := range cfg.Connectors {
-		if _, ok := factories[c.Name]; !ok {
-			problems = append(problems, fmt.Sprintf(
-				"connector %q is planned but not built into this version of machine; remove it from WORKER_CONNECTORS (runnable now: %v)",
-				c.Name, Runnable()))
-		}
-	}
-	if len(problems) > 0 {
-		return problems
-	}
-	return nil
 }
 
 // Options are what New needs besides the configuration.
@@ -157,12 +72,13 @@ type Machine struct {
 	version string
 	gpus    gpu.Source
 
-	mu          sync.Mutex
-	stopJobs    context.CancelFunc // set while Run drains
-	httpAddr    string
-	conns       map[string]connectors.Connector // shared connectors, by name and service
-	known       []string                        // connectors run since start, enabled or not
-	browserPath string                          // Chromium, found at boot when a connector needs it
+	mu       sync.Mutex
+	stopJobs context.CancelFunc // set while Run drains
+	httpAddr string
+	conns    map[string]connectors.Connector // shared connectors, by name and service
+	known    []string                        // connectors run since start, enabled or not
+	assets   assets.Saver                    // where connectors store outputs
+	specs    map[string]connectors.SpecFunc  // installed service kinds: how to run an instance
 
 	cur      atomic.Pointer[layout] // the connectors and plan in force
 	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
@@ -182,18 +98,19 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 	if gpus == nil {
 		gpus = gpu.NewFake(cfg.GPUCount, cfg.GPUModel, cfg.GPUMemoryGB)
 	}
-	if err := CheckRunnable(cfg); err != nil {
+	if err := registry.Check(cfg); err != nil {
 		return nil, err
 	}
-	if f, bad := storage(cfg).(failingSaver); bad {
-		return nil, f.err
+	saver, err := storage(cfg)
+	if err != nil {
+		return nil, err
 	}
 	p, err := plan.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := &Machine{
-		cfg: cfg, log: log, version: opts.Version, gpus: gpus,
+		cfg: cfg, log: log, version: opts.Version, gpus: gpus, assets: saver, specs: map[string]connectors.SpecFunc{},
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
 	m.cur.Store(&layout{cfg: cfg, plan: p})
@@ -458,74 +375,40 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	})
 }
 
-// serviceSpec is how the supervisor runs a planned service.
+// serviceSpec is how the supervisor runs a planned service whose kind is installed.
 func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
-	switch svc.Kind {
-	case "comfyui":
-		return comfyinstall.ServiceSpec(m.comfyInstall(), svc, m.cfg.ComfyArgs), nil
-	case "browser":
-		return supervisor.Spec{
-			Name: svc.Name, Command: append([]string{m.browserPath}, browser.Flags(svc.Port, filepath.Join(m.cfg.RunDir, "browser-profile"))...),
-			Port: svc.Port, GPU: plan.NoGPU, StopGrace: 5 * time.Second,
-			Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/json/version", svc.Port)},
-		}, nil
+	m.mu.Lock()
+	spec := m.specs[svc.Kind]
+	m.mu.Unlock()
+	if spec == nil {
+		return supervisor.Spec{}, fmt.Errorf("service %s (%s) is not installed", svc.Name, svc.Kind)
 	}
-	return supervisor.Spec{}, fmt.Errorf("service %s (%s) has no supervisor spec in this build", svc.Name, svc.Kind)
+	return spec(svc.Instance()), nil
 }
 
-// comfyInstall is the ComfyUI installation the configuration describes.
-func (m *Machine) comfyInstall() comfyinstall.Install {
-	return comfyinstall.Install{
-		Dir: m.cfg.ComfyUI.Dir, RepoURL: m.cfg.ComfyUI.RepoURL, Branch: m.cfg.ComfyUI.Branch, Commit: m.cfg.ComfyUI.Commit,
-		Download: &installers.Downloader{Cache: filepath.Join(m.cfg.CacheDir, "downloads")},
-	}
-}
-
-// install runs the installers of services (idempotent: a second boot skips what is done)
-// within SERVICE_INSTALL_TIMEOUT.
+// install runs the installers of the services' kinds not installed yet (idempotent: a second
+// boot skips what is done).
 func (m *Machine) install(ctx context.Context, services []plan.Service) error {
-	kinds := map[string]bool{}
-	for _, s := range services {
-		kinds[s.Kind] = true
-	}
-	if kinds["browser"] {
-		b, err := browser.Find(ctx, m.cfg.BrowserInstall == "apt")
+	for _, svc := range services {
+		m.mu.Lock()
+		done := m.specs[svc.Kind] != nil
+		m.mu.Unlock()
+		if done {
+			continue
+		}
+		kind, ok := registry.ServiceKind(svc.Kind)
+		if !ok {
+			return fmt.Errorf("service %s: no connector of this build installs a %s service", svc.Name, svc.Kind)
+		}
+		spec, err := kind.Install(ctx, connectors.InstallEnv{Config: m.cfg, Log: m.log})
 		if err != nil {
 			return err
 		}
-		m.browserPath = b.Path
-		m.log.Info("browser found", "path", b.Path, "version", b.Version)
-	}
-	if !kinds["comfyui"] {
-		return nil
-	}
-	in := m.comfyInstall()
-	if m.cfg.ComfyUI.Manifest != "" {
-		manifest, err := comfyinstall.LoadManifest(m.cfg.ComfyUI.Manifest)
-		if err != nil {
-			return err
-		}
-		in.Manifest = manifest
-	}
-	m.log.Info("installing ComfyUI (steps already done are skipped)", "dir", in.Dir)
-	runner := &installers.Runner{MarkerDir: filepath.Join(m.cfg.CacheDir, "markers"), Parallel: 4,
-		Timeout: m.cfg.InstallTimeout, Strict: m.cfg.InstallStrict, Log: m.log}
-	if err := runner.Run(ctx, in.Stages()...); err != nil {
-		var partial *installers.StepError
-		if errors.As(err, &partial) && !m.cfg.InstallStrict && ctx.Err() == nil && installedCore(in) {
-			m.log.Error("some custom nodes or models did not install; ComfyUI starts without them", "err", err)
-			return nil
-		}
-		return fmt.Errorf("ComfyUI install: %w", err)
+		m.mu.Lock()
+		m.specs[svc.Kind] = spec
+		m.mu.Unlock()
 	}
 	return nil
-}
-
-// installedCore reports whether ComfyUI itself (checkout and venv) is in place.
-func installedCore(in comfyinstall.Install) bool {
-	_, err1 := os.Stat(filepath.Join(in.Dir, "main.py"))
-	_, err2 := os.Stat(filepath.Join(in.Venv(), "bin", "python"))
-	return err1 == nil && err2 == nil
 }
 
 // gate keeps a slot from claiming while the operator drained the machine, its GPU is out of
@@ -553,7 +436,12 @@ func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connec
 	}
 	c, ok := m.conns[key]
 	if !ok {
-		c = factories[slot.Connector](m.cfg, slot, svc)
+		d, _ := registry.Lookup(slot.Connector) // the plan knows only registered connectors
+		env := connectors.Env{Config: m.cfg, Assets: m.assets}
+		if svc != nil {
+			env.ServiceURL = fmt.Sprintf("http://127.0.0.1:%d", svc.Port)
+		}
+		c = d.New(env)
 		m.conns[key] = c
 	}
 	return c

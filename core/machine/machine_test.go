@@ -291,20 +291,6 @@ func TestHTTPRoutes(t *testing.T) {
 	}
 }
 
-func TestEveryCatalogConnectorIsRunnable(t *testing.T) {
-	cfg, err := config.Load(func(k string) (string, bool) {
-		v, ok := map[string]string{"WORKER_CONNECTORS": "comfyui-remote,mock", "WORKER_COMFYUI_REMOTE_HOST": "x"}[k]
-		return v, ok
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = machine.New(cfg, machine.Options{})
-	if err != nil {
-		t.Fatalf("every connector of the catalog runs in this build; New = %v", err)
-	}
-}
-
 func TestMachineStatusIsPublished(t *testing.T) {
 	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_STATUS_UPDATE_INTERVAL_SECONDS": "1"})
 	ctx := context.Background()

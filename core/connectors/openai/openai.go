@@ -74,11 +74,11 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	var data map[string]any
 	var err error
 	switch j.Service {
-	case "openai_text":
+	case ServiceText:
 		data, err = c.text(ctx, j)
-	case "openai_image":
+	case ServiceImage:
 		data, err = c.image(ctx, j)
-	case "openai_responses":
+	case ServiceResponses:
 		data, err = c.responses(ctx, j, progress)
 	default:
 		return job.Result{}, job.Permanent(fmt.Errorf("service %s is not supported by the openai connector of this version (it runs openai_text, openai_image, openai_responses)", j.Service))
