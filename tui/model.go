@@ -8,6 +8,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/state"
 )
 
 // Options shape the console.
@@ -89,7 +90,7 @@ type (
 	snapshotMsg control.Snapshot
 	closedMsg   struct{}
 	resultMsg   struct {
-		op  string
+		op  control.Op
 		res control.Result
 		err error
 	}
@@ -322,7 +323,7 @@ func (m *Model) toggle() (tea.Model, tea.Cmd) {
 	if m.focus == paneConnectors {
 		c = conns[min(m.sel[paneConnectors], len(conns)-1)]
 	}
-	if c.State == "disabled" {
+	if c.State == state.ConnectorDisabled || (c.State == state.ConnectorFailed && c.Slots == 0) {
 		return m, m.do(control.Command{Op: control.EnableConnector, Connector: c.Name})
 	}
 	cmd := control.Command{Op: control.DisableConnector, Connector: c.Name}
@@ -361,7 +362,7 @@ func (m *Model) services() []control.Service {
 func (m *Model) connectors() []control.Connector {
 	var out []control.Connector
 	for _, c := range m.snap.Connectors {
-		if m.focus != paneConnectors || m.match(c.Name, c.State) {
+		if m.focus != paneConnectors || m.match(c.Name, string(c.State)) {
 			out = append(out, c)
 		}
 	}

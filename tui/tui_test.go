@@ -24,12 +24,12 @@ type fakeCore struct {
 	updates chan control.Snapshot
 	mu      sync.Mutex
 	cmds    []control.Command
-	results map[string]control.Result
+	results map[control.Op]control.Result
 	logs    []string
 }
 
 func newFake() *fakeCore {
-	return &fakeCore{updates: make(chan control.Snapshot, 8), results: map[string]control.Result{}}
+	return &fakeCore{updates: make(chan control.Snapshot, 8), results: map[control.Op]control.Result{}}
 }
 
 func (f *fakeCore) Updates() <-chan control.Snapshot { return f.updates }
@@ -45,7 +45,7 @@ func (f *fakeCore) Do(_ context.Context, c control.Command) (control.Result, err
 	if r, ok := f.results[c.Op]; ok {
 		return r, nil
 	}
-	return control.Result{OK: true, Message: c.Op + " done"}, nil
+	return control.Result{OK: true, Message: string(c.Op) + " done"}, nil
 }
 
 func (f *fakeCore) commands() []control.Command {

@@ -10,6 +10,8 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
+
+	"github.com/emp-job-queue/machine/core/state"
 )
 
 // styles is every style of the console, in one place.
@@ -341,10 +343,12 @@ func (m *Model) connectorLines() []string {
 	for i, c := range m.connectors() {
 		st := m.styles.ok
 		switch c.State {
-		case "disabled":
+		case state.ConnectorDisabled:
 			st = m.styles.dim
-		case "draining":
+		case state.ConnectorDraining, state.ConnectorInstalling:
 			st = m.styles.warn
+		case state.ConnectorFailed:
+			st = m.styles.bad
 		}
 		out = append(out, fmt.Sprintf("%s %-14s %s busy %d/%d  done %d  failed %d", m.rowMarker(paneConnectors, i),
 			cutPlain(c.Name, 14), st.Render(fmt.Sprintf("%-8s", c.State)), c.Busy, c.Slots, c.Done, c.Failed))

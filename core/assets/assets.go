@@ -4,6 +4,7 @@
 package assets
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -31,7 +32,10 @@ type Saved struct {
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // Save writes data for a job under ctx.prefix/ctx.filename (or <job id>.<ext>), atomically.
-func (s Store) Save(jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
+func (s Store) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
+	if err := ctx.Err(); err != nil {
+		return Saved{}, err
+	}
 	var c struct {
 		Prefix   string `json:"prefix"`
 		Filename string `json:"filename"`

@@ -48,6 +48,7 @@ type Config struct {
 	HeartbeatInterval  time.Duration // WORKER_HEARTBEAT_INTERVAL_MS
 	PollInterval       time.Duration // WORKER_POLL_INTERVAL_MS: fallback poll; slots wake on job_submitted
 	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: pending jobs one claim looks at
+	MaxJobBytes        int           // MACHINE_MAX_JOB_MB: larger claimed jobs fail for good, undecoded
 	JobTimeout         time.Duration // JOB_TIMEOUT_MINUTES (alias WORKER_JOB_TIMEOUT_MINUTES)
 	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
 	Lease              time.Duration // MACHINE_LEASE_SECONDS: a job whose machine stops renewing runs again elsewhere

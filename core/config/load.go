@@ -18,6 +18,10 @@ import (
 // every GPU, so a bare `make run` shows jobs flowing.
 const DefaultConnectors = "simulation"
 
+// DefaultMaxJobMB is the largest job (its whole hash, payload included) a machine takes by
+// default: decoding a job costs several times its size in memory.
+const DefaultMaxJobMB = 32
+
 // DefaultSimulatedGPUs is the GPU count of the demo when MACHINE_GPU_COUNT is unset.
 const DefaultSimulatedGPUs = 2
 
@@ -110,6 +114,7 @@ func Load(env Lookup) (*Config, error) {
 	c.PollInterval = r.millis("WORKER_POLL_INTERVAL_MS", 2*time.Second, 10*time.Millisecond, 10*time.Minute,
 		"a number of milliseconds such as 2000 (slots also wake at once on job_submitted)")
 	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 10000, 10, 1000000, "how many pending jobs one claim may look at, e.g. 10000")
+	c.MaxJobBytes = r.intRange("MACHINE_MAX_JOB_MB", DefaultMaxJobMB, 1, 1024, "a size in MiB such as 32: larger jobs fail, since each costs several times its size in memory") << 20
 	jt := r.str("JOB_TIMEOUT_MINUTES", "")
 	if jt == "" {
 		c.JobTimeout = r.minutes("WORKER_JOB_TIMEOUT_MINUTES", 30*time.Minute)

@@ -4,14 +4,17 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
@@ -26,8 +29,9 @@ type Params struct {
 	Version string
 	// Services are the supervised services; nil when the machine runs none.
 	Services Services
-	// SetConnector enables, disables or resizes a connector while the machine runs.
-	SetConnector func(name string, enable bool, count int) (string, error)
+	// Do runs a console command: the connector route goes through it, so its checks are the
+	// console's and the control socket's.
+	Do func(ctx context.Context, c control.Command) control.Result
 }
 
 // Services is what the HTTP routes need of the supervisor.
@@ -116,39 +120,37 @@ func (s *server) tokenRequired(next http.HandlerFunc) http.HandlerFunc {
 
 // connector is POST /connectors/{name}?action=enable|disable|concurrency&count=N.
 func (s *server) connector(w http.ResponseWriter, r *http.Request) {
-	name, q := r.PathValue("name"), r.URL.Query()
-	count := 0
-	if v := q.Get("count"); v != "" {
-		if _, err := fmt.Sscanf(v, "%d", &count); err != nil || count < 0 {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "count must be a whole number"})
-			return
-		}
-	}
-	var enable bool
+	q := r.URL.Query()
+	cmd := control.Command{Connector: r.PathValue("name")}
 	switch q.Get("action") {
 	case "enable":
-		enable = true
+		cmd.Op = control.EnableConnector
 	case "disable":
+		cmd.Op = control.DisableConnector
 	case "concurrency":
-		if count < 1 {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "concurrency needs count ≥ 1"})
-			return
-		}
-		enable = true
+		cmd.Op = control.SetConcurrency
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "action must be enable, disable or concurrency"})
 		return
 	}
-	if s.SetConnector == nil {
+	if v := q.Get("count"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("count %q is not a whole number", v)})
+			return
+		}
+		cmd.Count = n
+	}
+	if s.Do == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the machine is not running yet"})
 		return
 	}
-	msg, err := s.SetConnector(name, enable, count)
-	if err != nil {
-		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
+	res := s.Do(r.Context(), cmd)
+	if !res.OK {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": res.Error})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"message": msg})
+	writeJSON(w, http.StatusOK, map[string]any{"message": res.Message, "change": res.Change})
 }
 
 func uptimeMS(snap state.Snapshot) int64 { return time.Since(snap.StartedAt).Milliseconds() }

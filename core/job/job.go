@@ -22,6 +22,9 @@ type Job struct {
 	MaxRetries int
 	// Fields is the whole hash as claimed: every value a string, absent values "".
 	Fields map[string]string
+	// Refused is set when the machine refuses the job before running it (too large to decode):
+	// the slot fails it with this error instead of running it.
+	Refused error
 }
 
 // DefaultMaxRetries is the API's default for max_retries.

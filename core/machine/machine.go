@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -71,19 +70,17 @@ type Machine struct {
 	metrics *metrics.Metrics
 	version string
 	gpus    gpu.Source
+	assets  assets.Saver // where connectors store outputs
 
 	mu       sync.Mutex
 	stopJobs context.CancelFunc // set while Run drains
 	httpAddr string
 	conns    map[string]connectors.Connector // shared connectors, by name and service
-	known    []string                        // connectors run since start, enabled or not
-	assets   assets.Saver                    // where connectors store outputs
-	specs    map[string]connectors.SpecFunc  // installed service kinds: how to run an instance
 
-	cur      atomic.Pointer[layout] // the connectors and plan in force
-	fleet    atomic.Pointer[fleet]  // the running slots, while Run runs
-	paused   atomic.Bool            // drained by the operator (control API): slots claim nothing
-	running  sync.Map               // job id → context.CancelCauseFunc, for cancel_job
+	cur      atomic.Pointer[layout]     // the connectors and plan in force
+	rec      atomic.Pointer[reconciler] // changes the layout, while Run runs
+	paused   atomic.Bool                // drained by the operator (control API): slots claim nothing
+	running  sync.Map                   // job id → context.CancelCauseFunc, for cancel_job
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
 }
@@ -110,13 +107,10 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		return nil, err
 	}
 	m := &Machine{
-		cfg: cfg, log: log, version: opts.Version, gpus: gpus, assets: saver, specs: map[string]connectors.SpecFunc{},
+		cfg: cfg, log: log, version: opts.Version, gpus: gpus, assets: saver,
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
 	m.cur.Store(&layout{cfg: cfg, plan: p})
-	for _, c := range cfg.Connectors {
-		m.known = append(m.known, c.Name)
-	}
 	m.store.SetGPUSource(gpus.Name())
 	return m, nil
 }
@@ -146,6 +140,22 @@ func (m *Machine) StopNow() {
 	}
 }
 
+// component is a background part of the machine with asynq's shape.
+type component interface {
+	start(wg *sync.WaitGroup)
+	shutdown()
+}
+
+// task runs a function that lives until its context ends as a component.
+type task struct {
+	fn   func(ctx context.Context)
+	loop loop
+}
+
+func newTask(fn func(ctx context.Context)) *task { return &task{fn: fn, loop: newLoop()} }
+func (t *task) start(wg *sync.WaitGroup)         { t.loop.run(wg, t.fn) }
+func (t *task) shutdown()                        { t.loop.stop() }
+
 // Run serves until ctx ends, then drains: claiming stops at once, in-flight jobs get
 // DrainTimeout to finish, and the rest go back to the queue without using a retry.
 func (m *Machine) Run(ctx context.Context) error {
@@ -164,27 +174,23 @@ func (m *Machine) Run(ctx context.Context) error {
 		m.log.Info("embedded broker started (no HUB_REDIS_URL set); submit jobs with `machine submit`", "url", url)
 	}
 	m.store.SetBroker(config.RedactURL(url), m.cfg.Embedded())
-
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return fmt.Errorf("HUB_REDIS_URL is not a Redis URL: %w", err)
 	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
 	opts.PoolSize = max(len(m.layout().plan.Slots)+16, 32)
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	b := broker.New(rdb)
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
-		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax})
-
+		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax, MaxJobBytes: m.cfg.MaxJobBytes})
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
-	// Services are installed, then started; slots bound to them claim only once they are ready.
-	if err := m.install(ctx, m.layout().plan.Services); err != nil {
-		return err
-	}
-	sup, err := m.supervisor()
+
+	// Services run until the slots are done; the reconciler adds the connectors' own.
+	sup, err := m.newSupervisor()
 	if err != nil {
 		return err
 	}
@@ -204,15 +210,11 @@ func (m *Machine) Run(ctx context.Context) error {
 	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
 	pub := status.NewPublisher(m.Plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
 	srv := m.serveHTTP(ln, pub, sup)
+	defer srv.Close()
 	ctl, err := control.Listen(m.cfg.ControlSocket, m.Control(), m.log)
 	if err != nil {
-		_ = srv.Close()
 		return err
 	}
-
-	// Background work that lives until the slots are done.
-	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	var bg sync.WaitGroup
 
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
@@ -224,24 +226,40 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	sampler := m.newSampler(sup)
 	m.sampler.Store(sampler)
-	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx, ctx: ctx,
-		runs: map[string]*slotRun{}, wake: map[string]chan struct{}{}, draining: map[string]bool{}}
-	m.fleet.Store(fl)
-	defer m.fleet.Store(nil)
+	fl := &fleet{m: m, b: b, sampler: sampler, sup: sup, writes: writes, jobs: jobCtx,
+		runs: map[string]*slotRun{}, wake: map[string]chan struct{}{}}
+	rec := newReconciler(reconcilerParams{
+		store: m.store, log: m.log, fleet: fl, drain: m.cfg.DrainTimeout,
+		services: &services{cfg: m.cfg, log: m.log, sup: sup, store: m.store, specs: map[string]connectors.SpecFunc{}},
+		publish:  func(l *layout) { m.cur.Store(l) },
+	}, emptyLayout(m.cfg))
 
-	bg.Go(func() { b.Watch(bgCtx, m.log, fl.dispatch, m.cancelJob) })
-	bg.Go(func() { m.recovery(bgCtx, b) })
-	bg.Go(func() { m.liveness(bgCtx, b, fl.ids) })
-	bg.Go(func() { pub.Run(bgCtx) })
-	bg.Go(func() { ctl.Serve(bgCtx) })
-	bg.Go(func() { sampler.Run(bgCtx) })
-
-	if err := fl.start(ctx, m.layout().plan.Slots); err != nil {
-		stopBG()
-		bg.Wait()
-		_ = srv.Close()
+	// The background components, in the order they start; they stop in reverse.
+	background := []component{
+		newTask(func(ctx context.Context) { b.Watch(ctx, m.log, fl.dispatch, m.cancelJob) }),
+		newRecovery(recoveryParams{broker: b, store: m.store, log: m.log, lease: m.cfg.Lease}),
+		newLiveness(livenessParams{broker: b, store: m.store, metrics: m.metrics, log: m.log, slots: fl.ids, heartbeat: m.cfg.HeartbeatInterval}),
+		newQueueDepth(queueDepthParams{broker: b, store: m.store, services: m.jobServices}),
+		newTask(pub.Run),
+		newTask(ctl.Serve),
+		newTask(sampler.Run),
+	}
+	var wg sync.WaitGroup
+	for _, c := range background {
+		c.start(&wg)
+	}
+	stopBackground := func() {
+		for _, c := range slices.Backward(background) {
+			c.shutdown()
+		}
+		wg.Wait()
+	}
+	if err := rec.boot(ctx, m.layout()); err != nil {
+		stopBackground()
 		return err
 	}
+	m.rec.Store(rec)
+	rec.start(&wg)
 	m.store.SetPhase(state.Ready)
 	if err := pub.Publish(ctx, status.MachineReady); err != nil {
 		m.log.Warn("machine_ready status not published", "err", err)
@@ -251,22 +269,21 @@ func (m *Machine) Run(ctx context.Context) error {
 	<-ctx.Done()
 	// Past the drain timeout and a grace for the releases, shutdown stops waiting on a broker
 	// that does not answer.
-	deadline := time.AfterFunc(m.cfg.DrainTimeout+3*time.Second, stopWrites)
+	deadline := time.AfterFunc(m.cfg.DrainTimeout+finalWritesGrace, stopWrites)
 	defer deadline.Stop()
 	m.store.SetPhase(state.Draining)
 	m.log.Info("draining: no new claims; waiting for in-flight jobs", "in_flight", len(m.Control().Snapshot().Jobs),
 		"timeout", m.cfg.DrainTimeout.String())
-	fl.change.Lock() // no connector change from now on
+	rec.shutdown() // no change from now on; the one in flight ends first
 	fl.stop(fl.ids(), m.cfg.DrainTimeout)
 
 	m.store.SetPhase(state.Shutdown)
-	final, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	final, cancel := context.WithTimeout(context.Background(), finalWritesGrace)
 	defer cancel()
 	if err := pub.Publish(final, status.Shutdown); err != nil {
 		m.log.Warn("shutdown status not published", "err", err)
 	}
-	stopBG()
-	bg.Wait()
+	stopBackground()
 	_ = srv.Shutdown(final)
 	m.log.Info("machine stopped")
 	return nil
@@ -274,7 +291,7 @@ func (m *Machine) Run(ctx context.Context) error {
 
 // connect waits until the broker answers, logging a clear reason while it does not.
 func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) error {
-	delay := 200 * time.Millisecond
+	delay := connectFirstRetry
 	for attempt := 1; ; attempt++ {
 		err := b.Ping(ctx)
 		if err == nil {
@@ -299,54 +316,7 @@ func (m *Machine) connect(ctx context.Context, b *broker.Broker, url string) err
 			return fmt.Errorf("stopped before the broker at %s answered: %w", config.RedactURL(url), err)
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 5*time.Second)
-	}
-}
-
-// liveness pings the broker every 2 s (health, metrics), heartbeats every slot, counts the
-// queue for the console every 10 s, and prunes the claim script's service cache every 5 minutes.
-func (m *Machine) liveness(ctx context.Context, b *broker.Broker, ids func() []string) {
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	lastBeat, lastPrune, lastDepth := time.Now(), time.Now(), time.Time{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := b.Ping(pctx)
-		if err == nil && time.Since(lastBeat) >= m.cfg.HeartbeatInterval-time.Second {
-			if err = b.Heartbeat(pctx, ids()); err == nil {
-				lastBeat = time.Now()
-			}
-		}
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		// The queue depth is a scan of the shared queue: every 10 s is enough for a header.
-		if err == nil && time.Since(lastDepth) >= 10*time.Second {
-			lastDepth = time.Now()
-			if n, _, qerr := b.PendingFor(ctx, m.jobServices(), 10000); qerr == nil {
-				m.store.SetQueueDepth(n)
-			}
-		}
-		if err == nil && time.Since(lastPrune) >= 5*time.Minute {
-			lastPrune = time.Now()
-			if n, perr := b.PruneServiceCache(ctx); perr != nil {
-				m.log.Warn("service cache not pruned; will try again", "err", perr)
-			} else if n > 0 {
-				m.log.Debug("service cache pruned", "entries", n)
-			}
-		}
-		m.store.BrokerReachable(err == nil, err)
-		if err == nil {
-			m.metrics.BrokerUp.Set(1)
-		} else {
-			m.metrics.BrokerUp.Set(0)
-		}
+		delay = min(delay*2, connectMaxRetry)
 	}
 }
 
@@ -375,126 +345,6 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 	})
 }
 
-// serviceSpec is how the supervisor runs a planned service whose kind is installed.
-func (m *Machine) serviceSpec(svc plan.Service) (supervisor.Spec, error) {
-	m.mu.Lock()
-	spec := m.specs[svc.Kind]
-	m.mu.Unlock()
-	if spec == nil {
-		return supervisor.Spec{}, fmt.Errorf("service %s (%s) is not installed", svc.Name, svc.Kind)
-	}
-	return spec(svc.Instance()), nil
-}
-
-// install runs the installers of the services' kinds not installed yet (idempotent: a second
-// boot skips what is done).
-func (m *Machine) install(ctx context.Context, services []plan.Service) error {
-	for _, svc := range services {
-		m.mu.Lock()
-		done := m.specs[svc.Kind] != nil
-		m.mu.Unlock()
-		if done {
-			continue
-		}
-		kind, ok := registry.ServiceKind(svc.Kind)
-		if !ok {
-			return fmt.Errorf("service %s: no connector of this build installs a %s service", svc.Name, svc.Kind)
-		}
-		spec, err := kind.Install(ctx, connectors.InstallEnv{Config: m.cfg, Log: m.log})
-		if err != nil {
-			return err
-		}
-		m.mu.Lock()
-		m.specs[svc.Kind] = spec
-		m.mu.Unlock()
-	}
-	return nil
-}
-
-// gate keeps a slot from claiming while the operator drained the machine, its GPU is out of
-// service, its service is not ready, or its connector says it is unavailable (an open breaker).
-func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot, conn connectors.Connector) func() bool {
-	avail, _ := conn.(connectors.Availability)
-	return func() bool {
-		return !m.paused.Load() && (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service)) &&
-			(avail == nil || avail.Available())
-	}
-}
-
-// connector returns the connector for a slot, shared by every slot of the same connector and
-// service: a remote API's rate limit and breaker are per connector, a browser's tab limit is
-// per browser, each ComfyUI instance has its own.
-func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connector {
-	key := slot.Connector
-	if svc != nil {
-		key += "@" + svc.Name
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.conns == nil {
-		m.conns = map[string]connectors.Connector{}
-	}
-	c, ok := m.conns[key]
-	if !ok {
-		d, _ := registry.Lookup(slot.Connector) // the plan knows only registered connectors
-		env := connectors.Env{Config: m.cfg, Assets: m.assets}
-		if svc != nil {
-			env.ServiceURL = fmt.Sprintf("http://127.0.0.1:%d", svc.Port)
-		}
-		c = d.New(env)
-		m.conns[key] = c
-	}
-	return c
-}
-
-// supervisor builds the supervisor for the services the machine runs: those declared in
-// MACHINE_SERVICES_FILE (the connectors' own services join them as their connectors land).
-func (m *Machine) supervisor() (*supervisor.Supervisor, error) {
-	var specs []supervisor.Spec
-	for _, d := range m.cfg.Services {
-		gpuIndex := plan.NoGPU
-		if d.GPU != nil {
-			gpuIndex = *d.GPU
-		}
-		spec := supervisor.Spec{
-			Name: d.Name, Command: d.Command, Dir: d.Dir, Port: d.Port, GPU: gpuIndex,
-			Probe:         supervisor.Probe{Kind: d.Probe.Kind, Target: d.Probe.Target, Cmd: d.Probe.Command},
-			MemoryLimitMB: d.MemoryLimitMB, StopGrace: time.Duration(d.StopGraceS * float64(time.Second)),
-		}
-		if d.Port > 0 {
-			spec.Env = append(spec.Env, fmt.Sprintf("PORT=%d", d.Port))
-		}
-		if gpuIndex != plan.NoGPU {
-			spec.Env = append(spec.Env, fmt.Sprintf("CUDA_VISIBLE_DEVICES=%d", gpuIndex))
-		}
-		for _, k := range slices.Sorted(maps.Keys(d.Env)) { // sorted: the spec's hash must not change between runs
-			spec.Env = append(spec.Env, k+"="+d.Env[k])
-		}
-		specs = append(specs, spec)
-	}
-	for _, svc := range m.layout().plan.Services {
-		spec, err := m.serviceSpec(svc)
-		if err != nil {
-			return nil, err
-		}
-		specs = append(specs, spec)
-	}
-	return supervisor.New(supervisor.Params{
-		Specs: specs, RunDir: m.cfg.RunDir, LogDir: m.cfg.LogDir, Log: m.log, KeepOnExit: m.cfg.KeepServices,
-		OnChange: m.store.SetService,
-		Busy: func(service string) bool {
-			for _, sl := range m.layout().plan.Slots {
-				if sl.Service == service {
-					if live, ok := m.store.Snapshot().Slot(sl.ID); ok && live.JobID != "" {
-						return true
-					}
-				}
-			}
-			return false
-		},
-	})
-}
-
 // track registers a running job for cancellation.
 func (m *Machine) track(jobID string, cancel context.CancelCauseFunc) func() {
 	m.running.Store(jobID, cancel)
@@ -509,95 +359,13 @@ func (m *Machine) cancelJob(jobID, reason string) {
 	}
 }
 
-// recovery renews the leases of this machine's running jobs and, on every machine (a lock in
-// Redis keeps it to one at a time), returns jobs whose lease expired to the queue.
-func (m *Machine) recovery(ctx context.Context, b *broker.Broker) {
-	renewEvery := max(m.cfg.Lease/3, 200*time.Millisecond)
-	renew := time.NewTicker(renewEvery)
-	defer renew.Stop()
-	reap := time.NewTicker(time.Second)
-	defer reap.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-renew.C:
-			var held []broker.Held
-			for _, s := range m.store.Snapshot().Slots {
-				if s.JobID != "" {
-					held = append(held, broker.Held{JobID: s.JobID, WorkerID: s.ID})
-				}
-			}
-			rctx, cancel := context.WithTimeout(ctx, renewEvery)
-			if _, err := b.RenewLeases(rctx, held); err != nil && ctx.Err() == nil {
-				m.log.Warn("leases not renewed; if this lasts past MACHINE_LEASE_SECONDS other machines re-run these jobs", "jobs", len(held), "err", err)
-			}
-			cancel()
-		case <-reap.C:
-			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			requeued, failed, err := b.Reap(rctx)
-			cancel()
-			if requeued+failed > 0 {
-				m.log.Warn("jobs of machines that stopped renewing their leases were recovered", "requeued", requeued, "failed", failed)
-			}
-			if err != nil && ctx.Err() == nil {
-				m.log.Debug("reaper skipped a round", "err", err)
-			}
-		}
-	}
-}
-
-// jobServices are the service_required values this machine's slots claim.
-func (m *Machine) jobServices() []string {
-	var out []string
-	for _, s := range m.layout().plan.Slots {
-		for _, svc := range s.JobServices {
-			if !slices.Contains(out, svc) {
-				out = append(out, svc)
-			}
-		}
-	}
-	return out
-}
-
-// dispatcher wakes one idle slot of each connector that serves the submitted job's service.
-func (m *Machine) dispatcher(wake map[string]chan struct{}) broker.WakeFunc {
-	byService := map[string][]chan struct{}{}
-	for _, s := range m.layout().plan.Slots {
-		for _, svc := range s.JobServices {
-			if !slices.Contains(byService[svc], wake[s.Connector]) {
-				byService[svc] = append(byService[svc], wake[s.Connector])
-			}
-		}
-	}
-	return func(service string) {
-		if service == "" {
-			for _, ch := range wake {
-				for range cap(ch) {
-					select {
-					case ch <- struct{}{}:
-					default:
-					}
-				}
-			}
-			return
-		}
-		for _, ch := range byService[service] {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
 func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *http.Server {
 	srv := &http.Server{
 		Handler: httpapi.New(httpapi.Params{
 			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
-			Services: sup, SetConnector: m.SetConnector,
+			Services: sup, Do: m.Control().Do,
 		}),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -605,45 +373,4 @@ func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervi
 		}
 	}()
 	return srv
-}
-
-// capabilities builds the claim capabilities of slots.
-func (m *Machine) capabilities(slots []plan.Slot) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	for _, s := range slots {
-		gpus := m.cfg.GPUCount
-		if s.GPU != plan.NoGPU {
-			gpus = 1
-		}
-		c := broker.Capabilities{
-			WorkerID: s.ID, MachineID: m.cfg.MachineID, Services: s.JobServices,
-			Hardware: broker.Hardware{
-				GPUCount: gpus, GPUMemoryGB: m.cfg.GPUMemoryGB, GPUModel: m.cfg.GPUModel,
-				RAMGB: m.cfg.RAMGB, CPUCores: m.cfg.CPUCores,
-			},
-			CustomerAccess: broker.CustomerAccess{
-				Isolation: m.cfg.CustomerIsolation, AllowedCustomers: m.cfg.AllowedCustomers, DeniedCustomers: m.cfg.DeniedCustomers,
-			},
-			Performance: broker.Performance{ConcurrentJobs: 1},
-			Pool:        m.cfg.Pool, WorkflowID: m.cfg.WorkflowID, Custom: m.cfg.CustomCapabilities,
-		}
-		for _, svc := range s.JobServices {
-			models := m.cfg.Models[svc]
-			if models == nil {
-				models = m.cfg.Models["*"]
-			}
-			if models != nil {
-				if c.Models == nil {
-					c.Models = map[string][]string{}
-				}
-				c.Models[svc] = models
-			}
-		}
-		b, err := c.Encode()
-		if err != nil {
-			return nil, err
-		}
-		out[s.ID] = b
-	}
-	return out, nil
 }

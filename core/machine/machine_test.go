@@ -2,6 +2,7 @@ package machine_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -495,11 +496,13 @@ func TestConnectorsChangeLive(t *testing.T) {
 	if !res.OK || !strings.Contains(res.Message, "draining") {
 		t.Fatalf("disable = %+v", res)
 	}
-	if snap := core.Snapshot(); snap.Connectors[len(snap.Connectors)-1].State != "draining" {
-		t.Errorf("connector states while draining: %+v", snap.Connectors)
-	}
-	if again := core.Do(ctx, control.Command{Op: control.EnableConnector, Connector: "mock"}); again.OK || !strings.Contains(again.Error, "in progress") {
-		t.Errorf("a second change during the drain = %+v", again)
+	h.waitFor("the connector to show as draining", func() bool {
+		c := core.Snapshot().Connectors
+		return c[len(c)-1].State == state.ConnectorDraining
+	})
+	// Checked against the layout the queued change leaves: mock will not be enabled.
+	if again := core.Do(ctx, control.Command{Op: control.DisableConnector, Connector: "mock"}); again.OK || !strings.Contains(again.Error, "not enabled") {
+		t.Errorf("a second disable during the drain = %+v", again)
 	}
 	h.waitFor("the running job to finish during the drain", func() bool { return h.status(long) == "completed" })
 	h.waitFor("the mock slot to go", func() bool {
@@ -530,9 +533,7 @@ func TestConnectorsChangeLive(t *testing.T) {
 		t.Fatalf("with the token: %v %v %s", resp.StatusCode, err, b)
 	}
 	resp.Body.Close()
-	if n := len(h.m.Store().Snapshot().Slots); n != 2 {
-		t.Errorf("%d slots after concurrency 2", n)
-	}
+	h.waitFor("two simulation slots", func() bool { return len(h.m.Store().Snapshot().Slots) == 2 })
 	// Beyond the GPUs: refused with the reason.
 	if res := core.Do(ctx, control.Command{Op: control.SetConcurrency, Connector: "simulation", Count: 3}); res.OK || !strings.Contains(res.Error, "GPU") {
 		t.Errorf("concurrency beyond the GPUs = %+v", res)
@@ -546,15 +547,8 @@ func TestConnectorsChangeLive(t *testing.T) {
 	}
 	page := h.submit("playwright", `{"type":"html","html":"<p>live</p>","width":100,"height":50}`)
 	h.waitFor("a render through the live-added browser", func() bool { return h.status(page) == "completed" })
-	for {
-		res := core.Do(ctx, control.Command{Op: control.DisableConnector, Connector: "playwright"})
-		if res.OK {
-			break
-		}
-		if !strings.Contains(res.Error, "in progress") {
-			t.Fatalf("disable playwright = %+v", res)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if res := core.Do(ctx, control.Command{Op: control.DisableConnector, Connector: "playwright"}); !res.OK {
+		t.Fatalf("disable playwright = %+v", res)
 	}
 	h.waitFor("the browser service to go", func() bool {
 		_, ok := h.m.Store().Snapshot().Service("browser")
@@ -730,12 +724,20 @@ func TestOpenAIThroughTheMachine(t *testing.T) {
 		"MACHINE_ASSET_DIR": assetsDir, "MACHINE_ASSET_BASE_URL": "https://cdn.example.com"})
 	text := h.submit("openai_text", `{"prompt":"hi"}`)
 	img := h.submit("openai_image", `{"prompt":"a cat"}`)
-	for _, id := range []string{text, img} {
+	edit := h.submit("openai_img2img", `{"prompt":"make it blue","images":["data:image/png;base64,`+
+		base64.StdEncoding.EncodeToString(fakeopenai.PNG)+`"]}`)
+	for _, id := range []string{text, img, edit} {
 		h.waitFor("job "+id, func() bool { return h.status(id) == "completed" })
 	}
 	stored := h.rdb.HGet(context.Background(), "jobs:completed", img).Val()
 	if !strings.Contains(stored, "https://cdn.example.com/"+img+".png") || !strings.Contains(stored, `"mime_type":"image/png"`) {
 		t.Errorf("image result = %s", stored)
+	}
+	if edited := h.rdb.HGet(context.Background(), "jobs:completed", edit).Val(); !strings.Contains(edited, "https://cdn.example.com/"+edit+".png") {
+		t.Errorf("img2img result = %s", edited)
+	}
+	if len(fake.Edits) != 1 || fake.Edits[0].Prompt != "make it blue" || len(fake.Edits[0].Images) != 1 || fake.Edits[0].Images[0] != "image/png" {
+		t.Errorf("edits the fake received: %+v", fake.Edits)
 	}
 	resp, err := http.Get("http://" + h.m.HTTPAddr() + "/status")
 	if err != nil {

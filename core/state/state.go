@@ -89,6 +89,10 @@ type Snapshot struct {
 	Paused bool
 	// QueueDepth counts pending jobs for the services this machine serves.
 	QueueDepth int64
+	// Connectors are the connectors the machine runs or ran since it started, in the order
+	// they were first enabled; Changes the recent changes of the layout, oldest first.
+	Connectors []Connector
+	Changes    []Change
 }
 
 // Service returns a supervised service's status.
@@ -143,6 +147,8 @@ func (s *Store) Snapshot() Snapshot {
 	c.Slots = slices.Clone(s.snap.Slots)
 	c.Recent = slices.Clone(s.snap.Recent[max(0, len(s.snap.Recent)-recentCap):])
 	c.Services = slices.Clone(s.snap.Services)
+	c.Connectors = slices.Clone(s.snap.Connectors)
+	c.Changes = slices.Clone(s.snap.Changes)
 	return c
 }
 

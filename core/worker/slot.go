@@ -203,6 +203,9 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 
 // execute runs the connector with the job timeout, turning a panic into a failure.
 func (s *Slot) execute(jobCtx context.Context, j *job.Job, log *slog.Logger) (res job.Result, err error) {
+	if j.Refused != nil {
+		return job.Result{}, j.Refused
+	}
 	if len(j.Payload) > 0 && !json.Valid(j.Payload) {
 		return job.Result{}, job.Permanent(fmt.Errorf("payload of job %s is not valid JSON; the submitter must send a JSON object", j.ID))
 	}

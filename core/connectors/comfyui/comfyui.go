@@ -124,7 +124,7 @@ func (c *Connector) store(ctx context.Context, j *job.Job, res *job.Result) erro
 		if i > 0 {
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
-		saved, err := c.s.Assets.Save(id, j.Ctx, path.Ext(im["filename"].(string)), body)
+		saved, err := c.s.Assets.Save(ctx, id, j.Ctx, path.Ext(im["filename"].(string)), body)
 		if err != nil {
 			return err
 		}

@@ -9,14 +9,17 @@ import (
 const (
 	ServiceText      = "openai_text"
 	ServiceImage     = "openai_image"
+	ServiceImg2Img   = "openai_img2img"
 	ServiceResponses = "openai_responses"
 )
 
-// Descriptor is the openai connector: text, images and background responses.
+var services = []string{ServiceText, ServiceImage, ServiceImg2Img, ServiceResponses}
+
+// Descriptor is the openai connector: text, images, image edits and background responses.
 var Descriptor = connectors.Descriptor{
 	Name:           "openai",
-	JobServices:    []string{ServiceText, ServiceImage, ServiceResponses},
-	StatusServices: []string{"openai-text", "openai-image", "openai-responses"},
+	JobServices:    services,
+	StatusServices: []string{"openai-text", "openai-image", "openai-img2img", "openai-responses"},
 	Check: func(c *config.Config) []string {
 		return connectors.NeedKey("openai", c.OpenAI.APIKey, "OPENAI_API_KEY")
 	},

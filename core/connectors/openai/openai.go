@@ -78,10 +78,12 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		data, err = c.text(ctx, j)
 	case ServiceImage:
 		data, err = c.image(ctx, j)
+	case ServiceImg2Img:
+		data, err = c.img2img(ctx, j)
 	case ServiceResponses:
 		data, err = c.responses(ctx, j, progress)
 	default:
-		return job.Result{}, job.Permanent(fmt.Errorf("service %s is not supported by the openai connector of this version (it runs openai_text, openai_image, openai_responses)", j.Service))
+		return job.Result{}, job.Permanent(fmt.Errorf("service %s is not supported by the openai connector of this version (it runs %s)", j.Service, strings.Join(services, ", ")))
 	}
 	if err != nil {
 		return job.Result{}, err
@@ -192,7 +194,7 @@ func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, erro
 	if err != nil {
 		return nil, fmt.Errorf("OpenAI's image is not valid base64: %w", err)
 	}
-	saved, err := c.s.Assets.Save(j.ID, j.Ctx, ".png", png)
+	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
 	if err != nil {
 		return nil, err
 	}

@@ -137,7 +137,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	if err != nil {
 		return job.Result{}, fmt.Errorf("%w: capture failed (%v)", ErrBrowserDown, err)
 	}
-	saved, err := c.s.Assets.Save(j.ID, j.Ctx, ext, out)
+	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ext, out)
 	if err != nil {
 		return job.Result{}, err
 	}
