@@ -17,6 +17,7 @@ type Fake struct {
 	activity func() map[int]float64 // GPU index → 0 idle … 1 fully busy; absent: idle
 	ticks    []int
 	failures chan HealthEvent
+	watchErr chan error // the next WatchHealth calls fail with these
 }
 
 // NewFake returns a fake source of count GPUs of the given model and memory.
@@ -27,7 +28,7 @@ func NewFake(count int, model string, memoryGB float64) *Fake {
 	if memoryGB <= 0 {
 		memoryGB = 24
 	}
-	f := &Fake{activity: func() map[int]float64 { return nil }, ticks: make([]int, count), failures: make(chan HealthEvent, 16)}
+	f := &Fake{activity: func() map[int]float64 { return nil }, ticks: make([]int, count), failures: make(chan HealthEvent, 16), watchErr: make(chan error, 16)}
 	for i := range count {
 		f.devices = append(f.devices, Device{
 			Index: i, Name: model, MemoryTotalMB: memoryGB * 1024,
@@ -90,19 +91,29 @@ func (f *Fake) Read(context.Context) ([]Reading, error) {
 	return out, nil
 }
 
-// WatchHealth implements Source: it reports the failures injected with Fail.
-func (f *Fake) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
+// WatchHealth implements Source: it reports the failures injected with Fail, and ends with
+// the errors injected with FailWatch.
+func (f *Fake) WatchHealth(ctx context.Context, events chan<- HealthEvent) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
+		case err := <-f.watchErr:
+			return err
 		case ev := <-f.failures:
 			select {
 			case events <- ev:
 			case <-ctx.Done():
-				return
+				return nil
 			}
 		}
+	}
+}
+
+// FailWatch makes the next n health watches end with err, as an NVML event set that breaks.
+func (f *Fake) FailWatch(err error, n int) {
+	for range n {
+		f.watchErr <- err
 	}
 }
 
