@@ -23,7 +23,8 @@ type Payload struct {
 const DefaultDelay = 100 * time.Millisecond
 
 // ErrRequested is the old connector's failure text.
-var ErrRequested = errors.New("Mock failure requested") //nolint:staticcheck // the old runtime's exact text
+//lint:ignore ST1005 the old runtime's exact text, which clients may match
+var ErrRequested = errors.New("Mock failure requested")
 
 // Connector runs mock jobs.
 type Connector struct{}

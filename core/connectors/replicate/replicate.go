@@ -95,7 +95,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		case "succeeded":
 			return true, nil
 		case "failed", "canceled":
-			return false, fmt.Errorf("Replicate prediction %s %s: %v", pred.ID, pred.Status, pred.Error)
+			return false, fmt.Errorf("the Replicate prediction %s %s: %v", pred.ID, pred.Status, pred.Error)
 		}
 		progress(job.Progress{Percent: 50, Message: "prediction " + pred.Status})
 		return false, nil
