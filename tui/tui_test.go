@@ -107,14 +107,14 @@ func (s *screen) String() string {
 }
 
 type session struct {
-	t    *testing.T
+	t    testing.TB
 	tm   *teatest.TestModel
 	scr  *screen
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func start(t *testing.T, w, h int, core *fakeCore, opts tui.Options) *session {
+func start(t testing.TB, w, h int, core *fakeCore, opts tui.Options) *session {
 	t.Helper()
 	tm := teatest.NewTestModel(t, tui.New(core, opts), teatest.WithInitialTermSize(w, h),
 		teatest.WithProgramOptions(tea.WithColorProfile(colorprofile.Ascii), tea.WithEnvironment([]string{"TERM=xterm-256color"})))

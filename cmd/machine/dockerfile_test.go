@@ -15,7 +15,7 @@ type instruction struct {
 	args string
 }
 
-func parseDockerfile(t *testing.T, path string) []instruction {
+func parseDockerfile(t testing.TB, path string) []instruction {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

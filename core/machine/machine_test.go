@@ -32,7 +32,7 @@ import (
 )
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	rdb    *redis.Client
 	b      *broker.Broker
 	m      *machine.Machine
@@ -44,22 +44,22 @@ type harness struct {
 // start runs a machine against a real redis-server with the given environment on top of
 // test defaults. The fallback poll is ten minutes, so any pickup the tests see came from the
 // job_submitted wake-up.
-func start(t *testing.T, env map[string]string) *harness {
+func start(t testing.TB, env map[string]string) *harness {
 	t.Helper()
 	return startWith(t, env, machine.Options{Version: "test"})
 }
 
-func startWith(t *testing.T, env map[string]string, opts machine.Options) *harness {
+func startWith(t testing.TB, env map[string]string, opts machine.Options) *harness {
 	t.Helper()
 	return startOn(t, redistest.Start(t).URL, env, opts)
 }
 
-func startWithRedis(t *testing.T, url string, env map[string]string) *harness {
+func startWithRedis(t testing.TB, url string, env map[string]string) *harness {
 	t.Helper()
 	return startOn(t, url, env, machine.Options{Version: "test"})
 }
 
-func startOn(t *testing.T, url string, env map[string]string, opts machine.Options) *harness {
+func startOn(t testing.TB, url string, env map[string]string, opts machine.Options) *harness {
 	t.Helper()
 	base := map[string]string{
 		"HUB_REDIS_URL": url, "MACHINE_ID": "test-box", "MACHINE_HEALTH_PORT": "0",
@@ -677,7 +677,7 @@ func TestComfyUIEndToEnd(t *testing.T) {
 			t.Fatalf("git %v: %v %s", args, err, out)
 		}
 	}
-	port := freePort(t)
+	port := testutil.Port(t)
 	h := start(t, map[string]string{"WORKER_CONNECTORS": "comfyui", "MACHINE_GPU_COUNT": "1",
 		"COMFYUI_REPO_URL": "file://" + repo, "COMFYUI_BRANCH": "main", "COMFYUI_DIR": filepath.Join(dir, "ComfyUI"),
 		"MACHINE_CACHE_DIR": filepath.Join(dir, "cache"), "COMFYUI_BASE_PORT": fmt.Sprint(port), "COMFY_ARGS": "--highvram"})
@@ -701,15 +701,6 @@ func TestComfyUIEndToEnd(t *testing.T) {
 	if !res.OK || !strings.Contains(strings.Join(res.Lines, "\n"), want) {
 		t.Errorf("ComfyUI's command line: %v, want %s", res.Lines, want)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	port, err := testutil.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // OpenAI jobs through the machine, against the in-repo fake: text and an image saved as an

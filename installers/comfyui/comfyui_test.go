@@ -21,7 +21,7 @@ import (
 )
 
 // gitRepo makes a local repository with the given files and returns its file:// URL.
-func gitRepo(t *testing.T, files map[string]string) string {
+func gitRepo(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {

@@ -18,7 +18,7 @@ import (
 
 const workflow = `{"3":{"class_type":"KSampler","inputs":{"seed":1}},"9":{"class_type":"SaveImage","inputs":{}}}`
 
-func run(t *testing.T, b fakecomfy.Behaviour, payload string, s comfyui.Settings) (job.Result, []job.Progress, *fakecomfy.Server, error) {
+func run(t testing.TB, b fakecomfy.Behaviour, payload string, s comfyui.Settings) (job.Result, []job.Progress, *fakecomfy.Server, error) {
 	t.Helper()
 	fake := fakecomfy.New()
 	fake.Behaviour = b

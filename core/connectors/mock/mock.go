@@ -23,6 +23,7 @@ type Payload struct {
 const DefaultDelay = 100 * time.Millisecond
 
 // ErrRequested is the old connector's failure text.
+//
 //lint:ignore ST1005 the old runtime's exact text, which clients may match
 var ErrRequested = errors.New("Mock failure requested")
 

@@ -27,7 +27,7 @@ import (
 
 // chromium starts the real Debian Chromium (make test installs it) with DevTools on a free
 // port, as the machine's supervisor does, and returns its address.
-func chromium(t *testing.T) string {
+func chromium(t testing.TB) string {
 	t.Helper()
 	b, err := browser.Find(context.Background(), false)
 	if err != nil {
@@ -56,14 +56,14 @@ func chromium(t *testing.T) string {
 	}
 }
 
-func run(t *testing.T, c *playwright.Connector, payload string) (job.Result, error) {
+func run(t testing.TB, c *playwright.Connector, payload string) (job.Result, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return c.Run(ctx, &job.Job{ID: "b1", Service: "playwright", Payload: json.RawMessage(payload)}, func(job.Progress) {})
 }
 
-func decode(t *testing.T, res job.Result) image.Image {
+func decode(t testing.TB, res job.Result) image.Image {
 	t.Helper()
 	path := strings.TrimPrefix(res.Data.(map[string]any)["image_url"].(string), "file://")
 	b, err := os.ReadFile(path)

@@ -15,7 +15,7 @@ import (
 	"github.com/emp-job-queue/machine/internal/fakejobapis"
 )
 
-func setup(t *testing.T, token string) (*fakejobapis.Jobs, *replicate.Connector, string) {
+func setup(t testing.TB, token string) (*fakejobapis.Jobs, *replicate.Connector, string) {
 	fake := fakejobapis.New("r8_secret_token_value")
 	srv := httptest.NewServer(fake.Handler())
 	t.Cleanup(srv.Close)

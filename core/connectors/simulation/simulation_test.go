@@ -11,7 +11,7 @@ import (
 	"github.com/emp-job-queue/machine/core/job"
 )
 
-func run(t *testing.T, payload string, retry int) (job.Result, []job.Progress, error) {
+func run(t testing.TB, payload string, retry int) (job.Result, []job.Progress, error) {
 	t.Helper()
 	c := simulation.New(simulation.Settings{Duration: 10 * time.Millisecond, Steps: 2})
 	j := &job.Job{ID: "sim-1", Service: "simulation", Payload: json.RawMessage(payload), RetryCount: retry}
