@@ -222,7 +222,27 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 			"connected": snap.Broker.Connected, "last_error": snap.Broker.LastError},
 		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
+		"connectors": connectors(snap), "changes": changes(snap),
 	})
+}
+
+// connectors are the connectors the machine runs or ran, with their state.
+func connectors(snap state.Snapshot) []map[string]any {
+	out := make([]map[string]any, 0, len(snap.Connectors))
+	for _, c := range snap.Connectors {
+		out = append(out, map[string]any{"name": c.Name, "state": c.State, "slots": c.Slots, "error": c.Error})
+	}
+	return out
+}
+
+// changes are the recent changes of the running layout and how they went.
+func changes(snap state.Snapshot) []map[string]any {
+	out := make([]map[string]any, 0, len(snap.Changes))
+	for _, c := range snap.Changes {
+		out = append(out, map[string]any{"id": c.ID, "what": c.What, "state": c.State, "message": c.Message, "error": c.Error,
+			"requested_at": c.RequestedAt.UTC().Format(time.RFC3339Nano)})
+	}
+	return out
 }
 
 func services(snap state.Snapshot) map[string]any {

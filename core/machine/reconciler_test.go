@@ -59,6 +59,15 @@ func TestFailedInstallKeepsTheLayout(t *testing.T) {
 	if h.m.Plan() != before || len(snap.Services) != 0 || h.rdb.Exists(ctx, "worker:test-box-worker-comfyui-0").Val() != 0 {
 		t.Errorf("the failed change left something behind: plan %+v, services %+v", h.m.Plan(), snap.Services)
 	}
+	resp, err := http.Get("http://" + h.m.HTTPAddr() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"state":"failed"`) || !strings.Contains(string(body), `"what":"enable comfyui with 1 slot(s)"`) {
+		t.Errorf("/status does not show the failed change:\n%s", body)
+	}
 	id := h.submit("simulation", `{"duration_ms":10}`)
 	h.waitFor("the simulation slot to keep working", func() bool { return h.status(id) == "completed" })
 }
