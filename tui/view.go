@@ -11,6 +11,7 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/state"
 )
 
@@ -372,7 +373,7 @@ func (m *Model) jobLines() []string {
 	for k := len(m.snap.Recent) - 1; k >= 0; k-- {
 		f := m.snap.Recent[k]
 		mark := m.styles.ok.Render("✓")
-		if f.Outcome != "completed" {
+		if f.Outcome != job.Completed {
 			mark = m.styles.bad.Render("✗")
 		}
 		line := fmt.Sprintf("  %s %-8s %-12s %-9s %6s", mark, short(f.ID), cutPlain(f.Service, 12), f.Outcome, dur(f.DurationMS))

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/state"
 )
 
@@ -109,11 +110,11 @@ type Job struct {
 
 // Finished is a recently ended job.
 type Finished struct {
-	ID         string `json:"id"`
-	Service    string `json:"service"`
-	Outcome    string `json:"outcome"`
-	Error      string `json:"error,omitempty"`
-	DurationMS int64  `json:"duration_ms"`
+	ID         string      `json:"id"`
+	Service    string      `json:"service"`
+	Outcome    job.Outcome `json:"outcome"`
+	Error      string      `json:"error,omitempty"`
+	DurationMS int64       `json:"duration_ms"`
 }
 
 // Op is what a Command asks for.

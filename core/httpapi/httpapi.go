@@ -16,7 +16,6 @@ import (
 
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
-	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
 
@@ -169,8 +168,8 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		healthy = healthy && ok
 	}
 	for _, st := range snap.Services {
-		ok := st.State == supervisor.Ready
-		services[st.Name] = map[string]any{"healthy": ok, "status": st.PM2Status(), "pid": st.PID, "restarts": st.Restarts, "error": st.Error}
+		ok := st.Ready
+		services[st.Name] = map[string]any{"healthy": ok, "status": st.PM2Status, "pid": st.PID, "restarts": st.Restarts, "error": st.Error}
 		healthy = healthy && (ok || snap.Phase != state.Ready)
 	}
 	var brokerErr any
@@ -257,7 +256,7 @@ func services(snap state.Snapshot) map[string]any {
 			mem = int64(st.RSSMB * (1 << 20))
 		}
 		out[st.Name] = map[string]any{
-			"name": st.Name, "status": st.PM2Status(), "state": st.State, "pid": st.PID, "memory": mem,
+			"name": st.Name, "status": st.PM2Status, "state": st.State, "pid": st.PID, "memory": mem,
 			"uptime": uptime, "restarts": st.Restarts, "port": st.Port, "adopted": st.Adopted,
 			"last_exit": st.LastExit, "error": st.Error,
 		}
@@ -298,7 +297,7 @@ func gpus(snap state.Snapshot) []map[string]any {
 	return out
 }
 
-func host(h gpu.HostReading) map[string]any {
+func host(h state.Host) map[string]any {
 	return map[string]any{
 		"cpu_percent": na(h.CPUPercent), "cpu_cores": h.CPUCores, "memory_used_mb": na(h.MemUsedMB),
 		"memory_total_mb": na(h.MemTotalMB), "disk_path": h.DiskPath, "disk_used_gb": na(h.DiskUsedGB),

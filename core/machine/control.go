@@ -7,7 +7,6 @@ import (
 
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
-	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
 
@@ -69,7 +68,7 @@ func (c *core) Snapshot() control.Snapshot {
 		}
 		out.Services = append(out.Services, control.Service{
 			Name: st.Name, State: string(st.State), PID: st.PID, Restarts: st.Restarts,
-			Healthy: st.State == supervisor.Ready, Port: st.Port, UptimeMS: up, Error: st.Error,
+			Healthy: st.Ready, Port: st.Port, UptimeMS: up, Error: st.Error,
 		})
 	}
 	for _, c := range snap.Connectors {

@@ -339,7 +339,7 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 		Source: m.gpus, Interval: m.cfg.GPUSampleEvery, Host: gpu.NewHost(m.cfg.Workspace), Log: m.log,
 		Services: sup.PIDs,
 		OnSample: func(t gpu.Snapshot) {
-			m.store.SetTelemetry(t)
+			m.store.SetTelemetry(telemetry(t))
 			m.metrics.ObserveTelemetry(t)
 		},
 	})

@@ -114,7 +114,7 @@ func declaredSpecs(cfg *config.Config) []supervisor.Spec {
 func (m *Machine) newSupervisor() (*supervisor.Supervisor, error) {
 	return supervisor.New(supervisor.Params{
 		Specs: declaredSpecs(m.cfg), RunDir: m.cfg.RunDir, LogDir: m.cfg.LogDir, Log: m.log, KeepOnExit: m.cfg.KeepServices,
-		OnChange: m.store.SetService,
+		OnChange: func(st supervisor.Status) { m.store.SetService(serviceReading(st)) },
 		Busy: func(service string) bool {
 			snap := m.store.Snapshot()
 			for _, sl := range m.layout().plan.Slots {
