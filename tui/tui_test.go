@@ -16,6 +16,7 @@ import (
 	"github.com/charmbracelet/x/vt"
 
 	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/tui"
 )
 
@@ -249,6 +250,17 @@ func TestServiceCrashShown(t *testing.T) {
 		s := start(t, w, h, core, tui.Options{})
 		golden.RequireEqual(t, s.waitFor("errored"))
 	})
+}
+
+// A connector change that failed shows as failed, with its reason.
+func TestFailedConnectorShown(t *testing.T) {
+	core := newFake()
+	snap := fixture()
+	snap.Connectors = append(snap.Connectors, control.Connector{Name: "playwright", State: state.ConnectorFailed,
+		Error: "install browser: no Chromium on PATH"})
+	core.updates <- snap
+	s := start(t, 160, 48, core, tui.Options{})
+	s.waitFor("no Chromium on PATH")
 }
 
 func TestLogsView(t *testing.T) {

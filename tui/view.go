@@ -351,8 +351,12 @@ func (m *Model) connectorLines() []string {
 		case state.ConnectorFailed:
 			st = m.styles.bad
 		}
-		out = append(out, fmt.Sprintf("%s %-14s %s busy %d/%d  done %d  failed %d", m.rowMarker(paneConnectors, i),
-			cutPlain(c.Name, 14), st.Render(fmt.Sprintf("%-8s", c.State)), c.Busy, c.Slots, c.Done, c.Failed))
+		line := fmt.Sprintf("%s %-14s %s busy %d/%d  done %d  failed %d", m.rowMarker(paneConnectors, i),
+			cutPlain(c.Name, 14), st.Render(fmt.Sprintf("%-8s", c.State)), c.Busy, c.Slots, c.Done, c.Failed)
+		if c.State == state.ConnectorFailed && c.Error != "" {
+			line += "  " + m.styles.bad.Render(cutPlain(c.Error, 60)) // why its last change failed
+		}
+		out = append(out, line)
 	}
 	return out
 }
