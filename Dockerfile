@@ -22,7 +22,10 @@ COPY --from=builder /out/machine /usr/local/bin/machine
 # `docker exec -it <container> console` attaches the console to the running core.
 RUN ln -s /usr/local/bin/machine /usr/local/bin/console
 WORKDIR /workspace
+# Every interface: a published port (-p 9090:9090) reaches the container's interface, not its
+# loopback. Only read-only routes are open; set MACHINE_API_TOKEN to open restarts and logs.
 ENV MACHINE_HEALTH_PORT=9090 \
+    MACHINE_HTTP_ADDR=0.0.0.0 \
     MACHINE_RUN_DIR=/run/machine
 EXPOSE 9090
 STOPSIGNAL SIGTERM

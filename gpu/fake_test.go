@@ -16,7 +16,12 @@ func TestFakeIsDeterministicAndFollowsLoad(t *testing.T) {
 	busy := func() map[int]float64 { return map[int]float64{1: 1} }
 	a.SetActivity(busy)
 	b.SetActivity(busy)
+	at := time.Unix(1000, 0)
+	clock := func() time.Time { return at }
+	a.SetClock(clock)
+	b.SetClock(clock)
 	for range 5 {
+		at = at.Add(time.Second)
 		ra, _ := a.Read(context.Background())
 		rb, _ := b.Read(context.Background())
 		if !reflect.DeepEqual(ra, rb) {
@@ -30,6 +35,42 @@ func TestFakeIsDeterministicAndFollowsLoad(t *testing.T) {
 	s := gpu.Summarize(a)
 	if s.Count != 2 || s.Model != "Sim" || s.MemoryGB != 24 || s.Source != "fake" {
 		t.Errorf("summary = %+v", s)
+	}
+}
+
+// The fake's power and memory are functions of the activity, and its energy counter is their
+// exact integral over its clock: what lets accounting tests compute the figures a job is owed.
+func TestFakeCurvesAndEnergyCounter(t *testing.T) {
+	f := gpu.NewFake(2, "Sim", 24)
+	activity := 0.0
+	f.SetActivity(func() map[int]float64 { return map[int]float64{0: activity} })
+	at := time.Unix(5000, 0)
+	f.SetClock(func() time.Time { return at })
+	read := func() gpu.Reading {
+		rs, err := f.Read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs[0]
+	}
+	first := read()
+	if first.EnergyMJ != gpu.FakeEnergyBaseMJ || first.PowerW != gpu.FakePowerW(0) || first.MemoryUsedMB != gpu.FakeMemoryUsedMB(24*1024, 0) {
+		t.Fatalf("first reading %+v", first)
+	}
+	activity = 1
+	at = at.Add(1500 * time.Millisecond)
+	busy := read()
+	if busy.PowerW != 300 || busy.MemoryUsedMB != gpu.FakeMemoryUsedMB(24*1024, 1) || busy.MemoryUsedMB <= first.MemoryUsedMB {
+		t.Fatalf("busy reading %+v", busy)
+	}
+	// The counter advanced at this reading's power for the 1.5 s since the last one.
+	if got, want := busy.EnergyMJ-first.EnergyMJ, 300*1.5*1000; got != want {
+		t.Errorf("energy counter advanced %v mJ, want %v", got, want)
+	}
+	f.SetEnergyCounter(false)
+	at = at.Add(time.Second)
+	if r := read(); !gpu.IsNA(r.EnergyMJ) || r.PowerW != 300 {
+		t.Errorf("a GPU without a counter must read n/a energy, not a number: %+v", r)
 	}
 }
 

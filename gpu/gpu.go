@@ -41,6 +41,9 @@ type Reading struct {
 	EncoderUtil  float64 // %
 	DecoderUtil  float64 // %
 	Processes    []Process
+	// EnergyMJ is the GPU's total-energy counter in millijoules since the driver loaded (NVML
+	// nvmlDeviceGetTotalEnergyConsumption, Volta and newer); NA where the GPU has none.
+	EnergyMJ float64
 }
 
 // Process is a process using a GPU, with the memory it holds. PIDs are host PIDs: inside a

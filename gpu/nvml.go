@@ -86,13 +86,18 @@ func (n *NVML) Read(ctx context.Context) ([]Reading, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		r := Reading{Device: n.devices[i], UtilGPU: NA, UtilMemory: NA, MemoryUsedMB: NA, EncoderUtil: NA, DecoderUtil: NA, PState: NA}
+		r := Reading{Device: n.devices[i], UtilGPU: NA, UtilMemory: NA, MemoryUsedMB: NA, EncoderUtil: NA, DecoderUtil: NA, PState: NA, EnergyMJ: NA}
 		if mem, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
 			r.MemoryUsedMB = float64(mem.Used) / (1 << 20)
 		}
 		r.TemperatureC = u32(h.GetTemperature(nvml.TEMPERATURE_GPU))
 		r.PowerW = u32(h.GetPowerUsage()) / 1000
 		r.PowerLimitW = u32(h.GetEnforcedPowerLimit()) / 1000
+		// The energy counter is whole-device, so it holds under MIG too; GPUs before Volta
+		// answer NOT_SUPPORTED and the job's energy is integrated from power instead.
+		if e, ret := h.GetTotalEnergyConsumption(); ret == nvml.SUCCESS {
+			r.EnergyMJ = float64(e)
+		}
 		r.FanPct = u32(h.GetFanSpeed())
 		r.SMClockMHz = u32(h.GetClockInfo(nvml.CLOCK_SM))
 		r.MemClockMHz = u32(h.GetClockInfo(nvml.CLOCK_MEM))

@@ -41,6 +41,12 @@ func h200(t testing.TB) (*server.Server, chan nvml.EventData) {
 		dev.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return 40 + uint32(idx), nvml.SUCCESS }
 		dev.GetPowerUsageFunc = func() (uint32, nvml.Return) { return 250500, nvml.SUCCESS }
 		dev.GetEnforcedPowerLimitFunc = func() (uint32, nvml.Return) { return 700000, nvml.SUCCESS }
+		dev.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) {
+			if idx == 3 { // a GPU without the counter (pre-Volta)
+				return 0, nvml.ERROR_NOT_SUPPORTED
+			}
+			return 123456789 + uint64(idx), nvml.SUCCESS
+		}
 		dev.GetFanSpeedFunc = func() (uint32, nvml.Return) {
 			if idx == 3 {
 				return 0, nvml.ERROR_NOT_SUPPORTED
@@ -101,6 +107,9 @@ func TestNVMLReadings(t *testing.T) {
 		r.EncoderUtil != 3 || r.DecoderUtil != 4 || len(r.Processes) != 1 || r.Processes[0].PID != 4001 || r.Processes[0].MemoryMB != 512 {
 		t.Errorf("GPU 1 reading = %+v", r)
 	}
+	if r.EnergyMJ != 123456790 {
+		t.Errorf("GPU 1 energy counter = %v mJ, want 123456790", r.EnergyMJ)
+	}
 	if r.UUID == "" || r.MIG {
 		t.Errorf("GPU 1 identity = %+v", r.Device)
 	}
@@ -110,6 +119,9 @@ func TestNVMLReadings(t *testing.T) {
 	}
 	if !gpu.IsNA(rs[3].FanPct) || rs[3].TemperatureC != 43 {
 		t.Errorf("unsupported fan must be n/a: %+v", rs[3])
+	}
+	if !gpu.IsNA(rs[3].EnergyMJ) || rs[2].EnergyMJ != 123456791 {
+		t.Errorf("energy counter: unsupported must be n/a, MIG keeps the device counter: GPU 3 %v, GPU 2 %v", rs[3].EnergyMJ, rs[2].EnergyMJ)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,14 +23,21 @@ type Downloader struct {
 	Cache    string // shared across services and boots
 	Client   *http.Client
 	Attempts int // per file, resuming each time; default 4
+	// AllowUnverified lets a file without a sha256 download, over https only
+	// (MACHINE_ALLOW_UNVERIFIED_DOWNLOADS). Without it such a file is refused: nothing would
+	// tell a swapped or truncated model from the real one.
+	AllowUnverified bool
 }
 
-// Fetch makes dest hold the file at url (with the given sha256, if known).
+// Fetch makes dest hold the file at url, checked against its sha256.
 func (d *Downloader) Fetch(ctx context.Context, url, sum, dest string, progress func(done, total int64)) error {
+	sum = strings.ToLower(strings.TrimSpace(sum))
+	if err := d.allowed(url, sum); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(d.Cache, 0o755); err != nil {
 		return fmt.Errorf("create download cache %s: %w", d.Cache, err)
 	}
-	sum = strings.ToLower(strings.TrimSpace(sum))
 	key := sum
 	if key == "" {
 		h := sha256.Sum256([]byte(url))
@@ -44,11 +52,47 @@ func (d *Downloader) Fetch(ctx context.Context, url, sum, dest string, progress 
 	return linkInto(cached, dest)
 }
 
-func (d *Downloader) client() *http.Client {
-	if d.Client != nil {
-		return d.Client
+// allowed refuses what may not be downloaded: other schemes than http(s), and a file without
+// a sha256 unless AllowUnverified, and then only over https.
+func (d *Downloader) allowed(raw, sum string) error {
+	u, err := neturl.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return permanentErr{fmt.Errorf("download %s: not an http(s) URL; fix the manifest's url", Redact(raw))}
 	}
-	return &http.Client{Timeout: 0} // large files: the context bounds the time
+	switch {
+	case sum != "":
+		return nil
+	case !d.AllowUnverified:
+		return permanentErr{fmt.Errorf("download %s: the manifest gives no sha256, so a swapped or damaged file could not be told apart; add its sha256 (sha256sum <file>), or set MACHINE_ALLOW_UNVERIFIED_DOWNLOADS=true to fetch files without one over https", Redact(raw))}
+	case u.Scheme != "https":
+		return permanentErr{fmt.Errorf("download %s: a file without a sha256 is fetched over https only; use an https URL or add its sha256", Redact(raw))}
+	}
+	return nil
+}
+
+// errInsecureRedirect stops an unverified download that an https server sends elsewhere.
+var errInsecureRedirect = errors.New("a file without a sha256 is fetched over https only, and the server redirected away from https")
+
+func (d *Downloader) client(verified bool) *http.Client {
+	c := d.Client
+	if c == nil {
+		c = &http.Client{Timeout: 0} // large files: the context bounds the time
+	}
+	if verified {
+		return c
+	}
+	// Unverified: https all the way, redirects included.
+	cc := *c
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("%w: redirected to %s", errInsecureRedirect, Redact(req.URL.String()))
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cc
 }
 
 // download fetches url into path via path.part, resuming across attempts.
@@ -60,7 +104,7 @@ func (d *Downloader) download(ctx context.Context, url, sum, path string, progre
 	}
 	var last error
 	for attempt := 1; attempt <= attempts; attempt++ {
-		err := d.attempt(ctx, url, part, progress)
+		err := d.attempt(ctx, url, sum != "", part, progress)
 		if err == nil {
 			return finish(part, path, sum, url)
 		}
@@ -75,13 +119,14 @@ func (d *Downloader) download(ctx context.Context, url, sum, path string, progre
 		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("download %s: gave up after %d attempts: %w", url, attempts, last)
+	return fmt.Errorf("download %s: gave up after %d attempts: %w", Redact(url), attempts, last)
 }
 
 type permanentErr struct{ error }
 
 // attempt appends the rest of the file to part, asking for a range when part has bytes.
-func (d *Downloader) attempt(ctx context.Context, url, part string, progress func(done, total int64)) error {
+func (d *Downloader) attempt(ctx context.Context, url string, verified bool, part string, progress func(done, total int64)) error {
+	shown := Redact(url)
 	f, err := os.OpenFile(part, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return permanentErr{fmt.Errorf("open %s: %w", part, err)}
@@ -93,14 +138,17 @@ func (d *Downloader) attempt(ctx context.Context, url, part string, progress fun
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return permanentErr{fmt.Errorf("download %s: %w", url, err)}
+		return permanentErr{fmt.Errorf("download %s: %s", shown, Redact(err.Error()))}
 	}
 	if have > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", have))
 	}
-	resp, err := d.client().Do(req)
+	resp, err := d.client(verified).Do(req)
+	if errors.Is(err, errInsecureRedirect) {
+		return permanentErr{fmt.Errorf("download %s: %s", shown, Redact(err.Error()))}
+	}
 	if err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
+		return fmt.Errorf("download %s: %s", shown, Redact(err.Error()))
 	}
 	defer resp.Body.Close()
 	switch {
@@ -118,9 +166,9 @@ func (d *Downloader) attempt(ctx context.Context, url, part string, progress fun
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		return nil // we already have every byte
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
-		return permanentErr{fmt.Errorf("download %s: the server answered %s; check the manifest's url (and any token it needs)", url, resp.Status)}
+		return permanentErr{fmt.Errorf("download %s: the server answered %s; check the manifest's url (and any token it needs)", shown, resp.Status)}
 	default:
-		return fmt.Errorf("download %s: the server answered %s", url, resp.Status)
+		return fmt.Errorf("download %s: the server answered %s", shown, resp.Status)
 	}
 	total := int64(-1)
 	if resp.ContentLength >= 0 {
@@ -128,10 +176,10 @@ func (d *Downloader) attempt(ctx context.Context, url, part string, progress fun
 	}
 	w := &countingWriter{w: f, done: have, total: total, progress: progress}
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("download %s: connection dropped after %d bytes (will resume): %w", url, w.done, err)
+		return fmt.Errorf("download %s: connection dropped after %d bytes (will resume): %s", shown, w.done, Redact(err.Error()))
 	}
 	if total >= 0 && w.done < total {
-		return fmt.Errorf("download %s: got %d of %d bytes (will resume)", url, w.done, total)
+		return fmt.Errorf("download %s: got %d of %d bytes (will resume)", shown, w.done, total)
 	}
 	return f.Sync()
 }
@@ -168,7 +216,7 @@ func finish(part, path, sum, url string) error {
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 			_ = os.Remove(part)
-			return permanentErr{fmt.Errorf("download %s: checksum mismatch (sha256 %s, the manifest says %s); the file was discarded: fix the manifest or the source", url, got, sum)}
+			return permanentErr{fmt.Errorf("download %s: checksum mismatch (sha256 %s, the manifest says %s); the file was discarded: fix the manifest or the source", Redact(url), got, sum)}
 		}
 	}
 	if err := os.Rename(part, path); err != nil {

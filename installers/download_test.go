@@ -112,7 +112,7 @@ func TestMissingFileIsAClearError(t *testing.T) {
 	srv := httptest.NewServer(&modelServer{})
 	defer srv.Close()
 	d := &installers.Downloader{Cache: t.TempDir()}
-	err := d.Fetch(context.Background(), srv.URL+"/missing.safetensors", "", filepath.Join(t.TempDir(), "x"), nil)
+	err := d.Fetch(context.Background(), srv.URL+"/missing.safetensors", strings.Repeat("ab", 32), filepath.Join(t.TempDir(), "x"), nil)
 	if err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "manifest") {
 		t.Fatalf("err = %v", err)
 	}

@@ -175,7 +175,7 @@ func (r *Runner) step(ctx context.Context, st Step) error {
 		return err
 	}
 	if st.Marker != "" && r.MarkerDir != "" {
-		if err := os.WriteFile(r.markerPath(st.Marker), []byte(st.Marker+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(r.markerPath(st.Marker), []byte(Redact(st.Marker)+"\n"), 0o644); err != nil {
 			return fmt.Errorf("record %s as installed: %w", st.Name, err)
 		}
 	}

@@ -362,7 +362,7 @@ func (m *Model) connectorLines() []string {
 }
 
 func (m *Model) jobLines() []string {
-	var out []string
+	out := m.costLines()
 	barW := 10
 	if m.width >= 120 {
 		barW = 30
@@ -371,7 +371,7 @@ func (m *Model) jobLines() []string {
 		out = append(out, fmt.Sprintf("%s %-8s %-12s %s %3.0f%% %6s  %s", m.rowMarker(paneJobs, i), short(j.ID),
 			cutPlain(j.Service, 12), m.bar(j.Progress, barW), j.Progress, dur(j.ElapsedMS), j.Message))
 	}
-	if len(out) == 0 {
+	if len(m.jobs()) == 0 {
 		out = append(out, m.styles.dim.Render("   no job in flight"))
 	}
 	for k := len(m.snap.Recent) - 1; k >= 0; k-- {
@@ -381,6 +381,9 @@ func (m *Model) jobLines() []string {
 			mark = m.styles.bad.Render("✗")
 		}
 		line := fmt.Sprintf("  %s %-8s %-12s %-9s %6s", mark, short(f.ID), cutPlain(f.Service, 12), f.Outcome, dur(f.DurationMS))
+		if brief := resourceBrief(f.Resources); brief != "" {
+			line += " " + m.styles.dim.Render(brief)
+		}
 		if f.Error != "" {
 			line += " " + m.styles.bad.Render(f.Error)
 		}

@@ -45,6 +45,7 @@ func main() {
 	samples := flag.Int("samples", 200, "pickup latency samples")
 	jobs := flag.Int("jobs", 20000, "jobs per throughput run")
 	idleConsole := flag.String("idle-console", "", "internal: run an attached console on this socket for 15 s")
+	only := flag.String("only", "", "comma-separated sections to run: "+strings.Join(sections, ", ")+" (default: all)")
 	flag.Parse()
 	if *idleConsole != "" {
 		if err := runIdleConsole(*idleConsole); err != nil {
@@ -53,13 +54,36 @@ func main() {
 		}
 		return
 	}
-	if err := run(*bin, *samples, *jobs); err != nil {
+	want, err := pick(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if err := run(*bin, *samples, *jobs, want); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, samples, jobs int) error {
+// sections are the parts of the bench -only can pick.
+var sections = []string{"pickup", "throughput", "claim", "services", "console", "sampler"}
+
+// pick returns which sections to run.
+func pick(only string) (func(string) bool, error) {
+	if only == "" {
+		return func(string) bool { return true }, nil
+	}
+	chosen := map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
+		if !slices.Contains(sections, s) {
+			return nil, fmt.Errorf("-only: no section %q; the sections are %s", s, strings.Join(sections, ", "))
+		}
+		chosen[s] = true
+	}
+	return func(s string) bool { return chosen[s] }, nil
+}
+
+func run(bin string, samples, jobs int, want func(string) bool) error {
 	dir, err := os.MkdirTemp("", "machine-bench")
 	if err != nil {
 		return err
@@ -76,71 +100,86 @@ func run(bin string, samples, jobs int) error {
 	b := broker.New(rdb)
 	var rows []row
 
-	fmt.Fprintln(os.Stderr, "pickup latency: machine (wake on job_submitted) …")
-	m, err := startMachine(bin, dir, srv.URL, "mock:4")
-	if err != nil {
-		return err
-	}
-	fast, err := pickup(ctx, b, rdb, samples, 5*time.Millisecond)
-	m.stop()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "pickup latency: baseline (4 workers polling every 1 s, the old runtime) …")
-	stopPollers := pollers(ctx, b, 4, time.Second)
-	slow, err := pickup(ctx, b, rdb, max(samples/5, 20), 0)
-	stopPollers()
-	if err != nil {
-		return err
-	}
-	rows = append(rows,
-		latencyRow("enqueue→claim p50, idle slots", fast, slow, 0.5, "≤ 2 ms"),
-		latencyRow("enqueue→claim p99, idle slots", fast, slow, 0.99, ""),
-	)
-
-	fmt.Fprintln(os.Stderr, "throughput: no-op jobs, 8 slots, 3 runs …")
-	var rates []float64
-	var rss int64
-	for range 3 {
-		r, kb, err := throughput(ctx, b, rdb, bin, dir, srv.URL, jobs, srv.Pid())
+	if want("pickup") {
+		fmt.Fprintln(os.Stderr, "pickup latency: machine (wake on job_submitted) …")
+		m, err := startMachine(bin, dir, srv.URL, "mock:4")
 		if err != nil {
 			return err
 		}
-		rates = append(rates, r)
-		rss = max(rss, kb)
+		fast, err := pickup(ctx, b, rdb, samples, 5*time.Millisecond)
+		m.stop()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "pickup latency: baseline (4 workers polling every 1 s, the old runtime) …")
+		stopPollers := pollers(ctx, b, 4, time.Second)
+		slow, err := pickup(ctx, b, rdb, max(samples/5, 20), 0)
+		stopPollers()
+		if err != nil {
+			return err
+		}
+		rows = append(rows,
+			latencyRow("enqueue→claim p50, idle slots", fast, slow, 0.5, "≤ 2 ms"),
+			latencyRow("enqueue→claim p99, idle slots", fast, slow, 0.99, ""),
+		)
 	}
-	rows = append(rows, row{"no-op job lifecycle, 8 slots (median of 3)", fmt.Sprintf("%.0f jobs/s", median(rates)),
-		fmt.Sprintf("runs %s", fmtRates(rates)), "", "≥ 5000 jobs/s"})
 
-	fmt.Fprintln(os.Stderr, "claim with 10,000 unrelated pending jobs ahead …")
-	empty, full, err := claimBehind(ctx, b, rdb, 10000)
+	if want("throughput") {
+		fmt.Fprintln(os.Stderr, "throughput: no-op jobs, 8 slots, 3 runs …")
+		var rates []float64
+		var rss int64
+		for range 3 {
+			r, kb, err := throughput(ctx, b, rdb, bin, dir, srv.URL, jobs, srv.Pid())
+			if err != nil {
+				return err
+			}
+			rates = append(rates, r)
+			rss = max(rss, kb)
+		}
+		rows = append(rows, row{"no-op job lifecycle, 8 slots (median of 3)", fmt.Sprintf("%.0f jobs/s", median(rates)),
+			fmt.Sprintf("runs %s", fmtRates(rates)), "", "≥ 5000 jobs/s"},
+			row{"headless core RSS, 8 slots, after the runs", fmt.Sprintf("%.1f MB", float64(rss)/1024), "", "", "≤ 30 MB"})
+	}
+
+	if want("claim") {
+		claimRows, err := claimBench(ctx, b, rdb)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, claimRows...)
+	}
+
+	if want("services") {
+		fmt.Fprintln(os.Stderr, "supervised services: start to ready, overhead per service …")
+		svcRows, err := serviceBench(bin, dir, srv.URL)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, svcRows...)
+	}
+
+	if want("console") {
+		fmt.Fprintln(os.Stderr, "console: frame time and idle CPU …")
+		consoleRows, err := consoleBench(bin, dir, srv.URL)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, consoleRows...)
+	}
+
+	if want("sampler") {
+		fmt.Fprintln(os.Stderr, "GPU sampler cost at 8 GPUs …")
+		tick, gpuOnly := samplerCost(ctx)
+		rows = append(rows, row{"GPU sampler at 1 Hz, 8 GPUs (fake) + host + gauges", fmt.Sprintf("%.3f %% of a core", tick.Seconds()*100),
+			fmt.Sprintf("%.1f µs a tick (GPU reads alone)", float64(gpuOnly.Nanoseconds())/1000), fmt.Sprintf("%.0f µs CPU a tick", float64(tick.Microseconds())), "< 0.5 % of a core"})
+	}
+
+	fmt.Fprintln(os.Stderr, "job accounting cost at 8 GPUs and 32 slots …")
+	acctRow, err := accountingBench()
 	if err != nil {
 		return err
 	}
-	rows = append(rows, row{"claim with 10,000 unrelated jobs ahead (p50)", ms(percentile(full, 0.5)),
-		ms(percentile(empty, 0.5)) + " (empty queue)", fmt.Sprintf("×%.1f", ratio(full, empty)), "≤ 5 ms"},
-		row{"claim with 10,000 unrelated jobs ahead (p99)", ms(percentile(full, 0.99)), ms(percentile(empty, 0.99)) + " (empty queue)", "", ""})
-
-	rows = append(rows, row{"headless core RSS, 8 slots, after the runs", fmt.Sprintf("%.1f MB", float64(rss)/1024), "", "", "≤ 30 MB"})
-
-	fmt.Fprintln(os.Stderr, "supervised services: start to ready, overhead per service …")
-	svcRows, err := serviceBench(bin, dir, srv.URL)
-	if err != nil {
-		return err
-	}
-	rows = append(rows, svcRows...)
-
-	fmt.Fprintln(os.Stderr, "console: frame time and idle CPU …")
-	consoleRows, err := consoleBench(bin, dir, srv.URL)
-	if err != nil {
-		return err
-	}
-	rows = append(rows, consoleRows...)
-
-	fmt.Fprintln(os.Stderr, "GPU sampler cost at 8 GPUs …")
-	tick, gpuOnly := samplerCost(ctx)
-	rows = append(rows, row{"GPU sampler at 1 Hz, 8 GPUs (fake) + host + gauges", fmt.Sprintf("%.3f %% of a core", tick.Seconds()*100),
-		fmt.Sprintf("%.1f µs a tick (GPU reads alone)", float64(gpuOnly.Nanoseconds())/1000), fmt.Sprintf("%.0f µs CPU a tick", float64(tick.Microseconds())), "< 0.5 % of a core"})
+	rows = append(rows, acctRow)
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tVALUE\tBASELINE (same run)\tRATIO\tGOAL")
@@ -332,45 +371,6 @@ func throughput(ctx context.Context, b *broker.Broker, rdb *redis.Client, bin, d
 		time.Sleep(10 * time.Millisecond)
 	}
 	return rate, m.rssKB(), nil
-}
-
-// claimBehind times single claims with an empty queue, then with `ahead` higher-priority jobs
-// for a service this worker does not serve in front of its job.
-func claimBehind(ctx context.Context, b *broker.Broker, rdb *redis.Client, ahead int) (empty, full []time.Duration, err error) {
-	if err := rdb.FlushAll(ctx).Err(); err != nil {
-		return nil, nil, err
-	}
-	caps, _ := broker.Capabilities{WorkerID: "bench-worker-mock-0", Services: []string{"mock"}}.Encode()
-	measure := func(n int) ([]time.Duration, error) {
-		var out []time.Duration
-		for range n {
-			if _, err := b.Submit(ctx, broker.JobSpec{Service: "mock", Priority: 10}); err != nil {
-				return nil, err
-			}
-			t0 := time.Now()
-			j, _, err := b.Claim(ctx, caps, 20000, 0)
-			d := time.Since(t0)
-			if err != nil || j == nil {
-				return nil, fmt.Errorf("claim behind the queue: job %v, %v", j, err)
-			}
-			out = append(out, d)
-		}
-		return out, nil
-	}
-	if empty, err = measure(50); err != nil {
-		return nil, nil, err
-	}
-	pipe := rdb.Pipeline()
-	for k := range ahead {
-		id := fmt.Sprintf("other-%d", k)
-		pipe.HSet(ctx, broker.JobKey(id), "id", id, "service_required", "comfyui", "priority", "90", "payload", "{}", "status", "pending")
-		pipe.ZAdd(ctx, broker.KeyPending, redis.Z{Score: float64(90e15 - k), Member: id})
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, nil, err
-	}
-	full, err = measure(50)
-	return empty, full, err
 }
 
 // serviceBench measures the supervisor with the test service: how long a machine takes from

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -118,6 +120,7 @@ func newConfigCmd() *cobra.Command {
 				names = append(names, c.Name)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "configuration is valid: machine %s, connectors %s\n", cfg.MachineID, strings.Join(names, ","))
+			printLegacy(cmd.OutOrStdout(), cfg) // migrate.go
 			return nil
 		},
 	})
@@ -246,11 +249,12 @@ func newHealthCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if url == "" {
-				port := envConfig().HealthPort
+				c := envConfig()
+				port := c.HealthPort
 				if port == 0 {
 					return fmt.Errorf("MACHINE_HEALTH_PORT is 0 (any free port), so the health URL is unknown; give it with --url")
 				}
-				url = fmt.Sprintf("http://127.0.0.1:%d/health", port)
+				url = "http://" + net.JoinHostPort(config.LocalHTTPHost(c.HTTPAddr), strconv.Itoa(port)) + "/health"
 			}
 			client := &http.Client{Timeout: 3 * time.Second}
 			resp, err := client.Get(url)
@@ -266,6 +270,6 @@ func newHealthCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&url, "url", "", "health URL (default http://127.0.0.1:$MACHINE_HEALTH_PORT/health)")
+	cmd.Flags().StringVar(&url, "url", "", "health URL (default http://$MACHINE_HTTP_ADDR:$MACHINE_HEALTH_PORT/health, 127.0.0.1 when every interface is bound)")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/machine"
+	"github.com/emp-job-queue/machine/internal/safefs"
 	"github.com/emp-job-queue/machine/tui"
 )
 
@@ -65,9 +66,9 @@ func runWithConsole(ctx context.Context, stop context.CancelFunc, cfg *config.Co
 // consoleLog opens the file the core logs to while the console owns the screen.
 func consoleLog(cfg *config.Config) (*os.File, string, error) {
 	path := filepath.Join(cfg.LogDir, "machine.log")
-	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+	if err := safefs.Dir(cfg.LogDir, "MACHINE_LOG_DIR", 0o755); err != nil {
 		return nil, "", err
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := safefs.Append(path)
 	return f, path, err
 }

@@ -7,6 +7,7 @@
 //	machine submit …          write jobs exactly as the API does
 //	machine config validate   check the configuration, listing every problem
 //	machine health            exit 0 when the running machine's /health says healthy
+//	machine migrate …         the configuration equivalent to an old emp machine's
 //	machine version
 package main
 
@@ -59,7 +60,7 @@ embedded broker and simulated GPUs, so it runs anywhere.`,
 		},
 	}
 	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
-	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), &cobra.Command{
+	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), newMigrateCmd(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
 	})
@@ -97,6 +98,7 @@ func run(stderr io.Writer, noTUI bool) error {
 		logOut, logPath = f, path
 	}
 	log := newLogger(logOut, true, cfg.LogLevel)
+	logLegacy(log, cfg) // migrate.go
 	gpus, note, err := machine.OpenGPUs(cfg)
 	if err != nil {
 		return err

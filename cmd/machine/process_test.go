@@ -59,7 +59,13 @@ func (p *proc) log() string { return p.Output() }
 // the test's end kills it, printing its output when the test failed.
 func startMachine(t testing.TB, env map[string]string) *proc {
 	t.Helper()
-	m, err := testutil.StartMachine(binary, command(env).Env)
+	return startMachineCmd(t, env, []string{binary, "--no-tui"})
+}
+
+// startMachineCmd starts the machine through argv (whose command ends up running it).
+func startMachineCmd(t testing.TB, env map[string]string, argv []string) *proc {
+	t.Helper()
+	m, err := testutil.StartCommand(argv, command(env).Env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,9 +272,13 @@ func TestBuildWithoutCgo(t *testing.T) {
 	}
 }
 
+// testToken is the MACHINE_API_TOKEN of the machines httpDo talks to.
+const testToken = "process-test-token"
+
 func httpDo(t testing.TB, method, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +310,7 @@ func TestServicesSurviveAMachineRestart(t *testing.T) {
 	}
 	env := map[string]string{"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "box", "WORKER_CONNECTORS": "mock",
 		"MACHINE_RUN_DIR": filepath.Join(dir, "run"), "MACHINE_LOG_DIR": filepath.Join(dir, "logs"),
-		"MACHINE_SERVICES_FILE": file, "MACHINE_KEEP_SERVICES": "true"}
+		"MACHINE_SERVICES_FILE": file, "MACHINE_KEEP_SERVICES": "true", "MACHINE_API_TOKEN": testToken}
 	first := startMachine(t, env)
 	waitUntil(t, "the service to be online", func() bool { return service(t, first, "sidecar")["status"] == "online" })
 	base := first.URL("")

@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
 // Store is a local asset directory.
@@ -32,6 +35,8 @@ type Saved struct {
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // Save writes data for a job under ctx.prefix/ctx.filename (or <job id>.<ext>), atomically.
+// The name comes from the job, so the final path is checked to lie inside Dir, through any
+// symbolic link on the way.
 func (s Store) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
 	if err := ctx.Err(); err != nil {
 		return Saved{}, err
@@ -41,16 +46,34 @@ func (s Store) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, e
 		Filename string `json:"filename"`
 	}
 	_ = json.Unmarshal(jobCtx, &c)
-	rel := objectKey(jobID, c.Prefix, c.Filename, ext)
+	rel, err := objectKey(jobID, c.Prefix, c.Filename, ext)
+	if err != nil {
+		return Saved{}, err
+	}
 	full := filepath.Join(s.Dir, filepath.FromSlash(rel))
+	if err := safefs.Within(s.Dir, full); err != nil {
+		return Saved{}, job.Permanent(fmt.Errorf("the job's output name %q leads outside the asset directory; give ctx.filename a plain name such as out.png", rel))
+	}
 	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 		return Saved{}, fmt.Errorf("store asset: %w", err)
 	}
+	if err := insideResolved(s.Dir, filepath.Dir(full)); err != nil {
+		return Saved{}, job.Permanent(fmt.Errorf("the job's output %q would be stored outside the asset directory (%v); give ctx.prefix a plain path", rel, err))
+	}
 	tmp := full + ".part"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	f, err := safefs.CreateNew(tmp, 0o644)
+	if err != nil {
 		return Saved{}, fmt.Errorf("store asset: %w", err)
 	}
-	if err := os.Rename(tmp, full); err != nil {
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, full)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return Saved{}, fmt.Errorf("store asset: %w", err)
 	}
 	u := (&url.URL{Scheme: "file", Path: full}).String()
@@ -58,4 +81,20 @@ func (s Store) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, e
 		u = strings.TrimRight(s.BaseURL, "/") + "/" + rel
 	}
 	return Saved{Path: full, URL: u, MimeType: mime.TypeByExtension(ext), Size: int64(len(data))}, nil
+}
+
+// insideResolved checks that dir, with its symbolic links resolved, is root or inside it.
+func insideResolved(root, dir string) error {
+	r, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	d, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	if d == r {
+		return nil
+	}
+	return safefs.Within(r, d)
 }

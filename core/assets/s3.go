@@ -95,7 +95,10 @@ func (r *Router) Save(ctx context.Context, jobID string, jobCtx json.RawMessage,
 	if bucket == "" {
 		return Saved{}, job.Permanent(fmt.Errorf("the job names no ctx.storage.bucket and S3_BUCKET is unset"))
 	}
-	key := objectKey(jobID, c.Prefix, c.Filename, ext)
+	key, err := objectKey(jobID, c.Prefix, c.Filename, ext)
+	if err != nil {
+		return Saved{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, uploadTimeout)
 	defer cancel()
 	mt := mime.TypeByExtension(ext)
@@ -119,18 +122,24 @@ func first(a, b string) string {
 	return b
 }
 
-// objectKey is prefix/(filename with the real extension, or <job id><ext>), made safe.
-func objectKey(jobID, prefix, filename, ext string) string {
+// objectKey is prefix/(filename with the real extension, or <job id><ext>), made safe. A name
+// that is empty, "." or ".." once cleaned is refused: it would name the directory itself or
+// the one above it.
+func objectKey(jobID, prefix, filename, ext string) (string, error) {
 	name := jobID + ext
 	if filename != "" {
 		name = strings.TrimSuffix(path.Base(filename), path.Ext(filename)) + ext
 	}
 	name = unsafe.ReplaceAllString(name, "_")
+	if name == "" || name == "." || name == ".." {
+		return "", job.Permanent(fmt.Errorf("the job's output would be named %q (from ctx.filename %q or job id %q), which is not a file name; give ctx.filename a name such as out.png",
+			name, filename, jobID))
+	}
 	var parts []string
 	for _, p := range strings.Split(prefix, "/") {
 		if p = unsafe.ReplaceAllString(p, "_"); p != "" && p != "." && p != ".." {
 			parts = append(parts, p)
 		}
 	}
-	return path.Join(append(parts, name)...)
+	return path.Join(append(parts, name)...), nil
 }

@@ -78,11 +78,14 @@ type Broker struct {
 	rdb    redis.UniversalClient
 	now    func() time.Time
 	policy Policy
+	// machineID and version go into attestations (SetIdentity).
+	machineID, version string
+	memory             *memory // what the claim script must forget of its non-matches
 }
 
 // New returns a broker over an open Redis client.
 func New(rdb redis.UniversalClient) *Broker {
-	return &Broker{rdb: rdb, now: time.Now}
+	return &Broker{rdb: rdb, now: time.Now, memory: newMemory()}
 }
 
 // Client returns the underlying Redis client.
@@ -111,13 +114,20 @@ func (b *Broker) LoadScripts(ctx context.Context) error {
 func ISO(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // Claim atomically claims the first pending job these capabilities match (PROTOCOL §2). It
-// returns nil when nothing matched. cursor is the tail-window position from the previous call
-// (0 at first); the next one is returned.
+// returns nil when nothing matched. One call does at most scanLimit units of work (see
+// claim.lua); cursor is where the previous call stopped (0 at first), and the returned one is
+// where the next call starts: non-zero means the call ran out of budget before it looked at
+// the whole queue, so claim again at once; 0 means it reached the end, or claimed a job.
+// An error the broker's Lua raised wraps ErrScript.
 func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor int64) (*job.Job, int64, error) {
-	res, err := claimScript.Run(ctx, b.rdb, nil, caps, scanLimit, cursor,
-		b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds())).Slice()
+	now, fp := b.now(), fingerprintOf(caps)
+	forget, all := b.memory.take(fp)
+	args := append([]any{caps, scanLimit, cursor, b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds()),
+		fp, ISO(now), now.UnixMilli()}, forgetArgs(forget, all)...)
+	res, err := claimScript.Run(ctx, b.rdb, nil, args...).Slice()
 	if err != nil {
-		return nil, cursor, fmt.Errorf("claim: %w", err)
+		b.memory.lost(fp)
+		return nil, cursor, classify("claim", err)
 	}
 	if len(res) != 2 {
 		return nil, cursor, fmt.Errorf("claim: unexpected reply %v", res)
@@ -169,7 +179,7 @@ func (b *Broker) Progress(ctx context.Context, j *job.Job, workerID string, p jo
 	pct := clampPercent(p.Percent)
 	msg, _ := json.Marshal(map[string]any{
 		"job_id": j.ID, "worker_id": workerID, "progress": pct, "status": "in_progress",
-		"message": p.Message, "current_step": stepOrEmpty(p.Step), "total_steps": p.TotalSteps,
+		"message": p.Message, "current_step": currentStep(p), "total_steps": p.TotalSteps,
 		"estimated_completion": "", "timestamp": now.UnixMilli(),
 	})
 	n, err := progressScript.Run(ctx, b.rdb, nil, j.ID, workerID, strconv.FormatFloat(pct, 'f', -1, 64),
@@ -187,11 +197,13 @@ func clampPercent(p float64) float64 {
 	return float64(int(p*10+0.5)) / 10
 }
 
-func stepOrEmpty(step int) any {
-	if step <= 0 {
-		return ""
+// currentStep is the current_step of a progress message: the step number, else the stage's
+// name, else an empty string, as emp's worker sends it.
+func currentStep(p job.Progress) any {
+	if p.Step > 0 {
+		return p.Step
 	}
-	return step
+	return p.StepName
 }
 
 // workflowFields copies the workflow fields the API sets, as complete_job and job_failed carry them.
@@ -228,8 +240,12 @@ func (b *Broker) Complete(ctx context.Context, j *job.Job, workerID string, resu
 	}
 	workflowFields(j, m)
 	msg, _ := json.Marshal(m)
+	key, attestation, err := b.completionAttestation(j, workerID, resultJSON, now)
+	if err != nil {
+		return fmt.Errorf("complete %s: %w", j.ID, err)
+	}
 	n, err := completeScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), stored, msg,
-		workerStatusMsg(workerID, "busy", "idle", now)).Int64()
+		workerStatusMsg(workerID, "busy", "idle", now), key, attestation).Int64()
 	return owned(n, err, "complete", j.ID)
 }
 
@@ -271,9 +287,17 @@ func (b *Broker) Fail(ctx context.Context, j *job.Job, workerID, reason string, 
 	if outcome == Retried {
 		mode = "retry"
 	}
-	n, err := failScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), reason, mode, retries,
+	attestations, err := b.failureAttestations(j, workerID, reason, retries, outcome == Retried, now)
+	if err != nil {
+		return 0, fmt.Errorf("fail %s: %w", j.ID, err)
+	}
+	args := []any{j.ID, workerID, ISO(now), reason, mode, retries,
 		RetryScore(j, now), stored, failedMsg, requeued, workerStatusMsg(workerID, "busy", "idle", now),
-		int64(b.policy.backoff(retries).Seconds())).Int64()
+		int64(b.policy.backoff(retries).Seconds())}
+	for _, a := range attestations {
+		args = append(args, a)
+	}
+	n, err := failScript.Run(ctx, b.rdb, nil, args...).Int64()
 	if err := owned(n, err, "fail", j.ID); err != nil {
 		return 0, err
 	}

@@ -85,7 +85,7 @@ func TestMatchingRules(t *testing.T) {
 		{"negative custom passes", req(`{"negative_requirements":{"region":"cn"}}`), custom(map[string]any{"region": "eu"}), true},
 		{"negative on absent key passes", req(`{"negative_requirements":{"region":"cn"}}`), nil, true},
 
-		{"malformed requirements are ignored", req(`{not json`), nil, true},
+		// Malformed requirements fail closed: TestBadEntriesNeverStopClaiming.
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -190,8 +190,9 @@ func TestNoStarvationBehindUnclaimableJobs(t *testing.T) {
 	}
 }
 
-// Beyond the scan limit the tail is covered by a rotating window, so even a job behind more
-// unclaimable jobs than one claim may look at is reached within a few calls.
+// One call does a bounded amount of work; the next resumes where it stopped, so a job behind
+// more unclaimable jobs than one call may look at is reached by a slot that claims again at
+// once while the cursor is non-zero, and every call moves the cursor forward.
 func TestTailWindowReachesJobsBeyondTheLimit(t *testing.T) {
 	e := newEnv(t)
 	base := time.Now().Add(-time.Hour)
@@ -201,20 +202,22 @@ func TestTailWindowReachesJobsBeyondTheLimit(t *testing.T) {
 	e.apiJob("mine", map[string]string{"created_at": iso(base.Add(time.Minute))})
 	caps := e.caps(slotCaps{})
 	var cursor int64
-	for call := 1; call <= 3; call++ {
+	for call := 1; ; call++ {
 		j, next, err := e.b.Claim(e.ctx, caps, 100, cursor)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if j != nil {
-			if j.ID != "mine" {
-				t.Fatalf("claimed %q", j.ID)
+			if j.ID != "mine" || next != 0 {
+				t.Fatalf("claimed %q, next cursor %d", j.ID, next)
 			}
 			return
 		}
+		if next <= cursor {
+			t.Fatalf("call %d: the cursor went from %d to %d before the job was found", call, cursor, next)
+		}
 		cursor = next
 	}
-	t.Fatal("job beyond the scan limit was never claimed")
 }
 
 func TestCapabilitiesNeverCarryNull(t *testing.T) {

@@ -15,8 +15,16 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // FuzzMatching: any requirements a submitter writes, against any custom capabilities, never
-// make the claim script fail, and a job is either claimed or still pending: never lost.
+// make the claim script fail, and a job is claimed, still pending, or failed closed with the
+// reason on the job and in jobs:quarantine: never lost.
 func FuzzMatching(f *testing.F) {
 	f.Add(`{"hardware":{"gpu_memory_gb":24}}`, `{"region":"eu"}`, "cust")
 	f.Add(`{"positive_requirements":{"models":["a"]},"negative_requirements":{"hardware":{"cpu_cores":1}}}`, `{}`, "")
@@ -45,8 +53,10 @@ func FuzzMatching(f *testing.F) {
 			t.Fatalf("claim failed on requirements %q: %v", requirements, err)
 		}
 		pending := rdb.ZScore(ctx, "jobs:pending", "f").Err() == nil
-		if (j != nil) == pending {
-			t.Fatalf("claimed %v but still pending %v", j != nil, pending)
+		h := rdb.HGetAll(ctx, "job:f").Val()
+		failed := h["status"] == "failed" && h["error"] != "" && rdb.HExists(ctx, broker.KeyQuarantine, "f").Val()
+		if n := btoi(j != nil) + btoi(pending) + btoi(failed); n != 1 {
+			t.Fatalf("requirements %q: claimed %v, still pending %v, failed closed %v (%q)", requirements, j != nil, pending, failed, h["error"])
 		}
 	})
 }

@@ -48,6 +48,7 @@ func (b *Broker) Watch(ctx context.Context, log *slog.Logger, wake WakeFunc, can
 		delay = 100 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			b.memory.missed()
 			wake("")
 		case *redis.Message:
 			var body struct {
@@ -57,6 +58,9 @@ func (b *Broker) Watch(ctx context.Context, log *slog.Logger, wake WakeFunc, can
 			}
 			if json.Unmarshal([]byte(m.Payload), &body) != nil {
 				body.Service = ""
+			}
+			if m.Channel != ChanCancel && body.JobID != "" {
+				b.memory.submitted(body.JobID) // the job was written again: what it matches may have changed
 			}
 			if m.Channel == ChanCancel {
 				if body.JobID != "" && cancel != nil {

@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,6 +37,8 @@ type Config struct {
 	SimulatedGPUs   bool          // true when the GPUs are the fake source's
 	GPUMode         string        // GPU_MODE: auto (NVML if present), actual (NVML or fail), mock (fake)
 	GPUSampleEvery  time.Duration // MACHINE_GPU_SAMPLE_INTERVAL_MS
+	GPUHourPrice    float64       // MACHINE_GPU_HOUR_PRICE: USD per GPU-hour, for cost_usd in job records; 0: unset
+	KWhPrice        float64       // MACHINE_KWH_PRICE: USD per kWh of GPU energy, for cost_usd; 0: unset
 	Workspace       string        // MACHINE_WORKSPACE: whose disk the host metrics report
 
 	gpuCountSet, gpuModelSet, gpuMemorySet bool
@@ -47,7 +50,7 @@ type Config struct {
 	StatusInterval     time.Duration // MACHINE_STATUS_UPDATE_INTERVAL_SECONDS
 	HeartbeatInterval  time.Duration // WORKER_HEARTBEAT_INTERVAL_MS
 	PollInterval       time.Duration // WORKER_POLL_INTERVAL_MS: fallback poll; slots wake on job_submitted
-	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: pending jobs one claim looks at
+	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: the work budget of one claim call (claim.lua)
 	MaxJobBytes        int           // MACHINE_MAX_JOB_MB: larger claimed jobs fail for good, undecoded
 	JobTimeout         time.Duration // JOB_TIMEOUT_MINUTES (alias WORKER_JOB_TIMEOUT_MINUTES)
 	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
@@ -81,10 +84,27 @@ type Config struct {
 	BrowserTabs    int     // PLAYWRIGHT_MAX_TABS: tabs the browser runs at once
 	P5JS           string  // PLAYWRIGHT_P5_JS: a local p5.min.js for p5 jobs
 
+	// What bounds the traffic jobs cause (core/netguard) and isolates the browser.
+	AllowPrivateNetworks []netip.Prefix // MACHINE_ALLOW_PRIVATE_NETWORKS: non-public networks jobs may reach
+	BrowserUser          string         // BROWSER_USER: who the browser runs as when the machine runs as root
+	BrowserSandbox       bool           // BROWSER_SANDBOX: Chromium's own sandbox (default true)
+
 	OpenAI    OpenAI    // the openai connector's settings
 	Replicate RemoteAPI // REPLICATE_API_TOKEN(_FILE), REPLICATE_BASE_URL
 	RunPod    RemoteAPI // RUNPOD_API_KEY(_FILE), RUNPOD_BASE_URL, RUNPOD_ENDPOINT_ID
 	Assets    Assets    // where jobs' outputs are stored
+
+	// Hardening settings (hardening.go): who reaches the machine and what it fetches.
+	HTTPAddr                 string // MACHINE_HTTP_ADDR: the IP address the HTTP server binds
+	HTTPMaxConns             int    // MACHINE_HTTP_MAX_CONNS: connections the HTTP server holds at once
+	AllowUnverifiedDownloads bool   // MACHINE_ALLOW_UNVERIFIED_DOWNLOADS: models without a sha256, over https only
+
+	Ollama Ollama       // the ollama connector and its daemon (workertypes.go)
+	Gemini Gemini       // the gemini connector, gem-nano-banana
+	A1111  A1111        // the a1111 connector and its WebUI instances
+	Legacy []LegacyNote // the old runtime's variables found, and what became of them (legacy.go)
+
+	Demand Demand // the autoscaler and the model cache (demand.go)
 }
 
 // OpenAI configures the openai connector. The key is a secret: never logged or shown.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -48,7 +49,7 @@ func CheckSlotCount(n, min int) error {
 // next to the problems, `machine console` finds the socket. Which connectors exist and what
 // they need (a key) is checked by core/connectors/registry, not here.
 func Load(env Lookup) (*Config, error) {
-	r := reader{env: env}
+	r := reader{env: withOldNames(env)} // the old runtime's names of a variable count too (legacy.go)
 	c := &Config{}
 
 	host, _ := os.Hostname()
@@ -77,6 +78,8 @@ func Load(env Lookup) (*Config, error) {
 		r.problem("GPU_MODE %q must be auto (NVML when a driver is present), actual (NVML or fail) or mock (simulated GPUs)", c.GPUMode)
 	}
 	c.GPUSampleEvery = r.millis("MACHINE_GPU_SAMPLE_INTERVAL_MS", time.Second, 100*time.Millisecond, time.Minute, "a number of milliseconds such as 1000")
+	c.GPUHourPrice = r.float("MACHINE_GPU_HOUR_PRICE", 0, "the price of one GPU-hour in USD, e.g. 2.49")
+	c.KWhPrice = r.float("MACHINE_KWH_PRICE", 0, "the price of one kWh in USD, e.g. 0.12")
 	c.HasGPU = r.boolean("MACHINE_HAS_GPU", c.GPUCount > 0)
 	if !c.HasGPU {
 		c.GPUCount = 0
@@ -107,13 +110,14 @@ func Load(env Lookup) (*Config, error) {
 
 	c.HealthPort = r.intRange("MACHINE_HEALTH_PORT", 9090, 0, 65535, "a TCP port such as 9090 (0 picks a free one)")
 	c.APIToken = r.str("MACHINE_API_TOKEN", "")
+	r.hardening(c)
 	c.StatusInterval = r.seconds("MACHINE_STATUS_UPDATE_INTERVAL_SECONDS", 10*time.Second, time.Second, 30*time.Second,
 		"between 1 and 30 seconds: the monitor marks a machine disconnected after 30 s of silence")
 	c.HeartbeatInterval = r.millis("WORKER_HEARTBEAT_INTERVAL_MS", 30*time.Second, time.Second, 30*time.Second,
 		"between 1000 and 30000: the heartbeat key expires after 60 s")
 	c.PollInterval = r.millis("WORKER_POLL_INTERVAL_MS", 2*time.Second, 10*time.Millisecond, 10*time.Minute,
 		"a number of milliseconds such as 2000 (slots also wake at once on job_submitted)")
-	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 10000, 10, 1000000, "how many pending jobs one claim may look at, e.g. 10000")
+	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 500, 10, 1000000, "the work one claim call may do, about a pending job each, e.g. 500")
 	c.MaxJobBytes = r.intRange("MACHINE_MAX_JOB_MB", DefaultMaxJobMB, 1, 1024, "a size in MiB such as 32: larger jobs fail, since each costs several times its size in memory") << 20
 	jt := r.str("JOB_TIMEOUT_MINUTES", "")
 	if jt == "" {
@@ -195,6 +199,7 @@ func Load(env Lookup) (*Config, error) {
 	if c.BrowserInstall != "apt" && c.BrowserInstall != "none" {
 		r.problem("BROWSER_INSTALL %q must be apt (the machine may apt-get install chromium) or none", c.BrowserInstall)
 	}
+	r.jobNetwork(c)
 
 	c.Simulation.Duration = r.seconds("WORKER_SIMULATION_PROCESSING_TIME", 5*time.Second, 0, 24*time.Hour, "a number of seconds such as 5")
 	c.Simulation.Steps = r.intRange("WORKER_SIMULATION_STEPS", 10, 1, 10000, "a number of progress steps such as 10")
@@ -202,6 +207,10 @@ func Load(env Lookup) (*Config, error) {
 	if c.Simulation.FailureRate < 0 || c.Simulation.FailureRate > 1 {
 		r.problem("WORKER_SIMULATION_FAILURE_RATE %v must be between 0 and 1", c.Simulation.FailureRate)
 	}
+
+	r.workerTypes(c) // ollama, gemini, a1111 (workertypes.go)
+	r.legacy(env, c) // the old runtime's variables: noted, refused or advertised (legacy.go)
+	r.demand(c)
 
 	if len(r.problems) > 0 {
 		return c, r.problems
@@ -244,7 +253,7 @@ func (r *reader) float(key string, def float64, fix string) float64 {
 		return def
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 		r.problem("%s=%q is not valid; set it to %s", key, s, fix)
 		return def
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/core/supervisor"
 )
 
@@ -26,6 +27,9 @@ type Descriptor struct {
 	StatusServices []string
 	// GPUBound connectors get one slot per GPU instance by default and are pinned to a GPU.
 	GPUBound bool
+	// AutoPerGPU: a count of "auto" means one slot per GPU (not per GPU instance), as the old
+	// generator gave ollama, whose one daemon serves every GPU.
+	AutoPerGPU bool
 	// Service is the internal service the connector talks to; nil for in-process connectors
 	// and remote APIs.
 	Service *ServiceKind
@@ -47,6 +51,9 @@ type Env struct {
 	// Assets is where produced files go: the local asset directory, or the S3-compatible
 	// storage a job's ctx.storage names.
 	Assets assets.Saver
+	// Network is what the traffic a job causes (browser pages, downloaded outputs) may reach:
+	// public addresses and the networks the operator allows, never the machine's own HTTP port.
+	Network netguard.Policy
 }
 
 // ServiceKind is an internal service a connector needs the machine to install and supervise.
@@ -71,9 +78,10 @@ type InstallEnv struct {
 
 // Instance is one planned instance of a service.
 type Instance struct {
-	Name string
-	Port int
-	GPU  int // -1 when not bound to a GPU
+	Name  string
+	Port  int
+	GPU   int // -1 when not bound to a GPU
+	Slots int // how many slots it serves (a shared daemon sizes its parallelism by it)
 }
 
 // SpecFunc describes how the supervisor runs one instance of an installed service.

@@ -30,6 +30,19 @@ type Snapshot struct {
 	Jobs       []Job       `json:"jobs"`    // in flight
 	Recent     []Finished  `json:"recent"`  // newest last
 	Changes    []Change    `json:"changes"` // recent connector changes, oldest first
+	// Costs summarize the jobs' resource records per service over the last hour.
+	Costs []ServiceCost `json:"costs,omitempty"`
+}
+
+// ServiceCost is one service's jobs over the last hour.
+type ServiceCost struct {
+	Service    string   `json:"service"`
+	Jobs       int      `json:"jobs"`
+	RunMeanMS  float64  `json:"run_mean_ms"`
+	RunP95MS   float64  `json:"run_p95_ms"`
+	WhMean     *float64 `json:"wh_mean"` // nil: no job's energy was measured
+	WhP95      *float64 `json:"wh_p95"`
+	GPUSeconds float64  `json:"gpu_seconds"`
 }
 
 // Machine is the header.
@@ -115,6 +128,8 @@ type Finished struct {
 	Outcome    job.Outcome `json:"outcome"`
 	Error      string      `json:"error,omitempty"`
 	DurationMS int64       `json:"duration_ms"`
+	// Resources is the attempt's resource record, when the machine keeps one.
+	Resources *job.Resources `json:"resources,omitempty"`
 }
 
 // Op is what a Command asks for.

@@ -1,10 +1,12 @@
 // Package httpapi serves the machine's HTTP routes on MACHINE_HEALTH_PORT (PROTOCOL §6):
 // /health, /ready, /status, /refresh-status, /metrics, and the supervisor routes the monitor
-// calls. Mutating routes require MACHINE_API_TOKEN when one is configured.
+// calls. Routes that change state or show logs need MACHINE_API_TOKEN and are off without it.
+// Server bounds what clients can hold: timeouts and a cap on connections.
 package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -24,7 +26,7 @@ type Params struct {
 	Store   *state.Store
 	Metrics http.Handler
 	Refresh func() // asks the status publisher for an immediate publish
-	Token   string // required by mutating routes when set
+	Token   string // MACHINE_API_TOKEN: opens the guarded routes; empty: they are off
 	Version string
 	// Services are the supervised services; nil when the machine runs none.
 	Services Services
@@ -44,7 +46,8 @@ type server struct {
 	pid int
 }
 
-// New returns the machine's HTTP handler.
+// New returns the machine's HTTP handler. The read-only routes (PROTOCOL §6) stay open, with
+// CORS for browser dashboards; the routes that change state or show logs are guarded.
 func New(p Params) http.Handler {
 	s := &server{Params: p, pid: os.Getpid()}
 	mux := http.NewServeMux()
@@ -54,20 +57,28 @@ func New(p Params) http.Handler {
 	mux.HandleFunc("GET /refresh-status", s.refresh)
 	mux.HandleFunc("POST /refresh-status", s.refresh)
 	mux.Handle("GET /metrics", p.Metrics)
-	mux.HandleFunc("POST /restart/service", s.authorized(s.restartService))
-	mux.HandleFunc("POST /connectors/{name}", s.tokenRequired(s.connector))
-	mux.HandleFunc("GET /pm2/logs", s.serviceLogs)
-	mux.HandleFunc("GET /comfyui/logs", s.serviceLogs)
+	mux.HandleFunc("POST /restart/service", s.guarded(s.restartService))
+	mux.HandleFunc("POST /connectors/{name}", s.guarded(s.connector))
+	mux.HandleFunc("GET /pm2/logs", s.guarded(s.serviceLogs))
+	mux.HandleFunc("GET /comfyui/logs", s.guarded(s.serviceLogs))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "Not found"})
 	})
 	return cors(mux)
 }
 
+// openRoutes are the read-only routes a browser on any origin may read. Guarded routes get no
+// CORS headers at all, so a page elsewhere cannot drive them with a token it was handed.
+var openRoutes = map[string]bool{"/health": true, "/ready": true, "/status": true, "/refresh-status": true, "/metrics": true}
+
 func cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !openRoutes[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
 		w.Header().Set("Access-Control-Allow-Origin", "*")
-		w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusNoContent)
 			return
@@ -82,18 +93,33 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// authorized requires the token (Authorization: Bearer, or ?token=) when one is configured.
-func (s *server) authorized(next http.HandlerFunc) http.HandlerFunc {
+// tokenParams are query parameters that would carry a token: URLs end up in proxy logs,
+// browser history and Referer headers, so a token there is refused, not used.
+var tokenParams = []string{"token", "access_token", "api_token", "api_key", "apikey"}
+
+// guarded wraps a route that changes state or shows logs: it is off (403) without
+// MACHINE_API_TOKEN, refuses a token in the URL (400), and otherwise needs the token as a
+// bearer token (401), compared in constant time.
+func (s *server) guarded(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.Token == "" {
-			next(w, r)
+			writeJSON(w, http.StatusForbidden, map[string]any{
+				"error": "this route changes the machine or shows its logs, and is off because MACHINE_API_TOKEN is not set; set it and send Authorization: Bearer <token>",
+			})
 			return
 		}
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if got == "" {
-			got = r.URL.Query().Get("token")
+		q := r.URL.Query()
+		for _, k := range tokenParams {
+			if q.Has(k) {
+				writeJSON(w, http.StatusBadRequest, map[string]any{
+					"error": fmt.Sprintf("the token must not be in the URL (?%s=), where logs and proxies keep it; send it as Authorization: Bearer <MACHINE_API_TOKEN>", k),
+				})
+				return
+			}
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || !tokenEqual(strings.TrimSpace(got), s.Token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="machine"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]any{
 				"error": "this route needs the machine's API token: send Authorization: Bearer <MACHINE_API_TOKEN>",
 			})
@@ -103,18 +129,11 @@ func (s *server) authorized(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// tokenRequired guards routes that change what the machine runs: they need the token, and are
-// closed when none is configured.
-func (s *server) tokenRequired(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.Token == "" {
-			writeJSON(w, http.StatusForbidden, map[string]any{
-				"error": "this route changes what the machine runs and is closed: set MACHINE_API_TOKEN to open it with a token",
-			})
-			return
-		}
-		s.authorized(next)(w, r)
-	}
+// tokenEqual compares digests in constant time, so neither the token's content nor its length
+// shows in the time an answer takes.
+func tokenEqual(got, want string) bool {
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 // connector is POST /connectors/{name}?action=enable|disable|concurrency&count=N.
@@ -190,11 +209,16 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	snap := s.Store.Snapshot()
 	ready := snap.Phase == state.Ready && snap.Broker.Connected
+	body := map[string]any{"phase": snap.Phase}
+	if trouble := snap.ClaimTrouble(); trouble != "" {
+		ready, body["reason"] = false, trouble
+	}
+	body["ready"] = ready
 	code := http.StatusOK
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "phase": snap.Phase})
+	writeJSON(w, code, body)
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
@@ -209,10 +233,14 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	recent := make([]map[string]any, 0, len(snap.Recent))
 	for _, f := range snap.Recent {
-		recent = append(recent, map[string]any{
+		r := map[string]any{
 			"job_id": f.JobID, "slot": f.SlotID, "service": f.Service, "outcome": f.Outcome, "error": f.Error,
 			"duration_ms": f.Duration.Milliseconds(), "at": f.At.UTC().Format(time.RFC3339Nano),
-		})
+		}
+		if f.Resources != nil {
+			r["resources"] = f.Resources
+		}
+		recent = append(recent, r)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"version": s.Version, "uptime": uptimeMS(snap), "pm2Mode": false, "machine_id": snap.MachineID,
@@ -222,6 +250,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 		"connectors": connectors(snap), "changes": changes(snap),
+		"resources_last_hour": costs(snap.Costs),
 	})
 }
 
@@ -240,6 +269,18 @@ func changes(snap state.Snapshot) []map[string]any {
 	for _, c := range snap.Changes {
 		out = append(out, map[string]any{"id": c.ID, "what": c.What, "state": c.State, "message": c.Message, "error": c.Error,
 			"requested_at": c.RequestedAt.UTC().Format(time.RFC3339Nano)})
+	}
+	return out
+}
+
+// costs is the per-service summary of the jobs' resource records over the last hour.
+func costs(cs []state.ServiceCost) []map[string]any {
+	out := []map[string]any{}
+	for _, c := range cs {
+		out = append(out, map[string]any{
+			"service": c.Service, "jobs": c.Jobs, "run_mean_ms": c.RunMeanMS, "run_p95_ms": c.RunP95MS,
+			"gpu_energy_wh_mean": c.WhMean, "gpu_energy_wh_p95": c.WhP95, "gpu_seconds": c.GPUSeconds, "gpu_energy_wh": c.EnergyWh,
+		})
 	}
 	return out
 }
@@ -291,7 +332,7 @@ func gpus(snap state.Snapshot) []map[string]any {
 			"temperature_c": na(r.TemperatureC), "power_w": na(r.PowerW), "power_limit_w": na(r.PowerLimitW),
 			"fan_percent": na(r.FanPct), "sm_clock_mhz": na(r.SMClockMHz), "memory_clock_mhz": na(r.MemClockMHz),
 			"pstate": na(r.PState), "encoder_percent": na(r.EncoderUtil), "decoder_percent": na(r.DecoderUtil),
-			"jobs": jobs,
+			"energy_total_mj": na(r.EnergyMJ), "jobs": jobs,
 		})
 	}
 	return out

@@ -108,10 +108,16 @@ type Progress struct {
 	Message    string
 	Step       int
 	TotalSteps int
+	// StepName is sent as current_step when Step is 0: the name of a stage, as emp's
+	// connectors send it ("initializing", "processing", …).
+	StepName string
+	// Milestone marks a report the clients must see even when it follows another closely (a
+	// connector's named stages). Other reports are spaced out before they reach the broker.
+	Milestone bool
 }
 
 // ProgressFunc receives a connector's progress reports. It never blocks for long: reports are
-// coalesced before they reach the broker.
+// spaced out before they reach the broker, except the first, 100 % and milestones.
 type ProgressFunc func(Progress)
 
 // Result is the JobResult of PROTOCOL §3.
@@ -123,6 +129,10 @@ type Result struct {
 	ProcessingTimeMS int64            `json:"processing_time_ms"`
 	OutputFiles      []OutputFile     `json:"output_files,omitempty"`
 	ServiceMetadata  *ServiceMetadata `json:"service_metadata,omitempty"`
+	// APIUsage is the usage a remote API reported for the job (OpenAI usage tokens, Replicate
+	// metrics, RunPod execution time). It is not part of the result's JSON: the resource record
+	// carries it, as metadata.resources.api_usage.
+	APIUsage map[string]any `json:"-"`
 }
 
 // OutputFile describes a file a job produced.

@@ -99,7 +99,12 @@ func (c *core) Snapshot() control.Snapshot {
 	for _, f := range snap.Recent[max(0, len(snap.Recent)-20):] {
 		out.Recent = append(out.Recent, control.Finished{
 			ID: f.JobID, Service: f.Service, Outcome: f.Outcome, Error: f.Error, DurationMS: f.Duration.Milliseconds(),
+			Resources: f.Resources,
 		})
+	}
+	for _, c := range snap.Costs {
+		out.Costs = append(out.Costs, control.ServiceCost{Service: c.Service, Jobs: c.Jobs, RunMeanMS: c.RunMeanMS,
+			RunP95MS: c.RunP95MS, WhMean: c.WhMean, WhP95: c.WhP95, GPUSeconds: c.GPUSeconds})
 	}
 	return out
 }

@@ -31,6 +31,4 @@ const (
 	// finalWritesGrace is how long, past the drain timeout, shutdown waits for the releases and
 	// the last status to reach a broker that may not answer.
 	finalWritesGrace = 3 * time.Second
-	// httpReadHeaderTimeout bounds a client's request headers.
-	httpReadHeaderTimeout = 5 * time.Second
 )

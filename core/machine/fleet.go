@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/accounting"
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/connectors/registry"
@@ -74,7 +75,7 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: conn,
 			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Gate: f.m.gate(f.sampler, f.sup, s, conn),
 			PollInterval: f.m.cfg.PollInterval, ScanLimit: f.m.cfg.ClaimScanLimit, JobTimeout: f.m.cfg.JobTimeout, Log: f.m.log,
-			Track: f.m.track, Writes: f.writes,
+			Track: f.m.track, Writes: f.writes, Accounting: f.m.accounts.Slot(s.ID, binding(s)),
 		})
 		f.runs[s.ID] = run
 		go func() {
@@ -83,6 +84,15 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 		}()
 	}
 	return nil
+}
+
+// binding is what a slot's jobs run on, for their resource records.
+func binding(s plan.Slot) accounting.Binding {
+	b := accounting.Binding{Service: s.Service}
+	if s.GPU != plan.NoGPU {
+		b.GPUs = []int{s.GPU}
+	}
+	return b
 }
 
 // stop stops slots: they claim nothing from now on, their jobs get the drain timeout to
@@ -182,7 +192,7 @@ func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connec
 	c, ok := m.conns[key]
 	if !ok {
 		d, _ := registry.Lookup(slot.Connector) // the plan knows only registered connectors
-		env := connectors.Env{Config: m.cfg, Assets: m.assets}
+		env := connectors.Env{Config: m.cfg, Assets: m.assets, Network: jobNetwork(m.cfg)}
 		if svc != nil {
 			env.ServiceURL = fmt.Sprintf("http://127.0.0.1:%d", svc.Port)
 		}

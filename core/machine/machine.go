@@ -10,13 +10,13 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/emp-job-queue/machine/core/accounting"
 	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
@@ -26,13 +26,26 @@ import (
 	"github.com/emp-job-queue/machine/core/embedded"
 	"github.com/emp-job-queue/machine/core/httpapi"
 	"github.com/emp-job-queue/machine/core/metrics"
+	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/status"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/core/worker"
 	"github.com/emp-job-queue/machine/gpu"
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
+
+// jobNetwork is what the traffic jobs cause may reach: public addresses, and the networks
+// the operator allows, but never the machine's own HTTP port (the connectors add the
+// browser's DevTools port).
+func jobNetwork(c *config.Config) netguard.Policy {
+	p := netguard.Policy{Allow: c.AllowPrivateNetworks}
+	if c.HealthPort > 0 {
+		p.LocalPorts = []uint16{uint16(c.HealthPort)}
+	}
+	return p
+}
 
 // storage is where connectors put their outputs: the local asset directory, or the
 // S3-compatible storage a job's ctx.storage names. A bad S3 setting fails at start (New).
@@ -83,6 +96,7 @@ type Machine struct {
 	running  sync.Map                   // job id → context.CancelCauseFunc, for cancel_job
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
+	accounts *accounting.Accountant // every job's resource record
 }
 
 // New prepares a machine for a validated configuration.
@@ -111,6 +125,8 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
 	m.cur.Store(&layout{cfg: cfg, plan: p})
+	m.accounts = accounting.New(accounting.Params{Store: m.store, Metrics: m.metrics,
+		GPUHourPrice: cfg.GPUHourPrice, KWhPrice: cfg.KWhPrice, ServicePID: m.servicePID})
 	m.store.SetGPUSource(gpus.Name())
 	return m, nil
 }
@@ -159,6 +175,14 @@ func (t *task) shutdown()                        { t.loop.stop() }
 // Run serves until ctx ends, then drains: claiming stops at once, in-flight jobs get
 // DrainTimeout to finish, and the rest go back to the queue without using a retry.
 func (m *Machine) Run(ctx context.Context) error {
+	// Pid files, sockets and logs live here: another local user able to write there could make
+	// the machine signal or show what they choose.
+	if err := safefs.Dir(m.cfg.RunDir, "MACHINE_RUN_DIR", 0o700); err != nil {
+		return err
+	}
+	if err := safefs.Dir(m.cfg.LogDir, "MACHINE_LOG_DIR", 0o755); err != nil {
+		return err
+	}
 	url := m.cfg.RedisURL
 	if m.cfg.Embedded() {
 		eb, err := embedded.Start()
@@ -185,6 +209,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	b := broker.New(rdb)
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax, MaxJobBytes: m.cfg.MaxJobBytes})
+	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
@@ -200,14 +225,18 @@ func (m *Machine) Run(ctx context.Context) error {
 	supDone.Go(func() { sup.Run(supCtx) })
 	m.services.Store(sup)
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(m.cfg.HealthPort)))
+	ln, err := net.Listen("tcp", m.cfg.HTTPListenAddr())
 	if err != nil {
-		return fmt.Errorf("MACHINE_HEALTH_PORT %d is not available (%w); set MACHINE_HEALTH_PORT to a free port, or 0 for any", m.cfg.HealthPort, err)
+		return fmt.Errorf("the HTTP server cannot listen on %s (%w); set MACHINE_HEALTH_PORT to a free port (0 for any) or MACHINE_HTTP_ADDR to an address of this host", m.cfg.HTTPListenAddr(), err)
 	}
 	m.mu.Lock()
 	m.httpAddr = ln.Addr().String()
 	m.mu.Unlock()
-	healthURL := fmt.Sprintf("http://localhost:%d/health", ln.Addr().(*net.TCPAddr).Port)
+	healthHost := "localhost"
+	if ip := net.ParseIP(m.cfg.HTTPAddr); ip != nil && !ip.IsUnspecified() {
+		healthHost = ip.String()
+	}
+	healthURL := "http://" + net.JoinHostPort(healthHost, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)) + "/health"
 	pub := status.NewPublisher(m.Plan, m.store, b, m.cfg.StatusInterval, healthURL, m.version, m.log)
 	srv := m.serveHTTP(ln, pub, sup)
 	defer srv.Close()
@@ -341,8 +370,17 @@ func (m *Machine) newSampler(sup *supervisor.Supervisor) *gpu.Sampler {
 		OnSample: func(t gpu.Snapshot) {
 			m.store.SetTelemetry(telemetry(t))
 			m.metrics.ObserveTelemetry(t)
+			m.accounts.Observe(t)
 		},
 	})
+}
+
+// servicePID is the pid of a running supervised service, 0 when there is none.
+func (m *Machine) servicePID(name string) int {
+	if sup := m.services.Load(); sup != nil {
+		return sup.PIDs()[name]
+	}
+	return 0
 }
 
 // track registers a running job for cancellation.
@@ -359,14 +397,13 @@ func (m *Machine) cancelJob(jobID, reason string) {
 	}
 }
 
-func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *http.Server {
-	srv := &http.Server{
-		Handler: httpapi.New(httpapi.Params{
-			Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
-			Services: sup, Do: m.Control().Do,
-		}),
-		ReadHeaderTimeout: httpReadHeaderTimeout,
-	}
+func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervisor.Supervisor) *httpapi.Server {
+	lim := httpapi.DefaultLimits
+	lim.MaxConns = m.cfg.HTTPMaxConns
+	srv := httpapi.NewServer(httpapi.New(httpapi.Params{
+		Store: m.store, Metrics: m.metrics.Handler(), Refresh: pub.Refresh, Token: m.cfg.APIToken, Version: m.version,
+		Services: sup, Do: m.Control().Do,
+	}), lim)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.log.Error("HTTP server stopped", "err", err)

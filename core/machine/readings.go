@@ -26,7 +26,7 @@ func telemetry(t gpu.Snapshot) state.Telemetry {
 			Index: r.Index, UUID: r.UUID, Name: r.Name, MIG: r.MIG, UtilGPU: r.UtilGPU, UtilMemory: r.UtilMemory,
 			MemoryUsedMB: r.MemoryUsedMB, MemoryTotalMB: r.MemoryTotalMB, TemperatureC: r.TemperatureC, PowerW: r.PowerW,
 			PowerLimitW: r.PowerLimitW, FanPct: r.FanPct, SMClockMHz: r.SMClockMHz, MemClockMHz: r.MemClockMHz,
-			PState: r.PState, EncoderUtil: r.EncoderUtil, DecoderUtil: r.DecoderUtil,
+			PState: r.PState, EncoderUtil: r.EncoderUtil, DecoderUtil: r.DecoderUtil, EnergyMJ: r.EnergyMJ,
 		})
 	}
 	return out

@@ -21,10 +21,16 @@ type Metrics struct {
 	ClaimTime   prometheus.Histogram
 	SlotsBusy   *prometheus.GaugeVec // by connector
 	BrokerUp    prometheus.Gauge
+	// ClaimErrors counts failed claims by kind: script (the broker answers but the claim fails
+	// inside Redis) or broker (no answer). ClaimFailing counts slots whose claims keep failing.
+	ClaimErrors  *prometheus.CounterVec
+	ClaimFailing prometheus.Gauge
 
 	gpu     map[string]*prometheus.GaugeVec // by gpu index and model
 	host    *prometheus.GaugeVec            // by resource
 	service *prometheus.GaugeVec            // by service and resource
+
+	resources *jobResources // per-job resource records (resources.go)
 }
 
 // gpuGauges are the per-GPU gauges, by the name of the reading.
@@ -59,6 +65,12 @@ func New() *Metrics {
 		BrokerUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "machine_broker_up", Help: "1 when the broker answers, else 0.",
 		}),
+		ClaimErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "machine_claim_errors_total", Help: "Failed claims, by kind: script (the claim fails inside Redis) or broker (no answer).",
+		}, []string{"kind"}),
+		ClaimFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "machine_claim_failing_slots", Help: "Slots whose last 3 or more claims failed; /ready says not ready while any does.",
+		}),
 	}
 	m.gpu = map[string]*prometheus.GaugeVec{}
 	for _, g := range gpuGauges {
@@ -72,7 +84,8 @@ func New() *Metrics {
 		Name: "machine_service", Help: "Supervised service load: rss_bytes, cpu_percent.",
 	}, []string{"service", "resource"})
 	m.Registry.MustRegister(m.host, m.service)
-	m.Registry.MustRegister(m.Jobs, m.JobDuration, m.ClaimTime, m.SlotsBusy, m.BrokerUp,
+	m.resources = newJobResources(m.Registry)
+	m.Registry.MustRegister(m.Jobs, m.JobDuration, m.ClaimTime, m.SlotsBusy, m.BrokerUp, m.ClaimErrors, m.ClaimFailing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -65,6 +65,9 @@ func New(cfg *config.Config) (*Plan, error) {
 			if ct.GPUBound && capacity > 0 {
 				count = capacity
 			}
+			if ct.AutoPerGPU {
+				count = max(1, cfg.GPUCount)
+			}
 		}
 		if ct.GPUBound && capacity > 0 && count > capacity {
 			problems = append(problems, fmt.Sprintf(
@@ -130,7 +133,7 @@ func (p *Plan) addService(cfg *config.Config, ct connectors.Descriptor, s Slot, 
 
 // Instance is how a planned service is described to its installer's spec.
 func (s Service) Instance() connectors.Instance {
-	return connectors.Instance{Name: s.Name, Port: s.Port, GPU: s.GPU}
+	return connectors.Instance{Name: s.Name, Port: s.Port, GPU: s.GPU, Slots: len(s.Slots)}
 }
 
 // SlotsFor returns the slots that run the given connector.

@@ -48,6 +48,7 @@ type GPU struct {
 	PState        float64
 	EncoderUtil   float64
 	DecoderUtil   float64
+	EnergyMJ      float64 // total-energy counter since the driver loaded; NaN where the GPU has none
 }
 
 // Host is the machine's own load.

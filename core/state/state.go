@@ -4,6 +4,7 @@
 package state
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -44,6 +45,9 @@ type Slot struct {
 	Failed       uint64 // attempts that failed, retried or not
 	LastError    string
 	LastActivity time.Time
+	Resources    *job.Resources // the job's resource record, set just before it ends
+	// ClaimError is why the slot's last claims failed, while they keep failing ("" when it claims).
+	ClaimError string
 }
 
 // Finished is a recently ended job, newest last.
@@ -55,6 +59,8 @@ type Finished struct {
 	Error    string
 	Duration time.Duration
 	At       time.Time
+	// Resources is the attempt's resource record (nil when the machine keeps none).
+	Resources *job.Resources
 }
 
 // Broker is the state of the machine's broker connection.
@@ -92,6 +98,8 @@ type Snapshot struct {
 	// they were first enabled; Changes the recent changes of the layout, oldest first.
 	Connectors []Connector
 	Changes    []Change
+	// Costs summarize the jobs' resource records per service over the last hour.
+	Costs []ServiceCost
 }
 
 // Service returns a supervised service's status.
@@ -102,6 +110,23 @@ func (s Snapshot) Service(name string) (Service, bool) {
 		}
 	}
 	return Service{}, false
+}
+
+// ClaimTrouble says why slots cannot claim jobs, or "" when they all can.
+func (s Snapshot) ClaimTrouble() string {
+	failing, first := 0, -1
+	for i, sl := range s.Slots {
+		if sl.ClaimError != "" {
+			failing++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if failing == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d slots cannot claim jobs; %s: %s", failing, len(s.Slots), s.Slots[first].ID, s.Slots[first].ClaimError)
 }
 
 // Slot returns the slot with the given id.
@@ -148,6 +173,7 @@ func (s *Store) Snapshot() Snapshot {
 	c.Services = slices.Clone(s.snap.Services)
 	c.Connectors = slices.Clone(s.snap.Connectors)
 	c.Changes = slices.Clone(s.snap.Changes)
+	c.Costs = slices.Clone(s.snap.Costs)
 	return c
 }
 
@@ -340,12 +366,29 @@ func (s *Store) JobEnded(slotID string, outcome job.Outcome, errText string) {
 		}
 		snap.Recent = append(snap.Recent, Finished{
 			JobID: sl.JobID, SlotID: slotID, Service: sl.JobService, Outcome: outcome, Error: errText,
-			Duration: now.Sub(sl.JobStartedAt), At: now,
+			Duration: now.Sub(sl.JobStartedAt), At: now, Resources: sl.Resources,
 		})
 		if len(snap.Recent) > 2*recentCap { // trim in batches: jobs end thousands of times a second
 			snap.Recent = slices.Clone(snap.Recent[len(snap.Recent)-recentCap:])
 		}
 		sl.Status, sl.JobID, sl.JobService, sl.Progress, sl.Message, sl.LastActivity = SlotIdle, "", "", 0, "", now
+		sl.Resources = nil
+	})
+}
+
+// ClaimFailing records why a slot's claims keep failing; "" says it claims again.
+func (s *Store) ClaimFailing(slotID, why string) {
+	s.mu.Lock()
+	sl := s.slot(&s.snap, slotID)
+	same := sl == nil || sl.ClaimError == why
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	s.update(true, func(snap *Snapshot) {
+		if sl := s.slot(snap, slotID); sl != nil {
+			sl.ClaimError = why
+		}
 	})
 }
 

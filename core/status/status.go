@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/emp-job-queue/machine/core/plan"
@@ -21,6 +22,9 @@ const (
 	MachineReady = "machine_ready"
 	Shutdown     = "shutdown"
 )
+
+// buildInfo tells the monitor which runtime a worker runs (emp's workers send their build there).
+const buildInfo = "machine-go"
 
 // Message is the machine:status payload.
 type Message struct {
@@ -90,12 +94,24 @@ type ServiceStatus struct {
 	PM2Status string `json:"pm2_status"`
 }
 
-// Build assembles the message from the plan and a state snapshot.
-func Build(p *plan.Plan, snap state.Snapshot, updateType, healthURL, version string, now time.Time) Message {
+// Build assembles the message from the plan and a state snapshot. lastSeen holds the last
+// activity of slots the snapshot may no longer have (nil: none known).
+//
+// structure.workers lists only the slots that take jobs. The emp API copies every worker listed
+// both there and in status.workers into a worker:{id} hash with a 120 s TTL
+// (handleUnifiedMachineStatus, apps/api/src/lightweight-api-server.ts), so listing a slot that is
+// stopping or already deregistered would bring its hash back after our DEL. A slot leaves
+// structure.workers when it stops, when the machine drains (unless it is still finishing a job),
+// and when it is removed; status.workers keeps reporting it, offline once it stopped, with its
+// last real activity. The shutdown message therefore carries every worker's last status and
+// lists none in the structure.
+func Build(p *plan.Plan, snap state.Snapshot, updateType, healthURL, version string, now time.Time, lastSeen map[string]time.Time) Message {
 	m := Message{
 		MachineID: p.MachineID, Timestamp: now.UnixMilli(), UpdateType: updateType, HealthURL: healthURL,
 		Structure: Structure{
-			GPUCount: p.GPUCount, Capabilities: []string{},
+			// The monitor prints a bare "0" for gpu_count 0 (MachineCard.tsx renders
+			// `gpu_count && …`); emp's aggregator never reports fewer than 1.
+			GPUCount: max(p.GPUCount, 1), Capabilities: []string{},
 			Workers: map[string]WorkerStructure{}, Services: map[string]ServiceStructure{},
 		},
 		Status: Status{
@@ -103,32 +119,47 @@ func Build(p *plan.Plan, snap state.Snapshot, updateType, healthURL, version str
 			Workers: map[string]WorkerStatus{}, Services: map[string]ServiceStatus{},
 		},
 	}
+	draining := snap.Phase == state.Draining || snap.Phase == state.Shutdown
 	seen := map[string]bool{}
 	for _, sl := range p.Slots {
-		live, _ := snap.Slot(sl.ID)
-		gpu := max(sl.GPU, 0) // the old runtime reports non-GPU workers on gpu 0
-		pm2Name := fmt.Sprintf("redis-worker-%s-%d", sl.Connector, sl.Index)
-		if sl.GPU != plan.NoGPU {
-			pm2Name = fmt.Sprintf("redis-worker-%s-gpu%d", sl.Connector, sl.Index)
+		for _, svc := range sl.StatusNames {
+			if !seen[svc] {
+				seen[svc] = true
+				m.Structure.Capabilities = append(m.Structure.Capabilities, svc)
+			}
 		}
-		m.Structure.Workers[sl.ID] = WorkerStructure{
-			WorkerID: sl.ID, PM2Name: pm2Name, GPUID: gpu, WorkerType: sl.Connector,
-			ResourceBinding: sl.Binding, Services: sl.StatusNames, Connectors: []string{sl.Connector},
+		live, present := snap.Slot(sl.ID)
+		if !present { // stopped and deregistered
+			at, ok := lastSeen[sl.ID]
+			if !ok {
+				at = now
+			}
+			m.Status.Workers[sl.ID] = WorkerStatus{Status: state.SlotStopped, LastActivity: at.UnixMilli(), Version: version, BuildInfo: buildInfo}
+			continue
 		}
 		ws := WorkerStatus{
 			IsConnected: snap.Broker.Connected && live.Status != state.SlotStopped, Status: live.Status,
-			LastActivity: live.LastActivity.UnixMilli(), Version: version, BuildInfo: "machine-go",
+			LastActivity: live.LastActivity.UnixMilli(), Version: version, BuildInfo: buildInfo,
 		}
 		if live.JobID != "" {
 			id := live.JobID
 			ws.CurrentJobID = &id
 		}
 		m.Status.Workers[sl.ID] = ws
+		if live.Status == state.SlotStopped || (draining && live.Status != state.SlotBusy) {
+			continue
+		}
+		pm2Name := fmt.Sprintf("redis-worker-%s-%d", sl.Connector, sl.Index)
+		gpuID := sl.Index // as emp's aggregator reads it from the PM2 name of a worker not bound to a GPU
+		if sl.GPU != plan.NoGPU {
+			pm2Name = fmt.Sprintf("redis-worker-%s-gpu%d", sl.Connector, sl.Index)
+			gpuID = sl.GPU
+		}
+		m.Structure.Workers[sl.ID] = WorkerStructure{
+			WorkerID: sl.ID, PM2Name: pm2Name, GPUID: gpuID, WorkerType: sl.Connector,
+			ResourceBinding: sl.Binding, Services: sl.StatusNames, Connectors: []string{sl.Connector},
+		}
 		for _, svc := range sl.StatusNames {
-			if !seen[svc] {
-				seen[svc] = true
-				m.Structure.Capabilities = append(m.Structure.Capabilities, svc)
-			}
 			st := ServiceStructure{WorkerID: sl.ID, ServiceType: svc, PM2Name: pm2Name, Status: "unknown", Health: "unknown"}
 			m.Structure.Services[sl.ID+"."+svc] = st
 			m.Status.Services[sl.ID+"."+svc] = serviceStatus(st, live, snap, sl)
@@ -195,6 +226,12 @@ type Publisher struct {
 	version   string
 	log       *slog.Logger
 	refresh   chan struct{}
+
+	// mu keeps messages in the order they were built, so none that lists a worker can follow
+	// the shutdown message, and guards the fields below.
+	mu       sync.Mutex
+	lastSeen map[string]time.Time // each slot's last activity, kept after the slot is removed
+	shutDown bool                 // the shutdown message went out: nothing follows it
 }
 
 // NewPublisher returns a publisher; Run starts it.
@@ -202,6 +239,7 @@ func NewPublisher(p func() *plan.Plan, store *state.Store, send Sender, interval
 	return &Publisher{
 		plan: p, store: store, send: send, interval: interval, minGap: 250 * time.Millisecond,
 		healthURL: healthURL, version: version, log: log, refresh: make(chan struct{}, 1),
+		lastSeen: map[string]time.Time{},
 	}
 }
 
@@ -213,13 +251,28 @@ func (p *Publisher) Refresh() {
 	}
 }
 
-// Publish sends one message now.
+// Publish sends one message now. After the shutdown message it sends nothing: the workers are
+// deregistered, and the monitor's last word on them must be that message.
 func (p *Publisher) Publish(ctx context.Context, updateType string) error {
-	msg, err := json.Marshal(Build(p.plan(), p.store.Snapshot(), updateType, p.healthURL, p.version, time.Now()))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shutDown {
+		return nil
+	}
+	snap := p.store.Snapshot()
+	for _, sl := range snap.Slots {
+		p.lastSeen[sl.ID] = sl.LastActivity
+	}
+	pl := p.plan()
+	msg, err := json.Marshal(Build(pl, snap, updateType, p.healthURL, p.version, time.Now(), p.lastSeen))
 	if err != nil {
 		return fmt.Errorf("encode machine status: %w", err)
 	}
-	return p.send.PublishMachineStatus(ctx, p.plan().MachineID, msg)
+	if err := p.send.PublishMachineStatus(ctx, pl.MachineID, msg); err != nil {
+		return err
+	}
+	p.shutDown = updateType == Shutdown
+	return nil
 }
 
 // Run publishes until ctx ends. Errors are logged (once per outage) and never stop the loop.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
 // ring keeps the last lines of a service's output in memory.
@@ -60,9 +62,9 @@ type logFile struct {
 }
 
 func openLog(path string, maxBytes int64, keep int, r *ring) (*logFile, *os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := safefs.Append(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open service log %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open service log: %w", err)
 	}
 	st, _ := f.Stat()
 	lf := &logFile{path: path, maxBytes: maxBytes, keep: keep, ring: r}
@@ -75,7 +77,7 @@ func openLog(path string, maxBytes int64, keep int, r *ring) (*logFile, *os.File
 // poll reads what the service wrote since the last poll into the ring, then rotates if the
 // file is over its cap.
 func (l *logFile) poll() error {
-	f, err := os.Open(l.path)
+	f, err := safefs.Open(l.path)
 	if err != nil {
 		return err
 	}
@@ -117,12 +119,12 @@ func (l *logFile) rotate() error {
 	for i := l.keep - 1; i >= 1; i-- {
 		_ = os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
 	}
-	src, err := os.Open(l.path)
+	src, err := safefs.Open(l.path)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := os.Create(l.path + ".1")
+	dst, err := safefs.CreateNew(l.path+".1", 0o644)
 	if err != nil {
 		return err
 	}
@@ -133,7 +135,12 @@ func (l *logFile) rotate() error {
 	if err := dst.Close(); err != nil {
 		return err
 	}
-	if err := os.Truncate(l.path, 0); err != nil {
+	live, err := safefs.OpenFile(l.path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	if err := live.Truncate(0); err != nil {
 		return err
 	}
 	l.offset = 0

@@ -28,6 +28,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/emp-job-queue/machine/internal/childenv"
+	"github.com/emp-job-queue/machine/internal/safefs"
 )
 
 // State is a service's lifecycle state.
@@ -46,13 +49,16 @@ type Spec struct {
 	Name          string
 	Command       []string
 	Dir           string
-	Env           []string // on top of PATH, HOME, LANG and TZ; the machine's secrets are not passed on
+	Env           []string // on top of childenv.Base (PATH, HOME, LANG, proxies…); the machine's secrets are not passed on
 	Port          int
 	GPU           int // -1 when not bound
 	Probe         Probe
 	Policy        Policy
 	MemoryLimitMB float64       // restart between jobs above this RSS; 0: no watermark
 	StopGrace     time.Duration // SIGTERM → SIGKILL; default 10 s
+	// Credential runs the service as another user (the machine runs as root and the service
+	// should not: the browser); nil runs it as the machine's user.
+	Credential *syscall.Credential
 }
 
 // Status is how a service is now.
@@ -133,9 +139,12 @@ func New(p Params) (*Supervisor, error) {
 	if p.Busy == nil {
 		p.Busy = func(string) bool { return false }
 	}
-	for _, dir := range []string{filepath.Join(p.RunDir, "services"), p.LogDir} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", dir, err)
+	// Pid files and logs decide what the machine signals and shows: only its user may write there.
+	for _, d := range []struct{ dir, setting string }{
+		{p.RunDir, "MACHINE_RUN_DIR"}, {filepath.Join(p.RunDir, "services"), "MACHINE_RUN_DIR/services"}, {p.LogDir, "MACHINE_LOG_DIR"},
+	} {
+		if err := safefs.Dir(d.dir, d.setting, 0o755); err != nil {
+			return nil, err
 		}
 	}
 	s := &Supervisor{p: p, services: map[string]*service{}}
@@ -210,6 +219,9 @@ func (s *Supervisor) Remove(name string) error {
 func specHash(s Spec) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%q %q %q %d", s.Command, s.Dir, s.Env, s.Port)
+	if c := s.Credential; c != nil {
+		fmt.Fprintf(h, " uid=%d gid=%d", c.Uid, c.Gid)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -528,45 +540,30 @@ func (sv *service) watch(ctx context.Context, p *proc, log *slog.Logger) (ended 
 // starts, and each one costs the machine CPU.
 const readyProbeEvery = 5 * time.Second
 
-// baseEnv is what a service inherits from the machine: enough to run, none of its secrets.
-func baseEnv() []string {
-	var env []string
-	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
-
 // launch adopts the instance an earlier machine left running, or starts a new one.
 func (sv *service) launch(ctx context.Context) (*proc, error) {
-	if rec, err := readPidFile(sv.pidPath); err == nil && alive(rec.PID, rec.StartTicks) {
-		if rec.SpecHash == sv.hash {
-			return sv.adopt(ctx, rec), nil
-		}
-		// Started from an older configuration: it holds our port, so it goes first.
-		sv.terminate(&proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string), stop: func() {}}, sv.sup.p.Log)
+	if p := sv.leftover(ctx); p != nil {
+		return p, nil
 	}
 	bin, err := exec.LookPath(sv.spec.Command[0])
 	if err != nil {
 		return nil, fmt.Errorf("cannot start %s: command %q not found (%v); install it or fix the service's command", sv.spec.Name, sv.spec.Command[0], err)
 	}
-	out, err := os.OpenFile(sv.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	out, err := safefs.Append(sv.logPath)
 	if err != nil {
-		return nil, fmt.Errorf("open log of %s: %w", sv.spec.Name, err)
+		return nil, fmt.Errorf("cannot start %s: its log: %w", sv.spec.Name, err)
 	}
 	defer out.Close()
 	cmd := exec.Command(bin, sv.spec.Command[1:]...)
 	cmd.Dir = sv.spec.Dir
-	cmd.Env = append(baseEnv(), sv.spec.Env...)
+	cmd.Env = childenv.Base(append(slices.Clone(sv.spec.Env), serviceMarker+"="+sv.spec.Name)...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: sv.spec.Credential}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start %s: %w", sv.spec.Name, err)
 	}
 	ticks, _ := startTicks(cmd.Process.Pid)
-	if err := writePidFile(sv.pidPath, pidRecord{PID: cmd.Process.Pid, StartTicks: ticks, SpecHash: sv.hash, StartedAt: time.Now()}); err != nil {
+	if err := writePidFile(sv.pidPath, pidRecord{PID: cmd.Process.Pid, StartTicks: ticks, SpecHash: sv.hash, Argv: cmd.Args, StartedAt: time.Now()}); err != nil {
 		sv.sup.p.Log.Warn("pid file not written; a restarted machine will not re-attach to this service", "service", sv.spec.Name, "err", err)
 	}
 	p := &proc{pid: cmd.Process.Pid, ticks: ticks, done: make(chan string, 1), stop: func() {}}
@@ -579,28 +576,6 @@ func (sv *service) launch(ctx context.Context) (*proc, error) {
 		p.done <- exit
 	}()
 	return p, nil
-}
-
-// adopt follows a process this machine did not start: it cannot wait for it, so it polls.
-func (sv *service) adopt(ctx context.Context, rec pidRecord) *proc {
-	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	p := &proc{pid: rec.PID, ticks: rec.StartTicks, adopted: true, done: make(chan string, 1), stop: stop}
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-t.C:
-				if !alive(p.pid, p.ticks) {
-					p.done <- "exited (re-attached process; its exit status is not known)"
-					return
-				}
-			}
-		}
-	}()
-	return p
 }
 
 // terminate stops an instance: SIGTERM to its group, SIGKILL after the grace period.
@@ -650,7 +625,7 @@ func (sv *service) tail(ctx context.Context, lf *logFile) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if st, err := os.Stat(lf.path); err == nil && st.Size() == lf.offset {
+			if st, err := os.Lstat(lf.path); err == nil && st.Size() == lf.offset {
 				continue // nothing new: skip the open and read
 			}
 			if err := lf.poll(); err != nil && !errors.Is(err, os.ErrNotExist) {

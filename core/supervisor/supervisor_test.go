@@ -288,3 +288,21 @@ func TestAddAndRemoveWhileRunning(t *testing.T) {
 		t.Errorf("removing twice: %v", err)
 	}
 }
+
+// A service with a Credential runs as that user (the browser, when the machine is root).
+func TestServiceRunsAsItsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root can start a process as another user")
+	}
+	s := supervisor.Spec{Name: "nobody", Command: []string{"/bin/sh", "-c", "id -u; exec sleep 60"}, GPU: -1, StopGrace: time.Second,
+		Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	r := start(t, supervisor.Params{Specs: []supervisor.Spec{s}})
+	waitFor(t, "the service to say who it is", func() bool {
+		lines, _ := r.sup.Logs("nobody", 10)
+		return len(lines) > 0
+	})
+	lines, _ := r.sup.Logs("nobody", 10)
+	if !strings.Contains(lines[0], "65534") {
+		t.Fatalf("the service ran as %q, want uid 65534", lines)
+	}
+}

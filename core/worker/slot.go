@@ -28,6 +28,17 @@ type Broker interface {
 	Release(ctx context.Context, j *job.Job, workerID string) error
 }
 
+// Accounting keeps a job attempt's resource record from its claim to its final write
+// (core/accounting implements it).
+type Accounting interface {
+	// Claimed opens the record of a job just claimed; the returned context carries it to the
+	// connector.
+	Claimed(ctx context.Context, j *job.Job) context.Context
+	// Finished closes the record before the final write and adds it to a successful result as
+	// metadata.resources. Calls after the first do nothing.
+	Finished(ctx context.Context, j *job.Job, res *job.Result)
+}
+
 // Params builds a Slot. Every field is immutable after New.
 type Params struct {
 	ID        string // worker id, ${MACHINE_ID}-worker-${connector}-${i}
@@ -48,12 +59,14 @@ type Params struct {
 	ScanLimit    int
 	JobTimeout   time.Duration
 	Log          *slog.Logger
+	Accounting   Accounting // nil: no resource records
 }
 
 // Slot is one worker slot.
 type Slot struct {
 	p Params
-	// progressEvery spaces progress writes to the broker; the store gets every report.
+	// progressEvery spaces progress writes to the broker (see progressGate); the store gets
+	// every report.
 	progressEvery time.Duration
 }
 
@@ -85,6 +98,7 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 	defer s.p.Store.SlotStopped(s.p.ID)
 	var cursor int64
 	failures := 0
+	defer func() { s.claimWorks(failures) }()
 	poll := time.NewTimer(s.p.PollInterval)
 	defer poll.Stop()
 	for claimCtx.Err() == nil {
@@ -95,20 +109,22 @@ func (s *Slot) Run(claimCtx, jobCtx context.Context) {
 		j, next, err := s.claim(jobCtx, cursor)
 		if err != nil {
 			failures++
-			if failures == 1 || failures%50 == 0 {
-				s.p.Log.Warn("cannot claim jobs: the broker did not answer; retrying", "err", err, "attempts", failures)
-			}
+			s.claimFailed(failures, err)
 			s.sleep(claimCtx, min(time.Duration(failures)*100*time.Millisecond, time.Second))
 			continue
 		}
 		if failures > 0 {
 			s.p.Log.Info("claiming again: the broker answers", "after_attempts", failures)
+			s.claimWorks(failures)
 			failures = 0
 		}
 		cursor = next
 		if j != nil {
 			s.run(jobCtx, j)
 			continue
+		}
+		if next != 0 {
+			continue // the scan stopped on its work budget: look further along the queue at once
 		}
 		if !poll.Stop() {
 			select {
@@ -138,6 +154,42 @@ func (s *Slot) claim(jobCtx context.Context, cursor int64) (*job.Job, int64, err
 	return j, next, err
 }
 
+// claimFailuresToReport is how many claims in a row must fail before the slot reports that it
+// cannot claim (/ready, machine_claim_failing_slots).
+const claimFailuresToReport = 3
+
+// claimFailed logs and reports a failed claim; a script error (the broker answers but the claim
+// fails inside Redis) is told apart from a broker that does not answer.
+func (s *Slot) claimFailed(failures int, err error) {
+	kind, what := "broker", "the broker did not answer; retrying"
+	if errors.Is(err, broker.ErrScript) {
+		kind, what = "script", "the claim script fails inside Redis (the broker answers: a bad key or script is at fault); retrying"
+	}
+	if m := s.p.Metrics; m != nil {
+		m.ClaimErrors.WithLabelValues(kind).Inc()
+		if failures == claimFailuresToReport {
+			m.ClaimFailing.Inc()
+		}
+	}
+	if failures == 1 || failures%50 == 0 {
+		s.p.Log.Warn("cannot claim jobs: "+what, "err", err, "attempts", failures)
+	}
+	if failures >= claimFailuresToReport {
+		s.p.Store.ClaimFailing(s.p.ID, err.Error())
+	}
+}
+
+// claimWorks clears what claimFailed reported.
+func (s *Slot) claimWorks(failures int) {
+	if failures < claimFailuresToReport {
+		return
+	}
+	if m := s.p.Metrics; m != nil {
+		m.ClaimFailing.Dec()
+	}
+	s.p.Store.ClaimFailing(s.p.ID, "")
+}
+
 func (s *Slot) sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -150,6 +202,10 @@ func (s *Slot) sleep(ctx context.Context, d time.Duration) {
 // run takes one claimed job to its end.
 func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 	start := time.Now()
+	if a := s.p.Accounting; a != nil {
+		jobCtx = a.Claimed(jobCtx, j)
+		defer a.Finished(jobCtx, j, nil) // a job that never ran still closes its record
+	}
 	log := s.p.Log.With("job_id", j.ID, "service", j.Service, "attempt", j.RetryCount+1)
 	s.p.Store.JobClaimed(s.p.ID, j.ID, j.Service)
 	if m := s.p.Metrics; m != nil {
@@ -171,6 +227,9 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 		defer s.p.Track(j.ID, cancel)()
 	}
 	res, runErr := s.execute(runCtx, j, log)
+	if a := s.p.Accounting; a != nil {
+		a.Finished(jobCtx, j, &res)
+	}
 	switch {
 	case errors.Is(context.Cause(runCtx), ErrCancelled):
 		// The API already marked the job failed; only this worker's own records are cleared.
@@ -217,21 +276,20 @@ func (s *Slot) execute(jobCtx context.Context, j *job.Job, log *slog.Logger) (re
 			res, err = job.Result{}, fmt.Errorf("connector %s crashed on this job: %v", s.p.Connector, r)
 		}
 	}()
-	// Progress reaches the broker at most every progressEvery, and not at all for jobs shorter
-	// than that: the claim already published 0 % and completion publishes 100 %.
-	last := time.Now()
+	gate := newProgressGate(s.progressEvery, func(p job.Progress) {
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer wcancel()
+		if err := s.p.Broker.Progress(wctx, j, s.p.ID, p); err != nil && !errors.Is(err, broker.ErrNotOwner) {
+			log.Debug("progress not recorded", "err", err)
+		}
+	})
+	defer gate.close()
 	report := func(p job.Progress) {
 		s.p.Store.JobProgress(s.p.ID, p.Percent, p.Message)
-		if now := time.Now(); now.Sub(last) >= s.progressEvery && p.Percent < 100 {
-			last = now
-			wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-			defer wcancel()
-			if err := s.p.Broker.Progress(wctx, j, s.p.ID, p); err != nil && !errors.Is(err, broker.ErrNotOwner) {
-				log.Debug("progress not recorded", "err", err)
-			}
-		}
+		gate.report(p)
 	}
 	res, err = s.p.Conn.Run(ctx, j, report)
+	gate.close() // no progress write may follow the outcome; a connector may still hold report
 	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil {
 		err = ctx.Err()
 	}

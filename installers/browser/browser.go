@@ -68,13 +68,3 @@ func find(ctx context.Context) (Browser, error) {
 	}
 	return Browser{}, fmt.Errorf("no Chromium on PATH (looked for %s); install Debian's package: apt-get install -y chromium, or allow the machine to (BROWSER_INSTALL=apt)", strings.Join(Candidates, ", "))
 }
-
-// Flags are the arguments the browser service runs with: headless, DevTools on 127.0.0.1:port,
-// a profile of its own, and none of the background traffic a closed network refuses.
-func Flags(port int, profileDir string) []string {
-	return []string{"--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-		"--no-first-run", "--no-default-browser-check", "--hide-scrollbars", "--mute-audio",
-		"--remote-debugging-address=127.0.0.1", fmt.Sprintf("--remote-debugging-port=%d", port),
-		"--user-data-dir=" + profileDir, "about:blank"}
-}

@@ -47,3 +47,28 @@ func TestRefusesAnOldChromium(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// The real Chromium builds its sandbox here (as nobody when the test runs as root); a host
+// that refuses it gets a sentence saying what to allow, or how to opt out. The refusing
+// "browser" is a script printing Chromium's own message.
+func TestCheckSandbox(t *testing.T) {
+	if b, err := browser.Find(context.Background(), false); err == nil {
+		cred, err := browser.Credential("nobody")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := browser.CheckSandbox(context.Background(), b.Path, cred); err != nil {
+			t.Errorf("the real Chromium: %v", err)
+		}
+	}
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho '[1:1:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox! If you are running on Ubuntu 23.10+ ...' >&2\nexit 1\n"
+	fake := filepath.Join(dir, "chromium")
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := browser.CheckSandbox(context.Background(), fake, nil)
+	if err == nil || !strings.Contains(err.Error(), "BROWSER_SANDBOX=false") || !strings.Contains(err.Error(), "user namespaces") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -58,7 +58,10 @@ func LoadManifest(path string) (Manifest, error) {
 	var problems []string
 	for i, n := range m.CustomNodes {
 		if !safeName.MatchString(n.Name) || strings.TrimSpace(cloneURL(n.URL)) == "" {
-			problems = append(problems, fmt.Sprintf("custom node %d needs a plain name and a url (got %q, %q)", i+1, n.Name, n.URL))
+			problems = append(problems, fmt.Sprintf("custom node %d needs a plain name and a url (got %q, %q)", i+1, n.Name, installers.Redact(n.URL)))
+		}
+		if err := installers.CheckGitArgs(cloneURL(n.URL), n.Branch, n.Commit); err != nil {
+			problems = append(problems, fmt.Sprintf("custom node %d (%s): %v", i+1, n.Name, err))
 		}
 	}
 	for i, mo := range m.Models {
@@ -130,7 +133,7 @@ func (in Install) Stages() [][]installers.Step {
 				return "requirements " + fileHash(filepath.Join(in.Dir, "requirements.txt")) + " " + in.Dir
 			},
 			Run: func(ctx context.Context, _ func(int64, int64)) error {
-				return installers.Command(ctx, in.Dir, nil, pip, "install", "-r", "requirements.txt")
+				return installers.Command(ctx, in.Dir, pipEnv, pip, "install", "-r", "requirements.txt")
 			},
 		}},
 	}
@@ -173,7 +176,7 @@ func (in Install) nodeStep(n Node, pip string) installers.Step {
 			}
 			if n.Requirements {
 				if _, err := os.Stat(filepath.Join(dir, "requirements.txt")); err == nil {
-					if err := installers.Command(ctx, dir, nil, pip, "install", "-r", "requirements.txt"); err != nil {
+					if err := installers.Command(ctx, dir, pipEnv, pip, "install", "-r", "requirements.txt"); err != nil {
 						return err
 					}
 				}
@@ -191,6 +194,9 @@ func (in Install) nodeStep(n Node, pip string) installers.Step {
 	}
 }
 
+// pipEnv keeps pip from waiting for input that never comes.
+var pipEnv = []string{"PIP_NO_INPUT=1"}
+
 // writeEnv writes the node's .env, filling ${VAR} from the machine's environment. Values may
 // be secrets: they go to the file (mode 0600) and nowhere else.
 func (in Install) writeEnv(dir string, env map[string]string) error {
@@ -206,46 +212,9 @@ func (in Install) writeEnv(dir string, env map[string]string) error {
 	return os.WriteFile(filepath.Join(dir, ".env"), []byte(b.String()), 0o600)
 }
 
-// gitCheckout puts url at branch/commit in dir: a fresh clone lands in a temporary directory
-// and is renamed into place, so a failed clone never leaves a half checkout behind.
+// gitCheckout puts url at branch/commit in dir (installers.GitCheckout).
 func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive bool) error {
-	if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
-		if err := installers.Command(ctx, dir, nil, "git", "fetch", "--quiet", "origin"); err != nil {
-			return err
-		}
-		ref := commit
-		if ref == "" && branch != "" {
-			ref = "origin/" + branch
-		}
-		if ref == "" {
-			return nil
-		}
-		return installers.Command(ctx, dir, nil, "git", "checkout", "--quiet", "--force", ref)
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return err
-	}
-	tmp := dir + ".cloning"
-	_ = os.RemoveAll(tmp)
-	args := []string{"clone", "--quiet"}
-	if recursive {
-		args = append(args, "--recursive")
-	}
-	if branch != "" {
-		args = append(args, "--branch", branch)
-	}
-	if err := installers.Command(ctx, "", nil, "git", append(args, url, tmp)...); err != nil {
-		_ = os.RemoveAll(tmp)
-		return err
-	}
-	if commit != "" {
-		if err := installers.Command(ctx, tmp, nil, "git", "checkout", "--quiet", commit); err != nil {
-			_ = os.RemoveAll(tmp)
-			return fmt.Errorf("commit %s of %s: %w", commit, url, err)
-		}
-	}
-	_ = os.RemoveAll(dir)
-	return os.Rename(tmp, dir)
+	return installers.GitCheckout(ctx, url, branch, commit, dir, recursive)
 }
 
 // ServiceSpec is how the supervisor runs one ComfyUI instance, name, on port and GPU gpu (-1:

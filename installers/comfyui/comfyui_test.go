@@ -68,7 +68,7 @@ func TestInstallWithABrokenNodeAndModel(t *testing.T) {
 			},
 			Models: []comfyui.Model{
 				{URL: models.URL + "/sdxl.safetensors", Dest: "models/checkpoints/sdxl.safetensors", SHA256: hex.EncodeToString(sum[:])},
-				{URL: models.URL + "/gone.safetensors", Dest: "models/checkpoints/gone.safetensors"},
+				{URL: models.URL + "/gone.safetensors", Dest: "models/checkpoints/gone.safetensors", SHA256: strings.Repeat("ab", 32)},
 			},
 		},
 	}

@@ -11,15 +11,24 @@ import (
 
 // Jobs is the shared state of both fakes.
 type Jobs struct {
-	Token     string
-	Fail      bool // jobs end failed
-	Slow      bool // jobs never end (for cancellation)
-	mu        sync.Mutex
-	polls     map[string]int
-	Cancelled []string
-	Inputs    []map[string]any
-	base      string
+	Token string
+	Fail  bool // jobs end failed
+	Slow  bool // jobs never end (for cancellation)
+	// OutputURLs, when set, are the outputs of a finished prediction instead of two files
+	// under /files/ (a test points them wherever an attacker would).
+	OutputURLs []string
+	mu         sync.Mutex
+	polls      map[string]int
+	Cancelled  []string
+	Inputs     []map[string]any
+	base       string
 }
+
+// ReplicateMetrics are the metrics of a succeeded prediction, as Replicate reports them.
+func ReplicateMetrics() map[string]any { return map[string]any{"predict_time": 2.5, "total_time": 3.1} }
+
+// RunPodUsage is the timing of a completed RunPod job, in ms, as RunPod reports it.
+func RunPodUsage() map[string]any { return map[string]any{"executionTime": 1200, "delayTime": 300} }
 
 // New returns fakes that accept token.
 func New(token string) *Jobs { return &Jobs{Token: token, polls: map[string]int{}} }
@@ -112,8 +121,16 @@ func (f *Jobs) Handler() http.Handler {
 			p := pred(id, "failed", nil)
 			p["error"] = "CUDA error: out of memory"
 			_ = json.NewEncoder(w).Encode(p)
+		case len(f.OutputURLs) > 0:
+			out := []any{}
+			for _, u := range f.OutputURLs {
+				out = append(out, u)
+			}
+			_ = json.NewEncoder(w).Encode(pred(id, "succeeded", out))
 		default:
-			_ = json.NewEncoder(w).Encode(pred(id, "succeeded", []any{f.base + "/files/" + id + "-0.png", f.base + "/files/" + id + "-1.png"}))
+			p := pred(id, "succeeded", []any{f.base + "/files/" + id + "-0.png", f.base + "/files/" + id + "-1.png"})
+			p["metrics"] = ReplicateMetrics()
+			_ = json.NewEncoder(w).Encode(p)
 		}
 	})
 	mux.HandleFunc("POST /replicate/v1/predictions/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
@@ -143,7 +160,11 @@ func (f *Jobs) Handler() http.Handler {
 		case f.Fail:
 			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "FAILED", "error": "handler raised ValueError"})
 		default:
-			_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "COMPLETED", "output": map[string]any{"text": "done"}, "executionTime": 1200})
+			out := map[string]any{"id": id, "status": "COMPLETED", "output": map[string]any{"text": "done"}}
+			for k, v := range RunPodUsage() {
+				out[k] = v
+			}
+			_ = json.NewEncoder(w).Encode(out)
 		}
 	})
 	mux.HandleFunc("POST /runpod/v2/{endpoint}/cancel/{id}", func(w http.ResponseWriter, r *http.Request) {

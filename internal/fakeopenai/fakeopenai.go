@@ -37,6 +37,24 @@ func New(key string) *Server { return &Server{Key: key, responses: map[string]in
 // PNG is the image the fake generates.
 var PNG = []byte("\x89PNG\r\n\x1a\nfake image bytes")
 
+// ChatUsage is the usage of one chat completion, in OpenAI's shape (prompt and completion
+// tokens; gpt-image-1 and the Responses API count input and output tokens instead).
+func ChatUsage() map[string]any {
+	return map[string]any{"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+}
+
+// ImageUsage is the usage of one generated image.
+func ImageUsage() map[string]any {
+	return map[string]any{"total_tokens": 4210, "input_tokens": 50, "output_tokens": 4160,
+		"input_tokens_details": map[string]any{"text_tokens": 50, "image_tokens": 0}}
+}
+
+// ResponseUsage is the usage of one background response.
+func ResponseUsage() map[string]any {
+	return map[string]any{"input_tokens": 36, "input_tokens_details": map[string]any{"cached_tokens": 0},
+		"output_tokens": 87, "output_tokens_details": map[string]any{"reasoning_tokens": 0}, "total_tokens": 123}
+}
+
 func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -89,7 +107,7 @@ func (s *Server) Handler() http.Handler {
 			"id": "chatcmpl-1", "object": "chat.completion", "model": req.Model,
 			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
 				"message": map[string]any{"role": "assistant", "content": "echo: " + last}}},
-			"usage": map[string]any{"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+			"usage": ChatUsage(),
 		})
 	})
 	mux.HandleFunc("POST /v1/images/generations", func(w http.ResponseWriter, r *http.Request) {
@@ -97,7 +115,7 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"created": 1, "data": []any{map[string]any{
-			"b64_json": base64.StdEncoding.EncodeToString(PNG), "revised_prompt": "a cat"}}})
+			"b64_json": base64.StdEncoding.EncodeToString(PNG), "revised_prompt": "a cat"}}, "usage": ImageUsage()})
 	})
 	// Image edits take multipart forms: model, prompt, n, size, quality and image[] files, as
 	// the real endpoint does; a form without a prompt or an image is refused with its 400.
@@ -155,7 +173,8 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "status": "completed", "output": []any{
-			map[string]any{"type": "message", "content": []any{map[string]any{"type": "output_text", "text": "the answer"}}}}})
+			map[string]any{"type": "message", "content": []any{map[string]any{"type": "output_text", "text": "the answer"}}}},
+			"usage": ResponseUsage()})
 	})
 	mux.HandleFunc("POST /v1/responses/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()

@@ -27,6 +27,12 @@ type Machine struct {
 // first to inherit) and MACHINE_HEALTH_PORT set to a free port unless env sets it. The process
 // has its own process group (so a kill reaches its services too) and dies with its parent.
 func StartMachine(bin string, env []string) (*Machine, error) {
+	return StartCommand([]string{bin, "--no-tui"}, env)
+}
+
+// StartCommand is StartMachine for a command line that ends up running the machine, e.g. a
+// shell that sets a limit first and then execs it.
+func StartCommand(argv []string, env []string) (*Machine, error) {
 	m := &Machine{done: make(chan struct{})}
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "MACHINE_HEALTH_PORT="); ok {
@@ -41,12 +47,12 @@ func StartMachine(bin string, env []string) (*Machine, error) {
 		m.Port = port
 		env = append(env, "MACHINE_HEALTH_PORT="+strconv.Itoa(port))
 	}
-	m.Cmd = exec.Command(bin, "--no-tui")
+	m.Cmd = exec.Command(argv[0], argv[1:]...)
 	m.Cmd.Env = env
 	m.Cmd.Stdout, m.Cmd.Stderr = &m.out, &m.out
 	m.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := m.Cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w (build it first: make build)", bin, err)
+		return nil, fmt.Errorf("start %s: %w (build it first: make build)", argv[0], err)
 	}
 	go func() {
 		m.err = m.Cmd.Wait()

@@ -1,32 +1,68 @@
 -- claim.lua: find the first pending job, in score order, that a worker slot can take, and claim it.
 -- Same matching rules and side effects as the API's findMatchingJob (emp-reference §2.3-2.5), plus:
--- dangling ids are removed, cheap fields are read before the whole hash, and the scan is not
--- limited to the first 100 jobs: it covers `limit` jobs from the head, then a rotating window of
--- the tail, so no job starves behind unclaimable ones.
 --
--- To keep a scan cheap when thousands of jobs for other services sit ahead, each pending job's
--- service_required is cached in the hash jobs:pending:service (ours, additive): one HMGET per
--- page of 1000 ids replaces one call per id. A job's service never changes, so the cache is never
--- stale; entries of jobs that left the queue by other paths are pruned by PruneServiceCache.
+-- * Bounded work. One call spends at most a work budget (ARGV[2], WORKER_CLAIM_SCAN_LIMIT): an id
+--   looked at costs COST_ID, one not yet remembered COST_SERVICE more, reading a job COST_READ,
+--   decoding its requirements COST_DECODE more (and 1 per KiB). When the budget runs out the call
+--   returns the position it reached and the next call resumes there, so a job deep in the queue
+--   is reached within a few calls and no call holds Redis for long, whatever is queued. A claim,
+--   or reaching the end of the queue, returns position 0: the next call starts at the head
+--   again, in priority order.
+-- * Cheap skipping. The jobs a capability set cannot take (another service, another workflow,
+--   requirements it does not meet) are remembered in the set jobs:nomatch:{fingerprint} (ours,
+--   additive), which expires MEMO_TTL seconds after it was started: a page of ids costs one
+--   ZREVRANGE and one SMISMEMBER once they are known. Scores are never read while scanning:
+--   formatting them costs Redis more than the rest of the scan. A job that is written to
+--   jobs:pending again (the API resubmits it: job_submitted; a worker re-queues it:
+--   job_requeued) is forgotten by the next claim of every machine that hears it (ARGV[9..]).
+--   The fingerprint (broker.Fingerprint) covers every capability except worker_id and
+--   machine_id, so a machine's slots of one kind, and identical machines, share one memory; a job
+--   whose requirements name those two is never remembered. Temporary non-matches (a retry's
+--   backoff, a job avoiding the worker that just failed it) are never remembered either.
+--   Each pending job's service_required is also cached, for every capability set, in the hash
+--   jobs:pending:service (ours, additive): one HMGET per page of new ids instead of one call per
+--   id. Entries of jobs that left the queue by other paths are pruned by PruneServiceCache.
+-- * Bad entries never stop claiming. An id whose job:{id} is not a hash is taken out of
+--   jobs:pending and recorded in jobs:quarantine (ours, additive: id -> {reason, quarantined_at,
+--   job_failed}). A job hash without its id, or with requirements the claim cannot read (not
+--   JSON, not an object, larger than 64 KiB, nested deeper than 32 levels, or failing to
+--   evaluate) fails closed: it fails the way the API fails a job (status failed with the reason
+--   in `error`, jobs:failed, job_failed with can_retry false) and is recorded in jobs:quarantine.
+-- * Dangling ids (hash gone) are removed.
 --
 -- ARGV[1] capabilities JSON (never contains null)
--- ARGV[2] scan limit per window
--- ARGV[3] tail cursor (position in jobs:pending where the tail window starts)
+-- ARGV[2] work budget of this call
+-- ARGV[3] position in jobs:pending where this call starts (0: the head)
 -- ARGV[4] lease in ms (0: none). A leased job is re-queued by the reaper if the lease is not
 --         renewed, so a job whose machine died runs again elsewhere.
 -- ARGV[5] seconds during which a job does not go back to the worker whose attempt just failed
 --         (other workers take it first; after that any worker may)
--- Returns {claimed JSON {"jobId","job"} or "", next tail cursor}.
+-- ARGV[6] capability fingerprint (names the memory of non-matches)
+-- ARGV[7] now, ISO (failed_at of a job failed closed); ARGV[8] now, epoch ms
+-- ARGV[9] "1": forget every non-match of this capability set (messages may have been missed)
+-- ARGV[10..] ids written to jobs:pending again (job_submitted, job_requeued): forget their
+--         non-matches and cached services
+-- Returns {claimed JSON {"jobId","job"} or "", position where the next call starts}.
 
 local caps = cjson.decode(ARGV[1])
-local limit = tonumber(ARGV[2]) or 10000
-local cursor = tonumber(ARGV[3]) or 0
+local budget = math.max(tonumber(ARGV[2]) or 500, 1)
+local start = math.max(math.floor(tonumber(ARGV[3]) or 0), 0)
 local lease_ms = tonumber(ARGV[4]) or 0
 local avoid_s = tonumber(ARGV[5]) or 0
+local memo = 'jobs:nomatch:' .. (ARGV[6] or '')
+local now_iso, now_ms = ARGV[7] or '', tonumber(ARGV[8]) or 0
 local worker_id = caps.worker_id
 local pending = 'jobs:pending'
 local svc_cache = 'jobs:pending:service'
+local quarantine_key = 'jobs:quarantine'
 local ANY = '\0' -- cached marker of a job without service_required: every worker may take it
+
+local COST_ID, COST_SERVICE, COST_READ, COST_DECODE = 1, 1, 5, 8
+local MEMO_TTL = 60             -- seconds a memory of non-matches lives
+local KEEP_FAILED = 604800      -- jobs:failed and jobs:quarantine expire a week after the last write
+local MAX_REQUIREMENTS = 65536  -- bytes
+local MAX_DEPTH = 32
+local PERSONAL = { worker_id = true, machine_id = true } -- what broker.Fingerprint leaves out
 
 local services = {}
 if type(caps.job_service_required_map) == 'table' then
@@ -34,6 +70,10 @@ if type(caps.job_service_required_map) == 'table' then
 end
 local only_workflow = caps.workflow_id
 if type(only_workflow) ~= 'string' or only_workflow == '' then only_workflow = nil end
+
+local spent = 0       -- work units used by this call
+local personal = false -- the job being matched read worker_id or machine_id
+local redis_now = nil
 
 local function is_array(t)
   return type(t) == 'table' and (next(t) == nil or t[1] ~= nil)
@@ -48,8 +88,10 @@ local function contains(arr, v)
 end
 
 local function dig(obj, path)
-  local cur = obj
+  local cur, first = obj, true
   for part in string.gmatch(path, '[^%.]+') do
+    if first and PERSONAL[part] then personal = true end
+    first = false
     if type(cur) ~= 'table' then return nil end
     cur = cur[part]
   end
@@ -145,106 +187,205 @@ local function matches(job, req)
   return true
 end
 
--- try returns the pre-claim job table if the job matched and this call removed it from the
--- queue, and whether the id was dangling (and removed).
-local job_score = nil -- the claimed job's score, kept so the reaper can put it back in place
-
-local function try(id)
-  local key = 'job:' .. id
-  local f = redis.call('HMGET', key, 'id', 'service_required', 'workflow_id')
-  if not f[1] then
-    if redis.call('EXISTS', key) == 0 then
-      redis.call('ZREM', pending, id)
-      redis.call('HDEL', svc_cache, id)
-      return nil, true
-    end
-    return nil, false
+local function too_deep(v, depth)
+  if type(v) ~= 'table' then return false end
+  if depth > MAX_DEPTH then return true end
+  for _, x in pairs(v) do
+    if too_deep(x, depth + 1) then return true end
   end
-  if f[2] and not services[f[2]] then return nil, false end
-  if only_workflow and f[3] ~= only_workflow then return nil, false end
-
-  local raw = redis.call('HGETALL', key)
-  local job = {}
-  for i = 1, #raw, 2 do job[raw[i]] = raw[i + 1] end
-  local req = {}
-  if job.requirements and job.requirements ~= '' then
-    local ok, decoded = pcall(cjson.decode, job.requirements)
-    if ok and type(decoded) == 'table' then req = decoded end
-  end
-  if not matches(job, req) then return nil, false end
-  if job.retry_after_unix or (avoid_s > 0 and job.last_failed_worker == worker_id) then
-    local now_s = tonumber(redis.call('TIME')[1])
-    if now_s < (tonumber(job.retry_after_unix) or 0) then return nil, false end -- backoff between attempts
-    if avoid_s > 0 and job.last_failed_worker == worker_id and now_s - (tonumber(job.failed_at_unix) or 0) < avoid_s then
-      return nil, false -- let another worker try first
-    end
-  end
-  local score = redis.call('ZSCORE', pending, id)
-  if redis.call('ZREM', pending, id) == 0 then return nil, false end
-  job_score = score
-  return job, false
+  return false
 end
 
--- scan looks at up to `count` ids from position `from`, in pages that start small (the head
--- of the queue usually matches) and grow to 1000.
-local function scan(from, count)
-  local page = 16
-  local pos, seen = from, 0
-  while seen < count do
-    local n = math.min(page, count - seen)
-    page = math.min(page * 4, 1000)
-    local ids = redis.call('ZREVRANGE', pending, pos, pos + n - 1)
-    if #ids == 0 then return nil end
-    local svcs = redis.call('HMGET', svc_cache, unpack(ids))
-    local learned = {}
-    local removed = 0
-    local found_id, found_job
-    for i = 1, #ids do
-      local id, svc = ids[i], svcs[i]
-      if not svc then
-        local f = redis.call('HMGET', 'job:' .. id, 'id', 'service_required')
-        if f[1] then
-          svc = f[2] or ANY
-          learned[#learned + 1] = id
-          learned[#learned + 1] = svc
-        elseif redis.call('EXISTS', 'job:' .. id) == 0 then
-          redis.call('ZREM', pending, id)
-          removed = removed + 1
-        end
-      end
-      if svc and (svc == ANY or services[svc]) then
-        local job, dangling = try(id)
-        if job then
-          found_id, found_job = id, job
-          break
-        end
-        if dangling then removed = removed + 1 end
-      end
-    end
-    if #learned > 0 then redis.call('HSET', svc_cache, unpack(learned)) end
-    if found_id then
-      redis.call('HDEL', svc_cache, found_id)
-      return found_id, found_job
-    end
-    seen = seen + #ids
-    pos = pos + #ids - removed
-    if #ids < n then return nil end
+-- requirements returns the decoded requirements ({} for none), or nil and what is wrong.
+local function requirements(raw)
+  if not raw or raw == '' or raw == 'null' then return {} end
+  if #raw > MAX_REQUIREMENTS then
+    return nil, 'its requirements are ' .. #raw .. ' bytes, more than the ' .. MAX_REQUIREMENTS .. ' a job may carry'
   end
+  spent = spent + COST_DECODE + math.floor(#raw / 1024)
+  local ok, req, err = pcall(cjson.decode, raw) -- Redis's cjson raises; the embedded broker's returns nil, err
+  if not ok or (req == nil and err) then
+    return nil, 'its requirements are not valid JSON (' .. tostring(ok and err or req) .. ')'
+  end
+  if req == nil or req == cjson.null then return {} end
+  if type(req) ~= 'table' then return nil, 'its requirements are a JSON ' .. type(req) .. ', not an object' end
+  if next(req) ~= nil and req[1] ~= nil then return nil, 'its requirements are a JSON array, not an object' end
+  if too_deep(req, 1) then return nil, 'its requirements nest deeper than ' .. MAX_DEPTH .. ' levels' end
+  return req
+end
+
+local function quarantine(id, reason, failed)
+  redis.call('ZREM', pending, id)
+  redis.call('HDEL', svc_cache, id)
+  redis.call('HSET', quarantine_key, id, cjson.encode({ reason = reason, quarantined_at = now_iso, job_failed = failed }))
+  redis.call('EXPIRE', quarantine_key, KEEP_FAILED)
+end
+
+-- fail_closed fails a job hash the claim cannot read, as the API fails a job, so that its
+-- submitter learns why; no worker runs it.
+local ADVICE_REQUIREMENTS = 'the machine cannot tell which workers may run it, so submit it again with requirements as a JSON object (or none)'
+local ADVICE_HASH = 'the job hash is damaged, so submit the job again'
+local function fail_closed(id, what, advice)
+  local key = 'job:' .. id
+  local reason = 'job ' .. id .. ' was not run: ' .. what .. '; ' .. (advice or ADVICE_REQUIREMENTS)
+  local f = redis.call('HMGET', key, 'retry_count', 'workflow_id', 'current_step', 'total_steps')
+  local retries = tonumber(f[1]) or 0
+  redis.call('HSET', key, 'status', 'failed', 'failed_at', now_iso, 'error', reason)
+  redis.call('HSET', 'jobs:failed', id, cjson.encode({ error = reason, failed_at = now_iso, retry_count = retries }))
+  redis.call('EXPIRE', 'jobs:failed', KEEP_FAILED)
+  local msg = { job_id = id, status = 'failed', error = reason, failed_at = now_iso, retry_count = retries,
+                can_retry = false, timestamp = now_ms }
+  if f[2] and f[2] ~= '' then msg.workflow_id = f[2] end
+  msg.current_step, msg.total_steps = tonumber(f[3]), tonumber(f[4])
+  redis.call('PUBLISH', 'job_failed', cjson.encode(msg))
+  quarantine(id, reason, true)
+end
+
+local function opt(v) -- HMGET gives false for an absent field; the matching rules expect nil
+  if v then return v end
   return nil
 end
 
-local id, job = scan(0, limit)
-local next_cursor = 0
-if not id then
-  local total = redis.call('ZCARD', pending)
-  if total > limit then
-    if cursor < limit or cursor >= total then cursor = limit end
-    id, job = scan(cursor, limit)
-    next_cursor = cursor + limit
-    if next_cursor >= total then next_cursor = limit end
+-- look reads one job and decides. It returns 'claim', 'other' (another service: cache it),
+-- 'nomatch' (remember it), 'wait' (not now: do not remember) or 'gone' (no longer pending).
+local FIELDS = { 'id', 'service_required', 'workflow_id', 'requirements', 'customer_id',
+                 'retry_after_unix', 'last_failed_worker', 'failed_at_unix' }
+local function look(id)
+  spent = spent + COST_READ
+  local key = 'job:' .. id
+  local f = redis.pcall('HMGET', key, unpack(FIELDS))
+  if f.err then
+    local t = redis.call('TYPE', key)
+    t = type(t) == 'table' and t.ok or t
+    quarantine(id, 'job:' .. id .. ' is a ' .. tostring(t) .. ', not a job hash (' .. tostring(f.err) ..
+      '); it was taken out of jobs:pending so that other jobs keep flowing', false)
+    return 'gone'
+  end
+  if f[1] ~= id then
+    if not f[1] and redis.call('EXISTS', key) == 0 then -- dangling: the job is gone
+      redis.call('ZREM', pending, id)
+      redis.call('HDEL', svc_cache, id)
+      return 'gone'
+    end
+    if f[1] then
+      fail_closed(id, 'its hash names another id (' .. f[1] .. ')', ADVICE_HASH)
+    else
+      fail_closed(id, 'its hash has no id field', ADVICE_HASH)
+    end
+    return 'gone'
+  end
+  local svc = opt(f[2])
+  if svc and not services[svc] then return 'other', svc end
+  if only_workflow and f[3] ~= only_workflow then return 'nomatch', svc end
+
+  if f[6] or (avoid_s > 0 and f[7] == worker_id) then
+    redis_now = redis_now or tonumber(redis.call('TIME')[1])
+    if redis_now < (tonumber(f[6]) or 0) then return 'wait', svc end -- backoff between attempts
+    if avoid_s > 0 and f[7] == worker_id and redis_now - (tonumber(f[8]) or 0) < avoid_s then
+      return 'wait', svc -- let another worker try first
+    end
+  end
+
+  local req, why = requirements(opt(f[4]))
+  if not req then
+    fail_closed(id, why)
+    return 'gone'
+  end
+  personal = false
+  local ok, matched = pcall(matches, { customer_id = opt(f[5]), service_required = svc }, req)
+  if not ok then
+    fail_closed(id, 'its requirements could not be evaluated (' .. tostring(matched) .. ')')
+    return 'gone'
+  end
+  if matched then return 'claim', svc end
+  if personal then return 'wait', svc end
+  return 'nomatch', svc
+end
+
+-- What a call learned, written once at the end.
+local learned, forgot = {}, {}
+local function remember()
+  if #learned > 0 then redis.call('HSET', svc_cache, unpack(learned)) end
+  if #forgot > 0 then
+    redis.call('SADD', memo, unpack(forgot))
+    if redis.call('TTL', memo) < 0 then redis.call('EXPIRE', memo, MEMO_TTL) end
   end
 end
-if not id then return { '', next_cursor } end
+
+if ARGV[9] == '1' then
+  redis.call('DEL', memo)
+end
+if #ARGV > 9 then
+  local ids = { unpack(ARGV, 10) }
+  redis.call('SREM', memo, unpack(ids))
+  redis.call('HDEL', svc_cache, unpack(ids))
+  spent = spent + math.min(#ids, math.floor(budget / 2)) -- the scan always gets half the budget
+end
+
+-- scan looks at ids from position `from` until a job is claimed (its id), the end of the queue
+-- (nil, 0) or the budget (nil, position reached). Pages start small (the head of the queue
+-- usually matches) and grow to 1000. Scores are never read while scanning: formatting them costs
+-- Redis more than the rest of the scan.
+local function scan(from)
+  local page = 16
+  local pos = from
+  while spent < budget do
+    local n = math.min(page, budget - spent)
+    page = math.min(page * 4, 1000)
+    local ids = redis.call('ZREVRANGE', pending, pos, pos + n - 1)
+    local got = #ids
+    if got == 0 then return nil, 0 end
+    local skip = redis.call('SMISMEMBER', memo, unpack(ids))
+    local ask = {}
+    for i = 1, got do
+      if skip[i] == 0 then ask[#ask + 1] = ids[i] end
+    end
+    local cached = {}
+    if #ask > 0 then
+      local svcs = redis.call('HMGET', svc_cache, unpack(ask))
+      for k = 1, #ask do cached[ask[k]] = svcs[k] end
+    end
+    local removed = 0
+    for i = 1, got do
+      if spent >= budget then return nil, pos + i - 1 - removed end
+      spent = spent + COST_ID
+      if skip[i] == 0 then
+        spent = spent + COST_SERVICE
+        local id = ids[i]
+        local svc = cached[id]
+        if svc and svc ~= ANY and not services[svc] then
+          forgot[#forgot + 1] = id -- another service's job: this capability set never reads it
+        else
+          local verdict, found = look(id)
+          if verdict == 'gone' then
+            removed = removed + 1
+          else
+            if not svc then
+              learned[#learned + 1] = id
+              learned[#learned + 1] = found or ANY
+            end
+            if verdict == 'claim' then return id end
+            if verdict == 'nomatch' or verdict == 'other' then forgot[#forgot + 1] = id end
+          end
+        end
+      end
+    end
+    pos = pos + got - removed
+    if got < n then return nil, 0 end
+  end
+  return nil, pos
+end
+
+local id, next_pos = scan(start)
+remember()
+if not id then return { '', next_pos } end
+local score = redis.call('ZSCORE', pending, id) -- kept so the reaper can put the job back in place
+redis.call('ZREM', pending, id)
+redis.call('HDEL', svc_cache, id)
+
+local raw = redis.call('HGETALL', 'job:' .. id)
+local job = {}
+for i = 1, #raw, 2 do job[raw[i]] = raw[i + 1] end
 
 local t = redis.call('TIME')
 local micros = tonumber(t[2])
@@ -252,7 +393,7 @@ local assigned_at = t[1] .. '.' .. string.format('%06d', micros)
 local ts = tonumber(t[1]) * 1000 + math.floor(micros / 1000)
 
 redis.call('HSET', 'job:' .. id, 'status', 'assigned', 'worker_id', worker_id, 'assigned_at', assigned_at,
-  'queue_score', job_score or '')
+  'queue_score', score or '')
 if lease_ms > 0 then
   redis.call('ZADD', 'jobs:leases', ts + lease_ms, id)
 end
@@ -272,4 +413,4 @@ redis.call('PUBLISH', 'update_job_progress', cjson.encode({
 redis.call('PUBLISH', 'worker_status', cjson.encode({
   worker_id = worker_id, old_status = old_status, new_status = 'busy', current_job_id = id, timestamp = ts,
 }))
-return { cjson.encode({ jobId = id, job = job }), next_cursor }
+return { cjson.encode({ jobId = id, job = job }), 0 }

@@ -4,13 +4,17 @@
 -- ARGV[5] "retry" or "fail", ARGV[6] new retry_count, ARGV[7] pending score (retry),
 -- ARGV[8] jobs:failed value (fail), ARGV[9] job_failed message (fail),
 -- ARGV[10] job_requeued message (retry), ARGV[11] worker_status message,
--- ARGV[12] seconds before the retry may be claimed (the backoff between attempts)
+-- ARGV[12] seconds before the retry may be claimed (the backoff between attempts),
+-- ARGV[13..] attestation key, value, key, value, … (worker:failure:…, no TTL, as emp's)
 -- Returns 1 when written, 0 when the job was no longer this worker's.
 local id, worker = ARGV[1], ARGV[2]
 local key = 'job:' .. id
 local f = redis.call('HMGET', key, 'status', 'worker_id')
 local owned = f[2] == worker and (f[1] == 'in_progress' or f[1] == 'assigned')
 if owned then
+  for i = 13, #ARGV - 1, 2 do
+    redis.call('SET', ARGV[i], ARGV[i + 1])
+  end
   if ARGV[5] == 'retry' then
     redis.call('HSET', key, 'status', 'pending', 'worker_id', '', 'assigned_at', '',
       'retry_count', ARGV[6], 'last_failed_worker', worker, 'failed_at', ARGV[3], 'error', ARGV[4],

@@ -124,7 +124,9 @@ func (c *Connector) store(ctx context.Context, j *job.Job, res *job.Result) erro
 		if i > 0 {
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
+		end := job.Mark(ctx, job.PhaseUpload)
 		saved, err := c.s.Assets.Save(ctx, id, j.Ctx, path.Ext(im["filename"].(string)), body)
+		end()
 		if err != nil {
 			return err
 		}

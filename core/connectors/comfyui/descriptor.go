@@ -43,7 +43,7 @@ var RemoteDescriptor = connectors.Descriptor{
 func Installation(c *config.Config) comfyinstall.Install {
 	return comfyinstall.Install{
 		Dir: c.ComfyUI.Dir, RepoURL: c.ComfyUI.RepoURL, Branch: c.ComfyUI.Branch, Commit: c.ComfyUI.Commit,
-		Download: &installers.Downloader{Cache: filepath.Join(c.CacheDir, "downloads")},
+		Download: &installers.Downloader{Cache: filepath.Join(c.CacheDir, "downloads"), AllowUnverified: c.AllowUnverifiedDownloads},
 	}
 }
 

@@ -31,10 +31,10 @@ const maxEditImages = 16
 
 // img2img edits images through the images edit endpoint (multipart: the prompt and each image
 // as an image[] part) and stores the result as an asset.
-func (c *Connector) img2img(ctx context.Context, j *job.Job) (map[string]any, error) {
+func (c *Connector) img2img(ctx context.Context, j *job.Job) (map[string]any, map[string]any, error) {
 	var p img2imgPayload
 	if err := connectors.DecodePayload(j, &p); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	prompt := p.Prompt
 	if prompt == "" {
@@ -42,17 +42,17 @@ func (c *Connector) img2img(ctx context.Context, j *job.Job) (map[string]any, er
 	}
 	switch {
 	case prompt == "":
-		return nil, job.Permanent(fmt.Errorf("openai_img2img job %s has neither prompt nor text", j.ID))
+		return nil, nil, job.Permanent(fmt.Errorf("openai_img2img job %s has neither prompt nor text", j.ID))
 	case len(p.Images) == 0:
-		return nil, job.Permanent(fmt.Errorf("openai_img2img job %s has no images; send \"images\": [data URLs or base64]", j.ID))
+		return nil, nil, job.Permanent(fmt.Errorf("openai_img2img job %s has no images; send \"images\": [data URLs or base64]", j.ID))
 	case len(p.Images) > maxEditImages:
-		return nil, job.Permanent(fmt.Errorf("openai_img2img job %s has %d images; the edit endpoint takes at most %d", j.ID, len(p.Images), maxEditImages))
+		return nil, nil, job.Permanent(fmt.Errorf("openai_img2img job %s has %d images; the edit endpoint takes at most %d", j.ID, len(p.Images), maxEditImages))
 	}
 	images := make([]editImage, len(p.Images))
 	for i, in := range p.Images {
 		img, err := decodeImage(in)
 		if err != nil {
-			return nil, job.Permanent(fmt.Errorf("openai_img2img job %s, image %d: %w", j.ID, i+1, err))
+			return nil, nil, job.Permanent(fmt.Errorf("openai_img2img job %s, image %d: %w", j.ID, i+1, err))
 		}
 		images[i] = img
 	}
@@ -69,7 +69,7 @@ func (c *Connector) img2img(ctx context.Context, j *job.Job) (map[string]any, er
 	}
 	body, contentType, err := multipartBody(fields, images)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	_, resp, err := c.client.Do(ctx, func(ctx context.Context) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.s.BaseURL+"/images/edits", bytes.NewReader(body))
@@ -81,29 +81,32 @@ func (c *Connector) img2img(ctx context.Context, j *job.Job) (map[string]any, er
 		return req, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out struct {
 		Data []struct {
 			B64 string `json:"b64_json"`
 		} `json:"data"`
+		Usage map[string]any `json:"usage"` // gpt-image-1 reports tokens
 	}
 	if err := json.Unmarshal(resp, &out); err != nil {
-		return nil, fmt.Errorf("OpenAI answered the image edit with malformed JSON (%v)", err)
+		return nil, nil, fmt.Errorf("OpenAI answered the image edit with malformed JSON (%v)", err)
 	}
 	if len(out.Data) == 0 || out.Data[0].B64 == "" {
-		return nil, fmt.Errorf("OpenAI returned no edited image")
+		return nil, nil, fmt.Errorf("OpenAI returned no edited image")
 	}
 	png, err := base64.StdEncoding.DecodeString(out.Data[0].B64)
 	if err != nil {
-		return nil, fmt.Errorf("OpenAI's edited image is not valid base64: %w", err)
+		return nil, nil, fmt.Errorf("OpenAI's edited image is not valid base64: %w", err)
 	}
+	end := job.Mark(ctx, job.PhaseUpload)
 	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
+	end()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return map[string]any{"image_url": saved.URL, "mime_type": saved.MimeType, "content_type": "image", "model": model,
-		"size_bytes": saved.Size, "reference_images": len(images)}, nil
+		"size_bytes": saved.Size, "reference_images": len(images)}, out.Usage, nil
 }
 
 // editImage is one decoded reference image.

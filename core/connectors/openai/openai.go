@@ -71,17 +71,17 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		return job.Result{}, job.Permanent(fmt.Errorf("OPENAI_API_KEY (or OPENAI_API_KEY_FILE) is not set on this machine"))
 	}
 	start := time.Now()
-	var data map[string]any
+	var data, usage map[string]any
 	var err error
 	switch j.Service {
 	case ServiceText:
-		data, err = c.text(ctx, j)
+		data, usage, err = c.text(ctx, j)
 	case ServiceImage:
-		data, err = c.image(ctx, j)
+		data, usage, err = c.image(ctx, j)
 	case ServiceImg2Img:
-		data, err = c.img2img(ctx, j)
+		data, usage, err = c.img2img(ctx, j)
 	case ServiceResponses:
-		data, err = c.responses(ctx, j, progress)
+		data, usage, err = c.responses(ctx, j, progress)
 	default:
 		return job.Result{}, job.Permanent(fmt.Errorf("service %s is not supported by the openai connector of this version (it runs %s)", j.Service, strings.Join(services, ", ")))
 	}
@@ -90,7 +90,8 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	}
 	progress(job.Progress{Percent: 100, Message: "done"})
 	return job.Result{Success: true, Data: data, ProcessingTimeMS: time.Since(start).Milliseconds(),
-		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "openai-v1", ServiceType: j.Service, ModelUsed: fmt.Sprint(data["model"])}}, nil
+		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "openai-v1", ServiceType: j.Service, ModelUsed: fmt.Sprint(data["model"])},
+		APIUsage:        usage}, nil
 }
 
 func (c *Connector) call(ctx context.Context, method, path string, body any, out any) error {
@@ -106,15 +107,17 @@ type textPayload struct {
 	SystemPrompt string           `json:"system_prompt"`
 }
 
-func (c *Connector) text(ctx context.Context, j *job.Job) (map[string]any, error) {
+// text, image, img2img and responses return the result's data and the usage OpenAI reported (nil when
+// it reported none), which goes to the job's resource record.
+func (c *Connector) text(ctx context.Context, j *job.Job) (map[string]any, map[string]any, error) {
 	var p textPayload
 	if err := connectors.DecodePayload(j, &p); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	msgs := p.Messages
 	if len(msgs) == 0 {
 		if p.Prompt == "" {
-			return nil, job.Permanent(fmt.Errorf("openai_text job %s has neither prompt nor messages", j.ID))
+			return nil, nil, job.Permanent(fmt.Errorf("openai_text job %s has neither prompt nor messages", j.ID))
 		}
 		if p.SystemPrompt != "" {
 			msgs = append(msgs, map[string]any{"role": "system", "content": p.SystemPrompt})
@@ -142,15 +145,15 @@ func (c *Connector) text(ctx context.Context, j *job.Job) (map[string]any, error
 		Usage map[string]any `json:"usage"`
 	}
 	if err := c.call(ctx, http.MethodPost, "/chat/completions", req, &out); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(out.Choices) == 0 {
-		return nil, fmt.Errorf("OpenAI returned no choices")
+		return nil, nil, fmt.Errorf("OpenAI returned no choices")
 	}
-	return map[string]any{"text": out.Choices[0].Message.Content, "model": out.Model, "usage": out.Usage}, nil
+	return map[string]any{"text": out.Choices[0].Message.Content, "model": out.Model, "usage": out.Usage}, out.Usage, nil
 }
 
-func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, error) {
+func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, map[string]any, error) {
 	var p struct {
 		Prompt      string `json:"prompt"`
 		Description string `json:"description"`
@@ -159,14 +162,14 @@ func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, erro
 		Quality     string `json:"quality"`
 	}
 	if err := connectors.DecodePayload(j, &p); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	prompt := p.Prompt
 	if prompt == "" {
 		prompt = p.Description
 	}
 	if prompt == "" {
-		return nil, job.Permanent(fmt.Errorf("openai_image job %s has no prompt", j.ID))
+		return nil, nil, job.Permanent(fmt.Errorf("openai_image job %s has no prompt", j.ID))
 	}
 	model, size := p.Model, p.Size
 	if model == "" {
@@ -183,33 +186,36 @@ func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, erro
 		Data []struct {
 			B64 string `json:"b64_json"`
 		} `json:"data"`
+		Usage map[string]any `json:"usage"` // gpt-image-1 reports tokens
 	}
 	if err := c.call(ctx, http.MethodPost, "/images/generations", req, &out); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(out.Data) == 0 || out.Data[0].B64 == "" {
-		return nil, fmt.Errorf("OpenAI returned no image")
+		return nil, nil, fmt.Errorf("OpenAI returned no image")
 	}
 	png, err := base64.StdEncoding.DecodeString(out.Data[0].B64)
 	if err != nil {
-		return nil, fmt.Errorf("OpenAI's image is not valid base64: %w", err)
+		return nil, nil, fmt.Errorf("OpenAI's image is not valid base64: %w", err)
 	}
+	end := job.Mark(ctx, job.PhaseUpload)
 	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
+	end()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return map[string]any{"image_url": saved.URL, "mime_type": saved.MimeType, "content_type": "image", "model": model,
-		"size_bytes": saved.Size}, nil
+		"size_bytes": saved.Size}, out.Usage, nil
 }
 
 // emPropsKeys are payload keys of the EmProps platform that must not reach OpenAI.
 var emPropsKeys = []string{"ctx", "bucket", "prefix", "filename", "provider", "cdnUrl", "workflow_name", "user_id",
 	"generation_context", "save_assets"}
 
-func (c *Connector) responses(ctx context.Context, j *job.Job, progress job.ProgressFunc) (map[string]any, error) {
+func (c *Connector) responses(ctx context.Context, j *job.Job, progress job.ProgressFunc) (map[string]any, map[string]any, error) {
 	var p map[string]any
 	if err := connectors.DecodePayload(j, &p); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if dj, ok := p["dynamic_json"].(map[string]any); ok {
 		p = dj
@@ -225,7 +231,7 @@ func (c *Connector) responses(ctx context.Context, j *job.Job, progress job.Prog
 		ID string `json:"id"`
 	}
 	if err := c.call(ctx, http.MethodPost, "/responses", p, &created); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	deadline := time.Now().Add(c.s.MaxPollTotal)
 	for i := 1; ; i++ {
@@ -234,7 +240,7 @@ func (c *Connector) responses(ctx context.Context, j *job.Job, progress job.Prog
 			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = c.call(cctx, http.MethodPost, "/responses/"+created.ID+"/cancel", nil, nil)
 			cancel()
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(c.s.PollEvery):
 		}
 		var r struct {
@@ -249,9 +255,10 @@ func (c *Connector) responses(ctx context.Context, j *job.Job, progress job.Prog
 					Text string `json:"text"`
 				} `json:"content"`
 			} `json:"output"`
+			Usage map[string]any `json:"usage"`
 		}
 		if err := c.call(ctx, http.MethodGet, "/responses/"+created.ID, nil, &r); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch r.Status {
 		case "completed":
@@ -263,17 +270,17 @@ func (c *Connector) responses(ctx context.Context, j *job.Job, progress job.Prog
 					}
 				}
 			}
-			return map[string]any{"response_id": created.ID, "text": text.String(), "model": p["model"]}, nil
+			return map[string]any{"response_id": created.ID, "text": text.String(), "model": p["model"]}, r.Usage, nil
 		case "failed", "cancelled", "incomplete":
 			msg := r.Status
 			if r.Error != nil {
 				msg += ": " + r.Error.Message
 			}
-			return nil, fmt.Errorf("OpenAI response %s %s", created.ID, msg)
+			return nil, nil, fmt.Errorf("OpenAI response %s %s", created.ID, msg)
 		}
 		progress(job.Progress{Percent: min(90, float64(10+5*i)), Message: "OpenAI is working (" + r.Status + ")"})
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("OpenAI response %s still %s after %s", created.ID, r.Status, c.s.MaxPollTotal)
+			return nil, nil, fmt.Errorf("OpenAI response %s still %s after %s", created.ID, r.Status, c.s.MaxPollTotal)
 		}
 	}
 }

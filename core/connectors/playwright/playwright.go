@@ -4,6 +4,19 @@
 // old system's planned one: {type: screenshot|pdf|html|js|p5, url | html/css/javascript | code,
 // width, height}. A bounded number of tabs run at once; a browser that crashed is a retryable
 // failure (the supervisor restarts it).
+//
+// Job pages are untrusted: they may open any URL and run any script. Each job therefore gets a
+// browser context of its own (its own cookies, storage, cache and tabs, disposed with the
+// job), whose every request goes through a filtering proxy of its own (netguard.Proxy): the
+// proxy resolves names and connects only to addresses the network policy opens, so neither the
+// page, its subrequests, its redirects nor a name that re-resolves (DNS rebinding) reaches
+// this machine, its DevTools port, the cloud metadata endpoint or the private network. A
+// refused request fails the job for good, saying what was refused.
+//
+// Why a proxy and not Fetch-domain interception: interception sees URLs, not the address the
+// browser then connects to (a rebinding name passes the check and connects elsewhere), and it
+// misses WebSocket handshakes and requests of workers it was not attached to. The proxy sees
+// every connection the context makes, because it makes them.
 package playwright
 
 import (
@@ -11,18 +24,22 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/remote"
 
 	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/netguard"
 )
 
 // Settings configure the connector.
@@ -32,6 +49,7 @@ type Settings struct {
 	Timeout  time.Duration // one job (default 60 s)
 	P5JS     string        // path of a local p5.min.js; p5 jobs need it (no CDN is reachable)
 	Assets   assets.Saver
+	Network  netguard.Policy // what job pages may reach (the zero value: public addresses only)
 }
 
 // Connector runs browser jobs.
@@ -47,6 +65,12 @@ func New(s Settings) *Connector {
 	}
 	if s.Timeout <= 0 {
 		s.Timeout = time.Minute
+	}
+	// The DevTools port controls every tab: no allow-list opens it to pages.
+	if u, err := url.Parse(s.DebugURL); err == nil {
+		if port, err := strconv.ParseUint(u.Port(), 10, 16); err == nil {
+			s.Network.LocalPorts = append(append([]uint16(nil), s.Network.LocalPorts...), uint16(port))
+		}
 	}
 	return &Connector{s: s, tabs: make(chan struct{}, s.MaxTabs)}
 }
@@ -96,11 +120,29 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	progress(job.Progress{Percent: 10, Message: "opening a tab"})
 	ctx, cancel := context.WithTimeout(ctx, c.s.Timeout)
 	defer cancel()
+	proxy, err := netguard.StartProxy(c.s.Network)
+	if err != nil {
+		return job.Result{}, err
+	}
+	defer proxy.Close() // after the tab and its context are gone (defers run in reverse)
+	refused := func() error {
+		if re := proxy.Refused(); re != nil {
+			return job.Permanent(fmt.Errorf("browser job %s asked for an address it may not reach: %w", j.ID, re))
+		}
+		return nil
+	}
 	alloc, cancelAlloc := remote.NewAllocator(ctx, c.s.DebugURL)
 	defer cancelAlloc()
-	tab, closeTab := chromedp.NewContext(alloc)
+	// A browser context of the job's own, disposed when the tab closes, whose traffic all
+	// goes through the proxy; "<-loopback>" stops Chromium sending localhost around it.
+	tab, closeTab := chromedp.NewContext(alloc, chromedp.WithNewBrowserContext(func(p *target.CreateBrowserContextParams) {
+		p.ProxyServer, p.ProxyBypassList = proxy.URL(), "<-loopback>"
+	}))
 	defer closeTab()
 	if err := chromedp.Do(tab, chromedp.EmulateViewport(p.Width, p.Height), load(doc)); err != nil {
+		if rerr := refused(); rerr != nil {
+			return job.Result{}, rerr
+		}
 		if ctx.Err() != nil {
 			return job.Result{}, ctx.Err()
 		}
@@ -134,10 +176,15 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	default:
 		out, err = chromedp.Run(tab, chromedp.CaptureScreenshot())
 	}
+	if rerr := refused(); rerr != nil {
+		return job.Result{}, rerr
+	}
 	if err != nil {
 		return job.Result{}, fmt.Errorf("%w: capture failed (%v)", ErrBrowserDown, err)
 	}
+	end := job.Mark(ctx, job.PhaseUpload)
 	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ext, out)
+	end()
 	if err != nil {
 		return job.Result{}, err
 	}

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,24 +20,50 @@ import (
 	"time"
 
 	"github.com/emp-job-queue/machine/core/assets"
+	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors/playwright"
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/installers/browser"
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
-// chromium starts the real Debian Chromium (make test installs it) with DevTools on a free
-// port, as the machine's supervisor does, and returns its address.
-func chromium(t testing.TB) string {
+// browserProc is a Chromium the test started as the machine's supervisor does.
+type browserProc struct {
+	addr string // DevTools, http://127.0.0.1:port
+	pgid int
+	log  *bytes.Buffer
+}
+
+// chromium starts the real Debian Chromium (make test installs it) as the machine's
+// supervisor does: browser.Flags with its sandbox, as an unprivileged user when the test runs
+// as root, DevTools on a free port. It returns the DevTools address.
+func chromium(t testing.TB) string { return startChromium(t).addr }
+
+func startChromium(t testing.TB) *browserProc {
 	t.Helper()
 	b, err := browser.Find(context.Background(), false)
 	if err != nil {
 		t.Fatalf("the browser connector is tested against real Chromium: %v", err)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(b.Path, browser.Flags(port, t.TempDir())...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cred, err := browser.Credential(config.DefaultBrowserUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	profile, err := browser.PrepareProfile(filepath.Join(t.TempDir(), "profile"), cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(profile) })
+	port, err := testutil.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(b.Path, browser.Flags(browser.Options{Port: port, ProfileDir: profile, Sandbox: true})...)
+	cmd.Env = append(os.Environ(), "HOME="+profile)
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -47,14 +73,17 @@ func chromium(t testing.TB) string {
 	for {
 		if resp, err := http.Get(addr + "/json/version"); err == nil {
 			resp.Body.Close()
-			return addr
+			return &browserProc{addr: addr, pgid: cmd.Process.Pid, log: out}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("Chromium did not open DevTools within 30 s")
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("Chromium did not open DevTools within 30 s (with its sandbox: a host without user namespaces cannot give it one); its output:\n%s", out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// loopback lets jobs reach the test's servers on 127.0.0.1, as an operator's allow-list would.
+var loopback = netguard.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 
 func run(t testing.TB, c *playwright.Connector, payload string) (job.Result, error) {
 	t.Helper()
@@ -79,7 +108,7 @@ func decode(t testing.TB, res job.Result) image.Image {
 
 func TestBrowserJobs(t *testing.T) {
 	addr := chromium(t)
-	c := playwright.New(playwright.Settings{DebugURL: addr, Assets: assets.Store{Dir: t.TempDir()}})
+	c := playwright.New(playwright.Settings{DebugURL: addr, Assets: assets.Store{Dir: t.TempDir()}, Network: loopback})
 
 	t.Run("html at width×height", func(t *testing.T) {
 		res, err := run(t, c, `{"type":"html","html":"<div id=x></div>","css":"body{background:#ff0000}","width":320,"height":200}`)

@@ -4,13 +4,17 @@ package registry
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/connectors/a1111"
 	"github.com/emp-job-queue/machine/core/connectors/comfyui"
+	"github.com/emp-job-queue/machine/core/connectors/gemini"
 	"github.com/emp-job-queue/machine/core/connectors/mock"
+	"github.com/emp-job-queue/machine/core/connectors/ollama"
 	"github.com/emp-job-queue/machine/core/connectors/openai"
 	"github.com/emp-job-queue/machine/core/connectors/playwright"
 	"github.com/emp-job-queue/machine/core/connectors/replicate"
@@ -20,9 +24,12 @@ import (
 
 // all is every connector type, one line each.
 var all = []connectors.Descriptor{
+	a1111.Descriptor,
 	comfyui.Descriptor,
 	comfyui.RemoteDescriptor,
+	gemini.Descriptor,
 	mock.Descriptor,
+	ollama.Descriptor,
 	openai.Descriptor,
 	playwright.Descriptor,
 	replicate.Descriptor,
@@ -73,6 +80,18 @@ func Check(cfg *config.Config) error {
 		}
 		if d.Check != nil {
 			problems = append(problems, d.Check(cfg)...)
+		}
+	}
+	for _, name := range cfg.Demand.Allowed {
+		if _, ok := Lookup(name); !ok {
+			problems = append(problems, fmt.Sprintf("MACHINE_ALLOWED_CONNECTORS names unknown connector %q; known connectors: %s",
+				name, strings.Join(Names(), ", ")))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Demand.Bounds)) {
+		if _, ok := Lookup(name); !ok {
+			problems = append(problems, fmt.Sprintf("MACHINE_AUTOSCALE_BOUNDS names unknown connector %q; known connectors: %s",
+				name, strings.Join(Names(), ", ")))
 		}
 	}
 	if len(problems) > 0 {

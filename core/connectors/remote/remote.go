@@ -22,6 +22,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/netguard"
 )
 
 // Options configure a Client.
@@ -34,12 +35,17 @@ type Options struct {
 	BreakAfter    uint32        // consecutive failed requests that open the breaker (default 5)
 	BreakFor      time.Duration // how long it stays open (default 30 s)
 	Secrets       []string      // values never to show in an error (API keys)
+	// Downloads bounds what Fetch may reach: the URLs it gets come from the API's answers or
+	// the job, not from the operator, so they reach only public addresses unless the policy
+	// allows more (requests to the API's own base URL are the operator's and are not bound).
+	Downloads netguard.Policy
 }
 
 // Client sends requests to one remote API.
 type Client struct {
 	o       Options
-	http    *http.Client
+	http    *http.Client // the API itself
+	fetch   *http.Client // output files: every connection (redirects too) passes o.Downloads
 	limiter *rate.Limiter
 	breaker *gobreaker.CircuitBreaker[response]
 }
@@ -70,7 +76,7 @@ func New(o Options) *Client {
 	if o.BreakFor <= 0 {
 		o.BreakFor = 30 * time.Second
 	}
-	c := &Client{o: o, http: &http.Client{Timeout: o.Timeout}, limiter: rate.NewLimiter(rate.Limit(o.RatePerSecond), o.Burst)}
+	c := &Client{o: o, http: &http.Client{Timeout: o.Timeout}, fetch: &http.Client{Timeout: o.Timeout, Transport: o.Downloads.Transport()}, limiter: rate.NewLimiter(rate.Limit(o.RatePerSecond), o.Burst)}
 	c.breaker = gobreaker.NewCircuitBreaker[response](gobreaker.Settings{
 		Name: o.Name, Timeout: o.BreakFor,
 		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= o.BreakAfter },
@@ -91,11 +97,15 @@ var ErrUnavailable = errors.New("the remote API failed repeatedly; not calling i
 // status and body of a 2xx answer. 429, 5xx and network errors are retried with backoff
 // (Retry-After wins when given); other 4xx are permanent errors carrying the API's message.
 func (c *Client) Do(ctx context.Context, newReq func(ctx context.Context) (*http.Request, error)) (int, []byte, error) {
+	return c.do(ctx, c.http, newReq)
+}
+
+func (c *Client) do(ctx context.Context, client *http.Client, newReq func(ctx context.Context) (*http.Request, error)) (int, []byte, error) {
 	op := func() (response, error) {
 		if err := c.limiter.Wait(ctx); err != nil {
 			return response{}, backoff.Permanent(err)
 		}
-		r, err := c.breaker.Execute(func() (response, error) { return c.once(ctx, newReq) })
+		r, err := c.breaker.Execute(func() (response, error) { return c.once(ctx, client, newReq) })
 		switch {
 		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 			return r, backoff.Permanent(fmt.Errorf("%s: %w", c.o.Name, ErrUnavailable))
@@ -117,12 +127,15 @@ func (c *Client) Do(ctx context.Context, newReq func(ctx context.Context) (*http
 	return r.status, r.body, nil
 }
 
-func (c *Client) once(ctx context.Context, newReq func(ctx context.Context) (*http.Request, error)) (response, error) {
+func (c *Client) once(ctx context.Context, client *http.Client, newReq func(ctx context.Context) (*http.Request, error)) (response, error) {
 	req, err := newReq(ctx)
 	if err != nil {
 		return response{}, job.Permanent(err)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := client.Do(req)
+	if re, refused := netguard.IsRefused(err); refused {
+		return response{}, job.Permanent(re) // retrying reaches the same address
+	}
 	if err != nil {
 		return response{}, fmt.Errorf("%s: %w", c.o.Name, err)
 	}
@@ -219,9 +232,10 @@ func Poll(ctx context.Context, every, max time.Duration, check func(ctx context.
 	}
 }
 
-// Fetch downloads an output file (through the rate limit, retries and breaker).
+// Fetch downloads an output file (through the rate limit, retries and breaker), refusing,
+// for good, an address Options.Downloads closes, whether named or reached by a redirect.
 func (c *Client) Fetch(ctx context.Context, url string) ([]byte, error) {
-	_, body, err := c.Do(ctx, func(ctx context.Context) (*http.Request, error) {
+	_, body, err := c.do(ctx, c.fetch, func(ctx context.Context) (*http.Request, error) {
 		return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	})
 	return body, err

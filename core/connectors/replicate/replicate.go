@@ -15,6 +15,7 @@ import (
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/connectors/remote"
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/netguard"
 )
 
 // Settings configure the connector; the token is never logged or shown.
@@ -25,6 +26,7 @@ type Settings struct {
 	MaxWait    time.Duration
 	RatePerSec float64
 	Assets     assets.Saver
+	Downloads  netguard.Policy // what output URLs may point at (the zero value: public addresses only)
 }
 
 // Connector runs Replicate jobs.
@@ -45,7 +47,8 @@ func New(s Settings) *Connector {
 	if s.MaxWait <= 0 {
 		s.MaxWait = 30 * time.Minute
 	}
-	return &Connector{s: s, client: remote.New(remote.Options{Name: "Replicate", RatePerSecond: s.RatePerSec, Secrets: []string{s.Token}})}
+	return &Connector{s: s, client: remote.New(remote.Options{Name: "Replicate", RatePerSecond: s.RatePerSec, Secrets: []string{s.Token},
+		Downloads: s.Downloads})}
 }
 
 // Available implements connectors.Availability.
@@ -57,6 +60,8 @@ type prediction struct {
 	Output any    `json:"output"`
 	Error  any    `json:"error"`
 	Logs   string `json:"logs"`
+	// Metrics holds predict_time (seconds the model ran: what Replicate bills) once it ends.
+	Metrics map[string]any `json:"metrics"`
 }
 
 // Run implements connectors.Connector.
@@ -115,7 +120,8 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	}
 	data["prediction_id"] = pred.ID
 	return job.Result{Success: true, Data: data, OutputFiles: files, ProcessingTimeMS: time.Since(start).Milliseconds(),
-		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "replicate-v1", ServiceType: "replicate", ServiceJobID: pred.ID}}, nil
+		ServiceMetadata: &job.ServiceMetadata{ServiceVersion: "replicate-v1", ServiceType: "replicate", ServiceJobID: pred.ID},
+		APIUsage:        pred.Metrics}, nil
 }
 
 // saveOutputs stores output URLs as assets; other outputs (text, numbers) are returned as is.
@@ -145,7 +151,9 @@ func (c *Connector) saveOutputs(ctx context.Context, j *job.Job, out any) (map[s
 		if i > 0 {
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
+		end := job.Mark(ctx, job.PhaseUpload)
 		saved, err := c.s.Assets.Save(ctx, id, outputCtx(j.Ctx, i), ext, body)
+		end()
 		if err != nil {
 			return nil, nil, err
 		}

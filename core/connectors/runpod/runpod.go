@@ -73,6 +73,9 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		Status string `json:"status"`
 		Output any    `json:"output"`
 		Error  string `json:"error"`
+		// What RunPod bills, in ms: the worker's execution time, and the time queued before it.
+		ExecutionTime *float64 `json:"executionTime"`
+		DelayTime     *float64 `json:"delayTime"`
 	}
 	if err := c.client.JSON(ctx, "POST", base+"/run", c.s.APIKey, map[string]any{"input": p.Input}, &run); err != nil {
 		return job.Result{}, err
@@ -100,7 +103,15 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	if err != nil {
 		return job.Result{}, err
 	}
+	var usage map[string]any
+	if run.ExecutionTime != nil {
+		usage = map[string]any{"executionTime": *run.ExecutionTime}
+		if run.DelayTime != nil {
+			usage["delayTime"] = *run.DelayTime
+		}
+	}
 	return job.Result{Success: true, Data: map[string]any{"runpod_id": id, "output": run.Output},
 		ProcessingTimeMS: time.Since(start).Milliseconds(),
-		ServiceMetadata:  &job.ServiceMetadata{ServiceVersion: "runpod-v2", ServiceType: "runpod", ServiceJobID: id}}, nil
+		ServiceMetadata:  &job.ServiceMetadata{ServiceVersion: "runpod-v2", ServiceType: "runpod", ServiceJobID: id},
+		APIUsage:         usage}, nil
 }

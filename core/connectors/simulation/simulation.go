@@ -21,6 +21,9 @@ type Payload struct {
 	DurationMS  *int64   `json:"duration_ms"`
 	Steps       *int     `json:"steps"`
 	FailureRate *float64 `json:"failure_rate"`
+	// ModelLoadMS simulates loading a model before the steps: the job's resource record counts
+	// it as preparation.
+	ModelLoadMS int64 `json:"model_load_ms"`
 	// Fail makes the attempt fail (retryable); FailPermanently makes it fail for good.
 	Fail            bool `json:"fail"`
 	FailPermanently bool `json:"fail_permanently"`
@@ -61,10 +64,19 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	if p.FailureRate != nil {
 		rate = *p.FailureRate
 	}
-	if duration < 0 || steps < 1 || steps > 100000 || rate < 0 || rate > 1 {
+	if duration < 0 || steps < 1 || steps > 100000 || rate < 0 || rate > 1 || p.ModelLoadMS < 0 {
 		return job.Result{}, job.Permanent(fmt.Errorf(
-			"simulation job %s asks for duration_ms=%d, steps=%d, failure_rate=%v; use duration_ms ≥ 0, 1 ≤ steps ≤ 100000 and 0 ≤ failure_rate ≤ 1",
-			j.ID, duration.Milliseconds(), steps, rate))
+			"simulation job %s asks for duration_ms=%d, steps=%d, failure_rate=%v, model_load_ms=%d; use duration_ms ≥ 0, 1 ≤ steps ≤ 100000, 0 ≤ failure_rate ≤ 1 and model_load_ms ≥ 0",
+			j.ID, duration.Milliseconds(), steps, rate, p.ModelLoadMS))
+	}
+	if p.ModelLoadMS > 0 {
+		progress(job.Progress{Message: "loading model"})
+		end := job.Mark(ctx, job.PhasePrepare)
+		err := connectors.Sleep(ctx, time.Duration(p.ModelLoadMS)*time.Millisecond)
+		end()
+		if err != nil {
+			return job.Result{}, err
+		}
 	}
 	for i := 1; i <= steps; i++ {
 		if err := connectors.Sleep(ctx, duration/time.Duration(steps)); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,7 +45,7 @@ func TestFailures(t *testing.T) {
 	if _, _, err := run(t, `{"failure_rate":1}`, 0); !errors.Is(err, simulation.ErrSimulatedFailure) {
 		t.Errorf("failure_rate 1: %v", err)
 	}
-	for _, bad := range []string{`{"steps":0}`, `{"failure_rate":2}`, `{"steps":"x"}`, `[1,2]`} {
+	for _, bad := range []string{`{"steps":0}`, `{"failure_rate":2}`, `{"steps":"x"}`, `[1,2]`, `{"model_load_ms":-1}`} {
 		if _, _, err := run(t, bad, 0); !job.IsPermanent(err) {
 			t.Errorf("payload %s: %v, want a permanent error", bad, err)
 		}
@@ -75,5 +77,30 @@ func TestCancellation(t *testing.T) {
 	_, err := c.Run(ctx, &job.Job{ID: "x"}, func(job.Progress) {})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled run = %v", err)
+	}
+}
+
+// phases records the phases a connector marks.
+type phases struct{ events []string }
+
+func (p *phases) BeginPhase(ph job.Phase) func() {
+	p.events = append(p.events, fmt.Sprintf("begin %d", ph))
+	return func() { p.events = append(p.events, fmt.Sprintf("end %d", ph)) }
+}
+
+// A simulated model load is marked as the job's preparation, so its resource record counts it
+// as prepare_ms rather than run time.
+func TestModelLoadIsPreparation(t *testing.T) {
+	c := simulation.New(simulation.Settings{Duration: time.Millisecond, Steps: 1})
+	rec := &phases{}
+	var progress []job.Progress
+	ctx := job.WithPhaseTimer(context.Background(), rec)
+	j := &job.Job{ID: "sim-2", Service: "simulation", Payload: json.RawMessage(`{"model_load_ms":5}`)}
+	if _, err := c.Run(ctx, j, func(p job.Progress) { progress = append(progress, p) }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprintf("begin %d", job.PhasePrepare), fmt.Sprintf("end %d", job.PhasePrepare)}
+	if !slices.Equal(rec.events, want) || progress[0].Message != "loading model" {
+		t.Errorf("phases %v, first progress %+v; want the load marked as preparation", rec.events, progress[0])
 	}
 }
