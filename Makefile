@@ -19,11 +19,15 @@ build:
 run: build
 	./bin/machine
 
-## test: installs redis-server when missing, then vet, every test (with the race detector),
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+## test: installs redis-server when missing, then vet, staticcheck (pinned; any finding fails),
+## every test (with the race detector),
 ## a short run of each fuzz target (counted in executions: a timed run of a target that talks to
 ## Redis can end in a spurious "context deadline exceeded"), and the quick chaos scenarios
 test: deps-test
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzFromHash$$' -fuzztime 200000x ./core/job
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 50000x ./core/config

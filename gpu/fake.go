@@ -20,6 +20,7 @@ type Fake struct {
 	activity func() map[int]float64 // GPU index → 0 idle … 1 fully busy; absent: idle
 	ticks    []int
 	failures chan HealthEvent
+	watchErr chan error // the next WatchHealth calls fail with these
 	now      func() time.Time
 	counter  bool        // the GPUs have a total-energy counter
 	energyMJ []float64   // each GPU's counter
@@ -49,7 +50,8 @@ func NewFake(count int, model string, memoryGB float64) *Fake {
 		memoryGB = 24
 	}
 	f := &Fake{activity: func() map[int]float64 { return nil }, ticks: make([]int, count), failures: make(chan HealthEvent, 16),
-		now: time.Now, counter: true, energyMJ: make([]float64, count), lastRead: make([]time.Time, count)}
+		watchErr: make(chan error, 16),
+		now:      time.Now, counter: true, energyMJ: make([]float64, count), lastRead: make([]time.Time, count)}
 	for i := range count {
 		f.devices = append(f.devices, Device{
 			Index: i, Name: model, MemoryTotalMB: memoryGB * 1024,
@@ -141,19 +143,29 @@ func (f *Fake) Read(context.Context) ([]Reading, error) {
 	return out, nil
 }
 
-// WatchHealth implements Source: it reports the failures injected with Fail.
-func (f *Fake) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
+// WatchHealth implements Source: it reports the failures injected with Fail, and ends with
+// the errors injected with FailWatch.
+func (f *Fake) WatchHealth(ctx context.Context, events chan<- HealthEvent) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
+		case err := <-f.watchErr:
+			return err
 		case ev := <-f.failures:
 			select {
 			case events <- ev:
 			case <-ctx.Done():
-				return
+				return nil
 			}
 		}
+	}
+}
+
+// FailWatch makes the next n health watches end with err, as an NVML event set that breaks.
+func (f *Fake) FailWatch(err error, n int) {
+	for range n {
+		f.watchErr <- err
 	}
 }
 

@@ -2,7 +2,9 @@ package gpu_test
 
 import (
 	"context"
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,5 +156,27 @@ func TestOpenModes(t *testing.T) {
 	}
 	if _, _, err := gpu.Open("sometimes", gpu.FakeSpec{}); err == nil {
 		t.Error("an unknown GPU_MODE was accepted")
+	}
+}
+
+// A health watch that keeps failing is retried, and after a few failures in a row every GPU is
+// out of service, saying why: health watching never stops silently.
+func TestBrokenHealthWatchTakesGPUsOutOfService(t *testing.T) {
+	f := gpu.NewFake(2, "", 0)
+	f.FailWatch(errors.New("event set broke"), 3)
+	s := gpu.NewSampler(gpu.SamplerParams{Source: f, Interval: time.Hour, HealthRetry: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Healthy(0) || s.Healthy(1) {
+		if time.Now().After(deadline) {
+			t.Fatal("the GPUs stayed in service while their health could not be watched")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.Sample(context.Background()).Unhealthy[0]; !strings.Contains(got, "event set broke") {
+		t.Errorf("reason = %q", got)
 	}
 }

@@ -68,8 +68,10 @@ type Source interface {
 	Devices() []Device
 	// Read samples every device.
 	Read(ctx context.Context) ([]Reading, error)
-	// WatchHealth sends health events until ctx ends. Sources without events return at once.
-	WatchHealth(ctx context.Context, events chan<- HealthEvent)
+	// WatchHealth sends health events until ctx ends, then returns nil. A source without events
+	// returns nil at once; one whose events cannot be read (any more) returns why, and the
+	// sampler tries again.
+	WatchHealth(ctx context.Context, events chan<- HealthEvent) error
 	Close() error
 }
 

@@ -131,10 +131,10 @@ var applicationXIDs = map[uint64]bool{13: true, 31: true, 43: true, 45: true, 68
 
 // WatchHealth implements Source with an NVML event set: critical XID errors and uncorrectable
 // (double-bit) ECC errors mark the GPU unhealthy.
-func (n *NVML) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
+func (n *NVML) WatchHealth(ctx context.Context, events chan<- HealthEvent) error {
 	set, ret := n.lib.EventSetCreate()
 	if ret != nvml.SUCCESS {
-		return
+		return fmt.Errorf("create an NVML event set: %s", nvml.ErrorString(ret))
 	}
 	defer set.Free()
 	const wanted = nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError
@@ -149,7 +149,7 @@ func (n *NVML) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
 		}
 	}
 	if registered == 0 {
-		return
+		return nil // no GPU reports these events: nothing to watch
 	}
 	for ctx.Err() == nil {
 		ev, ret := set.Wait(1000)
@@ -157,7 +157,7 @@ func (n *NVML) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
 			continue
 		}
 		if ret != nvml.SUCCESS {
-			return
+			return fmt.Errorf("wait for NVML events: %s", nvml.ErrorString(ret))
 		}
 		reason := ""
 		switch {
@@ -173,12 +173,13 @@ func (n *NVML) WatchHealth(ctx context.Context, events chan<- HealthEvent) {
 				select {
 				case events <- HealthEvent{Index: i, UUID: n.devices[i].UUID, Reason: reason}:
 				case <-ctx.Done():
-					return
+					return nil
 				}
 				break
 			}
 		}
 	}
+	return nil
 }
 
 // Close implements Source.

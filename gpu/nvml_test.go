@@ -18,7 +18,7 @@ import (
 
 // h200 is the go-nvml DGX H200 mock with every method our source calls stubbed: the mocks
 // panic on any method left unset. GPU 2 has MIG enabled; GPU 3 does not support fan readings.
-func h200(t *testing.T) (*server.Server, chan nvml.EventData) {
+func h200(t testing.TB) (*server.Server, chan nvml.EventData) {
 	t.Helper()
 	srv := dgxh200.New()
 	events := make(chan nvml.EventData, 4)

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -63,7 +64,15 @@ type SamplerParams struct {
 	OnSample func(Snapshot)       // called after each sample, on the sampler's goroutine
 	OnHealth func(ev HealthEvent) // called when a GPU goes out of service
 	Log      *slog.Logger
+	// HealthRetry is the first wait before watching health again after the watch failed; it
+	// doubles up to a minute. Default 1 s.
+	HealthRetry time.Duration
 }
+
+// healthFailuresBeforeUnhealthy is how many health watches in a row may fail before every GPU
+// is taken out of service: a GPU whose failures cannot be seen is not trusted with jobs (as
+// NVIDIA's device plugin does).
+const healthFailuresBeforeUnhealthy = 3
 
 // Sampler reads the GPUs and the host on its own goroutine, at a fixed rate, and keeps a
 // history per GPU and metric. Readers (the console, /status, metrics) take copies; nothing
@@ -85,6 +94,9 @@ func NewSampler(p SamplerParams) *Sampler {
 	if p.History <= 0 {
 		p.History = 300
 	}
+	if p.HealthRetry <= 0 {
+		p.HealthRetry = time.Second
+	}
 	if p.Log == nil {
 		p.Log = slog.New(slog.DiscardHandler)
 	}
@@ -103,7 +115,7 @@ func NewSampler(p SamplerParams) *Sampler {
 func (s *Sampler) Run(ctx context.Context) {
 	events := make(chan HealthEvent, 8)
 	var wg sync.WaitGroup
-	wg.Go(func() { s.p.Source.WatchHealth(ctx, events) })
+	wg.Go(func() { s.watchHealth(ctx, events) })
 	defer wg.Wait()
 	tick := time.NewTicker(s.p.Interval)
 	defer tick.Stop()
@@ -117,6 +129,41 @@ func (s *Sampler) Run(ctx context.Context) {
 		case <-tick.C:
 			s.Sample(ctx)
 		}
+	}
+}
+
+// watchHealth keeps the source's health watch running: a watch that fails is logged and
+// started again after a growing wait, and after healthFailuresBeforeUnhealthy failures in a
+// row every GPU is out of service, saying why.
+func (s *Sampler) watchHealth(ctx context.Context, events chan<- HealthEvent) {
+	wait, failures := s.p.HealthRetry, 0
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := s.p.Source.WatchHealth(ctx, events)
+		if err == nil {
+			return // ctx ended, or the source has no events to watch
+		}
+		if time.Since(started) > time.Minute {
+			wait, failures = s.p.HealthRetry, 0 // it worked for a while: a new failure
+		}
+		failures++
+		s.p.Log.Warn("GPU health events cannot be read; watching again", "err", err, "failures", failures, "retry_in", wait.String())
+		if failures == healthFailuresBeforeUnhealthy {
+			for _, d := range s.p.Source.Devices() {
+				reason := fmt.Sprintf("its health cannot be watched (%v)", err)
+				select {
+				case events <- HealthEvent{Index: d.Index, UUID: d.UUID, Reason: reason}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Minute)
 	}
 }
 

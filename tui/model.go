@@ -4,10 +4,12 @@ import (
 	"context"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/state"
 )
 
 // Options shape the console.
@@ -73,6 +75,7 @@ type Model struct {
 	logService string
 	logs       []string
 	follow     bool
+	tickGen    int // the generation of the log polls in force; older ticks are dropped
 	wrap       bool
 	logScroll  int // lines up from the bottom
 }
@@ -89,7 +92,7 @@ type (
 	snapshotMsg control.Snapshot
 	closedMsg   struct{}
 	resultMsg   struct {
-		op  string
+		op  control.Op
 		res control.Result
 		err error
 	}
@@ -98,7 +101,7 @@ type (
 		lines   []string
 		err     error
 	}
-	logTickMsg struct{}
+	logTickMsg struct{ gen int }
 )
 
 func (m *Model) waitSnapshot() tea.Cmd {
@@ -168,8 +171,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	case logTickMsg:
-		if m.mode == modeLogs && m.follow {
-			return m, tea.Batch(m.do(control.Command{Op: control.Logs, Service: m.logService, Lines: 2000}), logTick())
+		// Only the newest tick chain polls: f and l start a new one, and an older chain's tick ends here.
+		if msg.gen == m.tickGen && m.mode == modeLogs && m.follow {
+			return m, tea.Batch(m.do(control.Command{Op: control.Logs, Service: m.logService, Lines: 2000}), m.logTick())
 		}
 		return m, nil
 	case tea.KeyPressMsg:
@@ -178,8 +182,16 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
-func logTick() tea.Cmd {
-	return tea.Tick(time.Second, func(time.Time) tea.Msg { return logTickMsg{} })
+// logTick schedules the next poll of the followed log, in the current tick generation.
+func (m *Model) logTick() tea.Cmd {
+	gen := m.tickGen
+	return tea.Tick(time.Second, func(time.Time) tea.Msg { return logTickMsg{gen: gen} })
+}
+
+// newLogTicks starts a new chain of log polls; any older chain stops at its next tick.
+func (m *Model) newLogTicks() tea.Cmd {
+	m.tickGen++
+	return m.logTick()
 }
 
 func (m *Model) key(k string) (tea.Model, tea.Cmd) {
@@ -191,7 +203,8 @@ func (m *Model) key(k string) (tea.Model, tea.Cmd) {
 			m.filtering, m.filter = false, ""
 		case "backspace":
 			if m.filter != "" {
-				m.filter = m.filter[:len(m.filter)-1]
+				_, size := utf8.DecodeLastRuneInString(m.filter)
+				m.filter = m.filter[:len(m.filter)-size]
 			}
 		default:
 			if len([]rune(k)) == 1 {
@@ -240,7 +253,7 @@ func (m *Model) key(k string) (tea.Model, tea.Cmd) {
 			m.follow = !m.follow
 			m.logScroll = 0
 			if m.follow {
-				return m, logTick()
+				return m, m.newLogTicks()
 			}
 		case m.keys.Wrap.matches(k):
 			m.wrap = !m.wrap
@@ -296,7 +309,7 @@ func (m *Model) key(k string) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		m.mode, m.logService, m.logs, m.logScroll, m.follow = modeLogs, svc.Name, nil, 0, true
-		return m, tea.Batch(m.do(control.Command{Op: control.Logs, Service: svc.Name, Lines: 2000}), logTick())
+		return m, tea.Batch(m.do(control.Command{Op: control.Logs, Service: svc.Name, Lines: 2000}), m.newLogTicks())
 	}
 	return m, nil
 }
@@ -322,7 +335,7 @@ func (m *Model) toggle() (tea.Model, tea.Cmd) {
 	if m.focus == paneConnectors {
 		c = conns[min(m.sel[paneConnectors], len(conns)-1)]
 	}
-	if c.State == "disabled" {
+	if c.State == state.ConnectorDisabled || (c.State == state.ConnectorFailed && c.Slots == 0) {
 		return m, m.do(control.Command{Op: control.EnableConnector, Connector: c.Name})
 	}
 	cmd := control.Command{Op: control.DisableConnector, Connector: c.Name}
@@ -361,7 +374,7 @@ func (m *Model) services() []control.Service {
 func (m *Model) connectors() []control.Connector {
 	var out []control.Connector
 	for _, c := range m.snap.Connectors {
-		if m.focus != paneConnectors || m.match(c.Name, c.State) {
+		if m.focus != paneConnectors || m.match(c.Name, string(c.State)) {
 			out = append(out, c)
 		}
 	}

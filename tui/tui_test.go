@@ -16,6 +16,7 @@ import (
 	"github.com/charmbracelet/x/vt"
 
 	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/tui"
 )
 
@@ -24,12 +25,12 @@ type fakeCore struct {
 	updates chan control.Snapshot
 	mu      sync.Mutex
 	cmds    []control.Command
-	results map[string]control.Result
+	results map[control.Op]control.Result
 	logs    []string
 }
 
 func newFake() *fakeCore {
-	return &fakeCore{updates: make(chan control.Snapshot, 8), results: map[string]control.Result{}}
+	return &fakeCore{updates: make(chan control.Snapshot, 8), results: map[control.Op]control.Result{}}
 }
 
 func (f *fakeCore) Updates() <-chan control.Snapshot { return f.updates }
@@ -45,7 +46,7 @@ func (f *fakeCore) Do(_ context.Context, c control.Command) (control.Result, err
 	if r, ok := f.results[c.Op]; ok {
 		return r, nil
 	}
-	return control.Result{OK: true, Message: c.Op + " done"}, nil
+	return control.Result{OK: true, Message: string(c.Op) + " done"}, nil
 }
 
 func (f *fakeCore) commands() []control.Command {
@@ -107,14 +108,14 @@ func (s *screen) String() string {
 }
 
 type session struct {
-	t    *testing.T
+	t    testing.TB
 	tm   *teatest.TestModel
 	scr  *screen
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func start(t *testing.T, w, h int, core *fakeCore, opts tui.Options) *session {
+func start(t testing.TB, w, h int, core *fakeCore, opts tui.Options) *session {
 	t.Helper()
 	tm := teatest.NewTestModel(t, tui.New(core, opts), teatest.WithInitialTermSize(w, h),
 		teatest.WithProgramOptions(tea.WithColorProfile(colorprofile.Ascii), tea.WithEnvironment([]string{"TERM=xterm-256color"})))
@@ -249,6 +250,17 @@ func TestServiceCrashShown(t *testing.T) {
 		s := start(t, w, h, core, tui.Options{})
 		golden.RequireEqual(t, s.waitFor("errored"))
 	})
+}
+
+// A connector change that failed shows as failed, with its reason.
+func TestFailedConnectorShown(t *testing.T) {
+	core := newFake()
+	snap := fixture()
+	snap.Connectors = append(snap.Connectors, control.Connector{Name: "playwright", State: state.ConnectorFailed,
+		Error: "install browser: no Chromium on PATH"})
+	core.updates <- snap
+	s := start(t, 160, 48, core, tui.Options{})
+	s.waitFor("no Chromium on PATH")
 }
 
 func TestLogsView(t *testing.T) {

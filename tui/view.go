@@ -10,6 +10,9 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
+
+	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/state"
 )
 
 // styles is every style of the console, in one place.
@@ -341,13 +344,19 @@ func (m *Model) connectorLines() []string {
 	for i, c := range m.connectors() {
 		st := m.styles.ok
 		switch c.State {
-		case "disabled":
+		case state.ConnectorDisabled:
 			st = m.styles.dim
-		case "draining":
+		case state.ConnectorDraining, state.ConnectorInstalling:
 			st = m.styles.warn
+		case state.ConnectorFailed:
+			st = m.styles.bad
 		}
-		out = append(out, fmt.Sprintf("%s %-14s %s busy %d/%d  done %d  failed %d", m.rowMarker(paneConnectors, i),
-			cutPlain(c.Name, 14), st.Render(fmt.Sprintf("%-8s", c.State)), c.Busy, c.Slots, c.Done, c.Failed))
+		line := fmt.Sprintf("%s %-14s %s busy %d/%d  done %d  failed %d", m.rowMarker(paneConnectors, i),
+			cutPlain(c.Name, 14), st.Render(fmt.Sprintf("%-8s", c.State)), c.Busy, c.Slots, c.Done, c.Failed)
+		if c.State == state.ConnectorFailed && c.Error != "" {
+			line += "  " + m.styles.bad.Render(cutPlain(c.Error, 60)) // why its last change failed
+		}
+		out = append(out, line)
 	}
 	return out
 }
@@ -368,7 +377,7 @@ func (m *Model) jobLines() []string {
 	for k := len(m.snap.Recent) - 1; k >= 0; k-- {
 		f := m.snap.Recent[k]
 		mark := m.styles.ok.Render("✓")
-		if f.Outcome != "completed" {
+		if f.Outcome != job.Completed {
 			mark = m.styles.bad.Render("✗")
 		}
 		line := fmt.Sprintf("  %s %-8s %-12s %-9s %6s", mark, short(f.ID), cutPlain(f.Service, 12), f.Outcome, dur(f.DurationMS))

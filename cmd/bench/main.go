@@ -32,6 +32,7 @@ import (
 	"github.com/emp-job-queue/machine/core/metrics"
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/redistest"
+	"github.com/emp-job-queue/machine/internal/testutil"
 	"github.com/emp-job-queue/machine/tui"
 )
 
@@ -204,39 +205,20 @@ func printRows(rows []row) error {
 }
 
 // machineProc is a running `machine --no-tui`.
-type machineProc struct {
-	cmd  *exec.Cmd
-	port int
-}
+type machineProc struct{ *testutil.Machine }
 
 func startMachine(bin, dir, url, connectors string, extraEnv ...string) (*machineProc, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	env := append(os.Environ(), "HUB_REDIS_URL="+url, "WORKER_CONNECTORS="+connectors, "MACHINE_ID=bench",
+		"MACHINE_RUN_DIR="+filepath.Join(dir, "run"), "LOG_LEVEL=warn")
+	m, err := testutil.StartMachine(bin, append(env, extraEnv...))
 	if err != nil {
 		return nil, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--no-tui")
-	cmd.Env = append(os.Environ(), "HUB_REDIS_URL="+url, "WORKER_CONNECTORS="+connectors, "MACHINE_ID=bench",
-		"MACHINE_HEALTH_PORT="+strconv.Itoa(port), "MACHINE_RUN_DIR="+filepath.Join(dir, "run"), "LOG_LEVEL=warn")
-	cmd.Env = append(cmd.Env, extraEnv...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w (run `make build` first)", bin, err)
+	if err := m.WaitReady(20 * time.Second); err != nil {
+		m.Kill()
+		return nil, err
 	}
-	m := &machineProc{cmd: cmd, port: port}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", port)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return m, nil
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	m.stop()
-	return nil, fmt.Errorf("machine did not get ready within 20 s")
+	return &machineProc{m}, nil
 }
 
 // cpuTicks is a process's user+system CPU time in clock ticks.
@@ -253,7 +235,7 @@ func cpuTicks(pid int) int64 {
 }
 
 func (m *machineProc) rssKB() int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.Cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
@@ -266,17 +248,7 @@ func (m *machineProc) rssKB() int64 {
 	return 0
 }
 
-func (m *machineProc) stop() {
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-done
-	}
-}
+func (m *machineProc) stop() { _ = m.Stop(15 * time.Second) }
 
 // pickup submits jobs one at a time to idle workers and returns each job's enqueue→claim time:
 // from just before the submit to the claim's own timestamp (assigned_at, Redis's clock, which
@@ -408,7 +380,7 @@ func throughput(ctx context.Context, b *broker.Broker, rdb *redis.Client, bin, d
 	}
 	rate := float64(hi-lo) / tHi.Sub(tLo).Seconds()
 	if os.Getenv("BENCH_VERBOSE") != "" {
-		fmt.Fprintf(os.Stderr, "  cpu ticks: machine %d, redis %d\n", cpuTicks(m.cmd.Process.Pid), cpuTicks(redisPid))
+		fmt.Fprintf(os.Stderr, "  cpu ticks: machine %d, redis %d\n", cpuTicks(m.Cmd.Process.Pid), cpuTicks(redisPid))
 	}
 	for rdb.HLen(ctx, broker.KeyCompleted).Val() < int64(n) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -522,10 +494,10 @@ func serviceBench(bin, dir, url string) ([]row, error) {
 			return 0, 0, err
 		}
 		time.Sleep(2 * time.Second) // settle
-		c0 := cpuTicks(m.cmd.Process.Pid)
+		c0 := cpuTicks(m.Cmd.Process.Pid)
 		const window = 10 * time.Second
 		time.Sleep(window)
-		ticks := cpuTicks(m.cmd.Process.Pid) - c0
+		ticks := cpuTicks(m.Cmd.Process.Pid) - c0
 		return m.rssKB(), float64(ticks) / 100 / window.Seconds() * 100, nil
 	}
 	rss0, cpu0, err := measure(0)
@@ -597,9 +569,9 @@ func consoleBench(bin, dir, url string) ([]row, error) {
 	c0 := cpuTicks(child.Process.Pid)
 	time.Sleep(window)
 	attached := time.Duration(cpuTicks(child.Process.Pid)-c0) * 10 * time.Millisecond
-	m0 := cpuTicks(m.cmd.Process.Pid)
+	m0 := cpuTicks(m.Cmd.Process.Pid)
 	time.Sleep(window)
-	machineCPU := time.Duration(cpuTicks(m.cmd.Process.Pid)-m0) * 10 * time.Millisecond
+	machineCPU := time.Duration(cpuTicks(m.Cmd.Process.Pid)-m0) * 10 * time.Millisecond
 	pct := func(d time.Duration) float64 { return d.Seconds() / window.Seconds() * 100 }
 	return []row{
 		{"console frame, main screen 160×48 (median of 2,000)", ms(percentile(frames, 0.5)), "p99 " + ms(percentile(frames, 0.99)), "", "≤ 2 ms"},

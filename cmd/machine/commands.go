@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/embedded"
 	"github.com/emp-job-queue/machine/core/machine"
 	"github.com/emp-job-queue/machine/core/plan"
@@ -26,12 +29,14 @@ func newPlanCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "plan",
-		Short: "Print the worker slots, GPU bindings and services the configuration implies, and what they need from the box",
-		Args:  cobra.NoArgs,
+		Short: "Print the worker slots, GPU bindings and services the configuration implies, what they need from the box, and its problems",
+		Long: `plan prints what the configuration implies. Problems (a bad value, a missing key) are listed
+after the plan; it exits 1 only when no plan can be made at all.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, p, err := loadPlan()
-			if err != nil {
-				return err
+			cfg, p, problems := loadPlan()
+			if p == nil {
+				return problems
 			}
 			req, err := requirements(cfg, p)
 			if err != nil {
@@ -47,6 +52,9 @@ func newPlanCmd() *cobra.Command {
 			} else {
 				printPlan(out, cfg, p)
 				printRequirements(out, req)
+			}
+			if problems != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\n%v\n", problems)
 			}
 			return refused(req)
 		},
@@ -101,15 +109,16 @@ func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate",
-		Short: "Check the configuration from the environment and list every problem",
+		Short: "Check the configuration from the environment, print its plan and list every problem",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := loadPlan()
-			if err != nil {
-				return err
+			cfg, p, problems := loadPlan()
+			if p != nil {
+				printPlan(cmd.OutOrStdout(), cfg, p)
+				fmt.Fprintln(cmd.OutOrStdout())
 			}
-			if err := machine.CheckRunnable(cfg); err != nil {
-				return err
+			if problems != nil {
+				return problems
 			}
 			var names []string
 			for _, c := range cfg.Connectors {
@@ -124,35 +133,52 @@ func newConfigCmd() *cobra.Command {
 }
 
 // loadPlan reads the configuration, lets the GPU source fill what the environment left unset
-// (as `machine` does), and plans.
-func loadPlan() (*config.Config, *plan.Plan, error) {
+// (as `machine` does), and plans. Every problem found on the way (bad values, unknown
+// connectors, missing keys) comes back as one config.Problems, next to the plan whenever one
+// could still be made.
+func loadPlan() (*config.Config, *plan.Plan, config.Problems) {
+	var problems config.Problems
+	note := func(err error) {
+		var ps config.Problems
+		switch {
+		case err == nil:
+		case errors.As(err, &ps):
+			problems = append(problems, ps...)
+		default:
+			problems = append(problems, err.Error())
+		}
+	}
 	cfg, err := config.FromEnv()
-	if err != nil {
-		return nil, nil, err
-	}
+	note(err)
 	src, _, err := machine.OpenGPUs(cfg)
-	if err != nil {
-		return nil, nil, err
+	if err != nil { // a plan for GPUs nobody can read would be fiction
+		note(err)
+		return cfg, nil, problems
 	}
-	if err := src.Close(); err != nil {
-		return nil, nil, err
-	}
+	note(src.Close())
+	note(registry.Check(cfg))
 	p, err := plan.New(cfg)
-	return cfg, p, err
+	note(err)
+	if len(problems) == 0 {
+		return cfg, p, nil
+	}
+	return cfg, p, problems
+}
+
+// envConfig is the configuration for commands that need only a part of it (where the broker,
+// the socket or the HTTP port is): its problems are not theirs to report.
+func envConfig() *config.Config {
+	cfg, _ := config.FromEnv()
+	return cfg
 }
 
 // brokerURL is HUB_REDIS_URL, or the URL a running machine's embedded broker advertised.
 func brokerURL() (string, error) {
-	if u := os.Getenv("HUB_REDIS_URL"); u != "" {
-		return u, nil
+	cfg := envConfig()
+	if cfg.RedisURL != "" {
+		return cfg.RedisURL, nil
 	}
-	if u := os.Getenv("REDIS_URL"); u != "" {
-		return u, nil
-	}
-	runDir := os.Getenv("MACHINE_RUN_DIR")
-	if runDir == "" {
-		runDir = config.DefaultRunDir()
-	}
+	runDir := cfg.RunDir
 	data, err := os.ReadFile(embedded.URLFile(runDir))
 	if err != nil {
 		return "", fmt.Errorf("no broker to submit to: set HUB_REDIS_URL, or start `machine` (make run) first so its embedded broker is found in %s", runDir)
@@ -228,11 +254,12 @@ func newHealthCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if url == "" {
-				port := os.Getenv("MACHINE_HEALTH_PORT")
-				if port == "" {
-					port = "9090"
+				c := envConfig()
+				port := c.HealthPort
+				if port == 0 {
+					return fmt.Errorf("MACHINE_HEALTH_PORT is 0 (any free port), so the health URL is unknown; give it with --url")
 				}
-				url = "http://" + net.JoinHostPort(config.LocalHTTPHost(os.Getenv("MACHINE_HTTP_ADDR")), port) + "/health"
+				url = "http://" + net.JoinHostPort(config.LocalHTTPHost(c.HTTPAddr), strconv.Itoa(port)) + "/health"
 			}
 			client := &http.Client{Timeout: 3 * time.Second}
 			resp, err := client.Get(url)

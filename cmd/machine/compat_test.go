@@ -28,13 +28,12 @@ func compatEnv(url string, t *testing.T, over map[string]string) map[string]stri
 
 func stopMachine(t *testing.T, p *proc) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
+	case <-p.Done():
+		if err := p.Err(); err != nil {
 			t.Fatalf("machine exited with %v", err)
 		}
 	case <-time.After(30 * time.Second):

@@ -26,11 +26,7 @@ func newConsoleCmd() *cobra.Command {
 Quitting the console leaves the machine running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.FromEnv()
-			if err != nil {
-				return err
-			}
-			client, err := control.Dial(cmd.Context(), cfg.ControlSocket)
+			client, err := control.Dial(cmd.Context(), envConfig().ControlSocket)
 			if err != nil {
 				return err
 			}

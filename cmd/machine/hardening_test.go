@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -24,13 +23,8 @@ func TestIdleConnectionFloodLeavesHealthAndRedis(t *testing.T) {
 	env := map[string]string{"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "flooded", "WORKER_CONNECTORS": "simulation:1",
 		"WORKER_SIMULATION_PROCESSING_TIME": "0.05", "MACHINE_RUN_DIR": t.TempDir(), "MACHINE_HTTP_MAX_CONNS": "32",
 		"MACHINE_HTTP_ADDR": "127.0.0.1"}
-	p := startMachineCmd(t, env, func(env map[string]string) *exec.Cmd {
-		cmd := command(env)
-		cmd.Args = []string{"sh", "-c", `ulimit -n 256 && exec "$0" --no-tui`, binary}
-		cmd.Path = "/bin/sh"
-		return cmd
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
+	p := startMachineCmd(t, env, []string{"/bin/sh", "-c", `ulimit -n 256 && exec "$0" --no-tui`, binary})
+	addr := fmt.Sprintf("127.0.0.1:%d", p.Port)
 	const flood = 600
 	conns := make([]net.Conn, 0, flood)
 	t.Cleanup(func() {
@@ -71,7 +65,7 @@ func TestIdleConnectionFloodLeavesHealthAndRedis(t *testing.T) {
 		t.Errorf("/health behind %d idle connections = %d", flood, resp.StatusCode)
 	}
 	// Docker's HEALTHCHECK finds the machine on the address it is bound to.
-	if out, err := command(map[string]string{"MACHINE_HEALTH_PORT": fmt.Sprint(p.port), "MACHINE_HTTP_ADDR": "127.0.0.1"}, "health").CombinedOutput(); err != nil {
+	if out, err := command(map[string]string{"MACHINE_HEALTH_PORT": fmt.Sprint(p.Port), "MACHINE_HTTP_ADDR": "127.0.0.1"}, "health").CombinedOutput(); err != nil {
 		t.Errorf("machine health: %v\n%s", err, out)
 	}
 	// Redis restarts: the machine needs new descriptors to reach it again.

@@ -3,19 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/emp-job-queue/machine/core/config"
-	"github.com/emp-job-queue/machine/core/machine"
+	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/plan"
-	"github.com/emp-job-queue/machine/installers/browser"
-	"github.com/emp-job-queue/machine/installers/comfyui"
-	"github.com/emp-job-queue/machine/installers/layer"
 )
 
 func newInstallCmd() *cobra.Command {
@@ -35,58 +35,41 @@ With --layer it installs the named layers whatever the connectors (the Dockerfil
 				defer stop()
 				return layers.install(ctx, cmd.OutOrStdout(), newLogger(cmd.ErrOrStderr(), !isTerminal(os.Stdout), "info"))
 			}
-			cfg, p, err := loadPlan()
-			if err != nil {
-				return err
+			cfg, p, problems := loadPlan()
+			if problems != nil {
+				return problems
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log := newLogger(cmd.ErrOrStderr(), !isTerminal(os.Stdout), cfg.LogLevel)
-			return install(ctx, cfg, p, log, cmd)
+			return install(ctx, cfg, p, log, cmd.OutOrStdout())
 		},
 	}
 	layers.register(cmd)
 	return cmd
 }
 
-func install(ctx context.Context, cfg *config.Config, p *plan.Plan, log *slog.Logger, cmd *cobra.Command) error {
-	kinds := map[string]bool{}
+// install runs the installer of every service kind the plan needs, once each.
+func install(ctx context.Context, cfg *config.Config, p *plan.Plan, log *slog.Logger, out io.Writer) error {
+	var kinds []string
 	for _, s := range p.Services {
-		kinds[s.Kind] = true
+		if !slices.Contains(kinds, s.Kind) {
+			kinds = append(kinds, s.Kind)
+		}
 	}
 	if len(kinds) == 0 {
-		fmt.Fprintln(cmd.OutOrStdout(), "nothing to install: the configured connectors need no internal services")
+		fmt.Fprintln(out, "nothing to install: the configured connectors need no internal services")
 		return nil
 	}
-	runner := layer.Runner(cfg, log)
-	if kinds["comfyui"] {
-		in := layer.ComfyUIInstall(cfg)
-		if cfg.ComfyUI.Manifest != "" {
-			m, err := comfyui.LoadManifest(cfg.ComfyUI.Manifest)
-			if err != nil {
-				return err
-			}
-			in.Manifest = m
+	for _, k := range kinds {
+		kind, ok := registry.ServiceKind(k)
+		if !ok {
+			return fmt.Errorf("no connector of this build installs a %s service", k)
 		}
-		if err := runner.Run(ctx, in.Stages()...); err != nil {
-			return fmt.Errorf("ComfyUI install: %w", err)
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "ComfyUI installed in %s\n", cfg.ComfyUI.Dir)
-	}
-	if kinds["browser"] {
-		b, err := browser.Find(ctx, cfg.BrowserInstall == "apt")
-		if err != nil {
+		if _, err := kind.Install(ctx, connectors.InstallEnv{Config: cfg, Log: log}); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "Chromium %s at %s\n", b.Version, b.Path)
-	}
-	if bin, err := machine.InstallDaemons(ctx, cfg, p.Services, log); err != nil { // ollama, a1111
-		return err
-	} else if bin != "" {
-		fmt.Fprintf(cmd.OutOrStdout(), "Ollama at %s, models %v\n", bin, cfg.Ollama.Models)
-	}
-	if kinds["a1111"] {
-		fmt.Fprintf(cmd.OutOrStdout(), "A1111 installed in %s\n", cfg.A1111.Dir)
+		fmt.Fprintf(out, "%s installed\n", k)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/emp-job-queue/machine/internal/testutil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,7 +68,7 @@ func monitoredMetrics(t *testing.T) []string {
 func TestMetricsTheMonitoringUsesAreServed(t *testing.T) {
 	srv := redistest.Start(t)
 	dir := t.TempDir()
-	svcPort := freePort(t)
+	svcPort := testutil.Port(t)
 	file := filepath.Join(dir, "services.json")
 	defs := fmt.Sprintf(`[{"name":"sidecar","command":[%q],"port":%d,"probe":{"kind":"http","target":"http://127.0.0.1:%d/"}}]`,
 		testService, svcPort, svcPort)
@@ -83,7 +84,7 @@ func TestMetricsTheMonitoringUsesAreServed(t *testing.T) {
 	var missing []string
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, body := httpDo(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/metrics", p.port))
+		_, body := httpDo(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/metrics", p.Port))
 		var served []string
 		sc := bufio.NewScanner(strings.NewReader(body))
 		for sc.Scan() {

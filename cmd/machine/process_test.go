@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,15 +41,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	port, err := testutil.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 func command(env map[string]string, args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
@@ -61,68 +51,40 @@ func command(env map[string]string, args ...string) *exec.Cmd {
 }
 
 // proc is a running `machine --no-tui`.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	port int
-	done chan error
-}
+type proc struct{ *testutil.Machine }
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.Write(b)
-}
+func (p *proc) log() string { return p.Output() }
 
-func (p *proc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
-
-func startMachine(t *testing.T, env map[string]string) *proc {
+// startMachine starts the binary with env (on top of PATH and HOME) and waits until it is ready;
+// the test's end kills it, printing its output when the test failed.
+func startMachine(t testing.TB, env map[string]string) *proc {
 	t.Helper()
-	return startMachineCmd(t, env, func(env map[string]string) *exec.Cmd { return command(env, "--no-tui") })
+	return startMachineCmd(t, env, []string{binary, "--no-tui"})
 }
 
-// startMachineCmd starts the machine with the command run makes of its environment.
-func startMachineCmd(t *testing.T, env map[string]string, run func(env map[string]string) *exec.Cmd) *proc {
+// startMachineCmd starts the machine through argv (whose command ends up running it).
+func startMachineCmd(t testing.TB, env map[string]string, argv []string) *proc {
 	t.Helper()
-	p := &proc{port: freePort(t), done: make(chan error, 1)}
-	env["MACHINE_HEALTH_PORT"] = fmt.Sprint(p.port)
-	p.cmd = run(env)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
+	m, err := testutil.StartCommand(argv, command(env).Env)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		_ = m.Cmd.Process.Kill()
+		<-m.Done()
 		if t.Failed() {
-			t.Logf("machine output:\n%s", p.log())
+			t.Logf("machine output:\n%s", m.Output())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", p.port))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("machine not ready within 20 s:\n%s", p.log())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := m.WaitReady(20 * time.Second); err != nil {
+		t.Fatal(err)
 	}
+	return &proc{m}
 }
 
-func (p *proc) status(t *testing.T) map[string]any {
+func (p *proc) status(t testing.TB) map[string]any {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", p.port))
+	resp, err := http.Get(p.URL("/status"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +104,7 @@ func completed(st map[string]any) int {
 	return n
 }
 
-func submit(t *testing.T, env map[string]string, args ...string) []string {
+func submit(t testing.TB, env map[string]string, args ...string) []string {
 	t.Helper()
 	out, err := command(env, append([]string{"submit"}, args...)...).CombinedOutput()
 	if err != nil {
@@ -151,7 +113,7 @@ func submit(t *testing.T, env map[string]string, args ...string) []string {
 	return strings.Fields(string(out))
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -176,13 +138,12 @@ func TestEmbeddedBrokerDemo(t *testing.T) {
 	if len(p.status(t)["slots"].([]any)) != 2 {
 		t.Error("the demo should run one slot per simulated GPU (2)")
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-p.done; err != nil {
+	if err := p.Err(); err != nil {
 		t.Fatalf("machine exited with %v after SIGTERM", err)
 	}
-	p.done <- nil // for the cleanup
 	if _, err := os.Stat(filepath.Join(runDir, "broker.url")); !os.IsNotExist(err) {
 		t.Error("the embedded broker's URL file outlived the machine")
 	}
@@ -208,13 +169,12 @@ func TestSIGTERMDrainsToTheQueue(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 	waitUntil(t, "the job to run", func() bool { return rdb.HGet(ctx, "job:"+id, "status").Val() == "in_progress" })
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
+	case <-p.Done():
+		if err := p.Err(); err != nil {
 			t.Fatalf("machine exited with %v", err)
 		}
 	case <-time.After(20 * time.Second):
@@ -262,6 +222,30 @@ func TestConfigValidateAndPlan(t *testing.T) {
 	if !strings.Contains(string(out), "SLOT") || !strings.Contains(string(out), "-worker-simulation-1") {
 		t.Errorf("plan table:\n%s", out)
 	}
+	// A missing key is a problem, listed after the plan; plan still prints it and succeeds,
+	// validate prints both and fails.
+	noKey := map[string]string{"WORKER_CONNECTORS": "openai,simulation", "OPENAI_API_KEY": ""}
+	out, err = command(noKey, "plan").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "-worker-openai-0") || !strings.Contains(string(out), "OPENAI_API_KEY") {
+		t.Errorf("plan without the OpenAI key: %v\n%s", err, out)
+	}
+	out, err = command(noKey, "config", "validate").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-worker-openai-0") || !strings.Contains(string(out), "OPENAI_API_KEY") {
+		t.Errorf("config validate without the OpenAI key: %v\n%s", err, out)
+	}
+}
+
+// Two machines on one host get run directories (control sockets) of their own.
+func TestDefaultRunDirIsPerMachine(t *testing.T) {
+	sock := func(id string) string {
+		out, _ := command(map[string]string{"MACHINE_ID": id, "XDG_RUNTIME_DIR": "/run/user/7"}, "console").CombinedOutput()
+		return string(out)
+	}
+	for _, id := range []string{"box-a", "box-b"} {
+		if out := sock(id); !strings.Contains(out, "/run/user/7/machine/"+id+"/control.sock") {
+			t.Errorf("the console of %s looked elsewhere:\n%s", id, out)
+		}
+	}
 }
 
 func TestSubmitWithoutBrokerSaysWhatToDo(t *testing.T) {
@@ -291,7 +275,7 @@ func TestBuildWithoutCgo(t *testing.T) {
 // testToken is the MACHINE_API_TOKEN of the machines httpDo talks to.
 const testToken = "process-test-token"
 
-func httpDo(t *testing.T, method, url string) (int, string) {
+func httpDo(t testing.TB, method, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	req.Header.Set("Authorization", "Bearer "+testToken)
@@ -305,7 +289,7 @@ func httpDo(t *testing.T, method, url string) (int, string) {
 	return resp.StatusCode, b.String()
 }
 
-func service(t *testing.T, p *proc, name string) map[string]any {
+func service(t testing.TB, p *proc, name string) map[string]any {
 	t.Helper()
 	svc, _ := p.status(t)["services"].(map[string]any)[name].(map[string]any)
 	return svc
@@ -317,7 +301,7 @@ func service(t *testing.T, p *proc, name string) map[string]any {
 func TestServicesSurviveAMachineRestart(t *testing.T) {
 	srv := redistest.Start(t)
 	dir := t.TempDir()
-	svcPort := freePort(t)
+	svcPort := testutil.Port(t)
 	file := filepath.Join(dir, "services.json")
 	defs := fmt.Sprintf(`[{"name":"sidecar","command":[%q],"port":%d,"env":{"LOG_EVERY_MS":"50"},
 		"probe":{"kind":"http","target":"http://127.0.0.1:%d/"}}]`, testService, svcPort, svcPort)
@@ -329,7 +313,7 @@ func TestServicesSurviveAMachineRestart(t *testing.T) {
 		"MACHINE_SERVICES_FILE": file, "MACHINE_KEEP_SERVICES": "true", "MACHINE_API_TOKEN": testToken}
 	first := startMachine(t, env)
 	waitUntil(t, "the service to be online", func() bool { return service(t, first, "sidecar")["status"] == "online" })
-	base := fmt.Sprintf("http://127.0.0.1:%d", first.port)
+	base := first.URL("")
 	waitUntil(t, "its log lines", func() bool {
 		code, body := httpDo(t, "GET", base+"/pm2/logs?service=sidecar&lines=3")
 		return code == 200 && strings.Count(body, "tick") == 3
@@ -347,9 +331,8 @@ func TestServicesSurviveAMachineRestart(t *testing.T) {
 		t.Errorf("/health = %d %s", code, body)
 	}
 
-	_ = first.cmd.Process.Signal(syscall.SIGKILL)
-	<-first.done
-	first.done <- nil
+	_ = first.Cmd.Process.Signal(syscall.SIGKILL) // the machine only: its services have groups of their own
+	<-first.Done()
 	if syscall.Kill(int(pid), 0) != nil {
 		t.Fatal("the service died with the machine")
 	}
@@ -359,9 +342,8 @@ func TestServicesSurviveAMachineRestart(t *testing.T) {
 	if s["pid"].(float64) != pid || s["adopted"] != true {
 		t.Fatalf("after the restart: %v; want pid %v re-attached", s, pid)
 	}
-	_ = second.cmd.Process.Signal(syscall.SIGTERM)
-	<-second.done
-	second.done <- nil
+	_ = second.Cmd.Process.Signal(syscall.SIGTERM)
+	<-second.Done()
 	// KEEP_SERVICES: a clean stop leaves the service for the next machine too. Stop it now.
 	_ = syscall.Kill(-int(pid), syscall.SIGKILL)
 }
@@ -384,7 +366,7 @@ func TestInstallCommand(t *testing.T) {
 		"COMFYUI_BRANCH": "main", "COMFYUI_DIR": filepath.Join(work, "ComfyUI"), "MACHINE_CACHE_DIR": filepath.Join(work, "cache")}
 	for run := 1; run <= 2; run++ {
 		out, err := command(env, "install").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "ComfyUI installed") {
+		if err != nil || !strings.Contains(string(out), "comfyui installed") {
 			t.Fatalf("install run %d: %v\n%s", run, err, out)
 		}
 		if run == 2 && strings.Contains(string(out), `"install step started"`) {
@@ -404,7 +386,8 @@ func TestConsoleWithoutAMachine(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	cmd := exec.Command(link)
-	cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock}
+	// The rest of the configuration is broken: the console needs only the socket.
+	cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock, "MACHINE_GPU_COUNT=many", "WORKER_CONNECTORS=openai"}
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), sock) || !strings.Contains(string(out), "no running machine") {
 		t.Errorf("console with no machine: %v\n%s", err, out)

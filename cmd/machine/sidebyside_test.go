@@ -158,13 +158,12 @@ func TestSideBySideWithTheOldRuntimeAndRollback(t *testing.T) {
 		}
 		return len(held) > 0
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-p.done:
-		p.done <- err // for the cleanup
-		if err != nil {
+	case <-p.Done():
+		if err := p.Err(); err != nil {
 			t.Fatalf("the new machine exited with %v:\n%s", err, p.log())
 		}
 	case <-time.After(60 * time.Second):

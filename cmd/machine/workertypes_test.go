@@ -18,7 +18,7 @@ func TestInstallPullsOllamaModels(t *testing.T) {
 	if err := testutil.Build("../../internal/fakeollama/cmd", bin); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"WORKER_CONNECTORS": "ollama", "OLLAMA_BIN": bin, "OLLAMA_BASE_PORT": fmt.Sprint(freePort(t)),
+	env := map[string]string{"WORKER_CONNECTORS": "ollama", "OLLAMA_BIN": bin, "OLLAMA_BASE_PORT": fmt.Sprint(testutil.Port(t)),
 		"OLLAMA_DEFAULT_MODELS": "qwen3:0.6b", "OLLAMA_MODELS": filepath.Join(dir, "models"), "MACHINE_CACHE_DIR": filepath.Join(dir, "cache"),
 		"GPU_MODE": "mock"}
 	out, err := command(env, "install").CombinedOutput()

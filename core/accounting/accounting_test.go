@@ -243,11 +243,11 @@ type clockSaver struct {
 	c *clock
 }
 
-func (s clockSaver) Save(jobID string, jobCtx json.RawMessage, ext string, data []byte) (assets.Saved, error) {
+func (s clockSaver) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, ext string, data []byte) (assets.Saved, error) {
 	s.c.mu.Lock()
 	s.c.t = s.c.t.Add(400 * time.Millisecond)
 	s.c.mu.Unlock()
-	return s.Store.Save(jobID, jobCtx, ext, data)
+	return s.Store.Save(ctx, jobID, jobCtx, ext, data)
 }
 
 // API jobs carry the usage the API reported, from the in-repo fakes in the real shapes, and

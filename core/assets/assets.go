@@ -4,6 +4,7 @@
 package assets
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -36,7 +37,10 @@ var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // Save writes data for a job under ctx.prefix/ctx.filename (or <job id>.<ext>), atomically.
 // The name comes from the job, so the final path is checked to lie inside Dir, through any
 // symbolic link on the way.
-func (s Store) Save(jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
+func (s Store) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
+	if err := ctx.Err(); err != nil {
+		return Saved{}, err
+	}
 	var c struct {
 		Prefix   string `json:"prefix"`
 		Filename string `json:"filename"`

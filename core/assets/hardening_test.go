@@ -1,6 +1,7 @@
 package assets_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ func TestJobNamesCannotLeaveTheAssetDirectory(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := assets.Store{Dir: dir}
-			_, err := s.Save(c.id, json.RawMessage(c.ctx), c.ext, []byte("payload"))
+			_, err := s.Save(context.Background(), c.id, json.RawMessage(c.ctx), c.ext, []byte("payload"))
 			if err == nil || !job.IsPermanent(err) || !strings.Contains(err.Error(), "name") {
 				t.Errorf("Save(%q, %s) = %v; want a permanent error about the name", c.id, c.ctx, err)
 			}
@@ -51,7 +52,7 @@ func TestALinkInsideTheAssetDirectoryIsNotFollowed(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(dir, "u")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := assets.Store{Dir: dir}.Save("job-1", json.RawMessage(`{"prefix":"u"}`), ".png", []byte("png"))
+	_, err := assets.Store{Dir: dir}.Save(context.Background(), "job-1", json.RawMessage(`{"prefix":"u"}`), ".png", []byte("png"))
 	if err == nil || !job.IsPermanent(err) {
 		t.Errorf("Save through a link out of the directory = %v; want a permanent error", err)
 	}

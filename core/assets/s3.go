@@ -17,10 +17,13 @@ import (
 	"github.com/emp-job-queue/machine/core/job"
 )
 
-// Saver stores one output of a job.
+// Saver stores one output of a job; ctx bounds the upload (a cancelled or drained job stops it).
 type Saver interface {
-	Save(jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error)
+	Save(ctx context.Context, jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error)
 }
+
+// uploadTimeout bounds one upload, within the job's own deadline.
+const uploadTimeout = 2 * time.Minute
 
 // S3Config reaches an S3-compatible storage (AWS S3, MinIO, R2, Spaces…). The secret is never
 // logged or shown.
@@ -74,13 +77,13 @@ type storageCtx struct {
 }
 
 // Save implements Saver.
-func (r *Router) Save(jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
+func (r *Router) Save(ctx context.Context, jobID string, jobCtx json.RawMessage, ext string, data []byte) (Saved, error) {
 	var c storageCtx
 	_ = json.Unmarshal(jobCtx, &c)
 	provider, bucket, cdn := first(c.Storage.Provider, c.Provider), first(c.Storage.Bucket, c.Bucket), first(c.Storage.CDNURL, c.CDNURL)
 	switch p := strings.ToLower(provider); {
 	case p == "" || p == "local":
-		return r.Local.Save(jobID, jobCtx, ext, data)
+		return r.Local.Save(ctx, jobID, jobCtx, ext, data)
 	case !s3Providers[p]:
 		return Saved{}, job.Permanent(fmt.Errorf("ctx.storage.provider %q is not supported by this machine; use an S3-compatible provider (s3, minio, r2, …) or local", provider))
 	case r.S3 == nil:
@@ -96,7 +99,7 @@ func (r *Router) Save(jobID string, jobCtx json.RawMessage, ext string, data []b
 	if err != nil {
 		return Saved{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, uploadTimeout)
 	defer cancel()
 	mt := mime.TypeByExtension(ext)
 	if _, err := r.S3.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{ContentType: mt}); err != nil {

@@ -12,7 +12,7 @@ import (
 )
 
 // keysInOrder lists a JSON object's member names as written.
-func keysInOrder(t *testing.T, raw string) []string {
+func keysInOrder(t testing.TB, raw string) []string {
 	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {

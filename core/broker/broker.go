@@ -137,6 +137,10 @@ func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor i
 	if raw == "" {
 		return nil, next, nil
 	}
+	if limit := b.policy.MaxJobBytes; limit > 0 && len(raw) > limit {
+		j, err := oversize(raw, limit)
+		return j, next, err
+	}
 	var claimed struct {
 		JobID string            `json:"jobId"`
 		Job   map[string]string `json:"job"`

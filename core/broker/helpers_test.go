@@ -16,13 +16,13 @@ import (
 )
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	rdb *redis.Client
 	b   *broker.Broker
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()

@@ -29,6 +29,9 @@ type Policy struct {
 	AvoidLastWorker time.Duration // a retry goes to another worker first, for this long
 	RetryBackoff    time.Duration // the first retry waits this long; each next one twice as long
 	RetryBackoffMax time.Duration
+	// MaxJobBytes refuses claimed jobs larger than this (the whole hash, payload included) as a
+	// permanent failure, before they are decoded; 0: no limit.
+	MaxJobBytes int
 }
 
 // SetPolicy sets the lease and retry policy. Call it before the broker is shared.

@@ -58,6 +58,7 @@ type Config struct {
 	HeartbeatInterval  time.Duration // WORKER_HEARTBEAT_INTERVAL_MS
 	PollInterval       time.Duration // WORKER_POLL_INTERVAL_MS: fallback poll; slots wake on job_submitted
 	ClaimScanLimit     int           // WORKER_CLAIM_SCAN_LIMIT: the work budget of one claim call (claim.lua)
+	MaxJobBytes        int           // MACHINE_MAX_JOB_MB: larger claimed jobs fail for good, undecoded
 	JobTimeout         time.Duration // JOB_TIMEOUT_MINUTES (alias WORKER_JOB_TIMEOUT_MINUTES)
 	DrainTimeout       time.Duration // MACHINE_DRAIN_TIMEOUT: how long SIGTERM waits for in-flight jobs
 	Lease              time.Duration // MACHINE_LEASE_SECONDS: a job whose machine stops renewing runs again elsewhere
@@ -225,12 +226,14 @@ type Lookup func(key string) (string, bool)
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
 
-// DefaultRunDir is where the machine keeps its runtime files when MACHINE_RUN_DIR is unset.
-func DefaultRunDir() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "machine")
+// defaultRunDir is where a machine keeps its runtime files when MACHINE_RUN_DIR is unset: a
+// directory of its own per machine id, so two machines on one host never share a control
+// socket or pid files.
+func defaultRunDir(xdgRuntimeDir, machineID string) string {
+	if d := xdgRuntimeDir; d != "" {
+		return filepath.Join(d, "machine", machineID)
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("machine-%d", os.Getuid()))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("machine-%d", os.Getuid()), machineID)
 }
 
 // Problems is every configuration problem found, one per line.

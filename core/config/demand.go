@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/emp-job-queue/machine/core/catalog"
 )
 
 // Demand configures the demand-aware parts of the machine: the autoscaler (core/autoscale) and
@@ -38,24 +36,18 @@ func (r *reader) demand(c *Config) {
 	default:
 		r.problem("MACHINE_AUTOSCALE %q must be on or off", v)
 	}
+	// Which connector names exist is core/connectors/registry's to check (registry.Check), for
+	// MACHINE_ALLOWED_CONNECTORS and MACHINE_AUTOSCALE_BOUNDS as for WORKER_CONNECTORS.
 	d.Allowed = r.list("MACHINE_ALLOWED_CONNECTORS")
-	for _, name := range d.Allowed {
-		if _, ok := catalog.Lookup(name); !ok {
-			r.problem("MACHINE_ALLOWED_CONNECTORS names unknown connector %q; known connectors: %s", name, strings.Join(catalog.Names(), ", "))
-		}
-	}
 	d.Bounds = map[string]Span{}
 	for _, item := range r.list("MACHINE_AUTOSCALE_BOUNDS") {
 		name, span, _ := strings.Cut(item, ":")
 		lo, hi, _ := strings.Cut(span, "-")
 		mn, err1 := strconv.Atoi(lo)
 		mx, err2 := strconv.Atoi(hi)
-		_, known := catalog.Lookup(name)
 		switch {
-		case !known:
-			r.problem("MACHINE_AUTOSCALE_BOUNDS names unknown connector %q; known connectors: %s", name, strings.Join(catalog.Names(), ", "))
-		case err1 != nil || err2 != nil || mn < 1 || mx < mn || mx > 256:
-			r.problem("MACHINE_AUTOSCALE_BOUNDS entry %q must be name:min-max with 1 ≤ min ≤ max ≤ 256, e.g. openai:1-8", item)
+		case err1 != nil || err2 != nil || mn < 1 || mx < mn || CheckSlotCount(mx, 1) != nil:
+			r.problem("MACHINE_AUTOSCALE_BOUNDS entry %q must be name:min-max with 1 ≤ min ≤ max ≤ %d, e.g. openai:1-8", item, MaxSlots)
 		default:
 			d.Bounds[name] = Span{Min: mn, Max: mx}
 		}

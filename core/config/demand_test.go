@@ -36,7 +36,7 @@ func TestDemandSettingsReportEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad settings loaded")
 	}
-	for _, want := range []string{"MACHINE_AUTOSCALE \"maybe\"", "unknown connector \"nope\"", "\"simulation:4-1\"",
+	for _, want := range []string{"MACHINE_AUTOSCALE \"maybe\"", "\"simulation:4-1\"",
 		"replicate, which is neither", "MACHINE_MODEL_CATALOG is not"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("problems %q do not mention %s", err, want)

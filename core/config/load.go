@@ -14,21 +14,41 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/emp-job-queue/machine/core/catalog"
 )
 
 // DefaultConnectors is what a machine runs when WORKER_CONNECTORS is unset: simulated work on
 // every GPU, so a bare `make run` shows jobs flowing.
 const DefaultConnectors = "simulation"
 
+// DefaultMaxJobMB is the largest job (its whole hash, payload included) a machine takes by
+// default: decoding a job costs several times its size in memory.
+const DefaultMaxJobMB = 32
+
 // DefaultSimulatedGPUs is the GPU count of the demo when MACHINE_GPU_COUNT is unset.
 const DefaultSimulatedGPUs = 2
 
-var machineIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+var (
+	machineIDPattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	connectorNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+)
+
+// MaxSlots bounds one connector's slot count, in WORKER_CONNECTORS and in every live change
+// (console, control socket, HTTP) alike: a count of millions would exhaust the machine.
+const MaxSlots = 256
+
+// CheckSlotCount says what is wrong with a slot count, or nil when it lies in [min, MaxSlots].
+func CheckSlotCount(n, min int) error {
+	if n < min || n > MaxSlots {
+		return fmt.Errorf("a slot count must be between %d and %d (got %d)", min, MaxSlots, n)
+	}
+	return nil
+}
 
 // Load reads and validates the configuration. On failure the error is a Problems value that
-// lists every problem found.
+// lists every problem found, and the Config holds what could be read (a default in place of
+// each bad value), for commands that show what they can anyway: `machine plan` prints the plan
+// next to the problems, `machine console` finds the socket. Which connectors exist and what
+// they need (a key) is checked by core/connectors/registry, not here.
 func Load(env Lookup) (*Config, error) {
 	r := reader{env: withOldNames(env)} // the old runtime's names of a variable count too (legacy.go)
 	c := &Config{}
@@ -115,6 +135,7 @@ func Load(env Lookup) (*Config, error) {
 	c.PollInterval = r.millis("WORKER_POLL_INTERVAL_MS", 2*time.Second, 10*time.Millisecond, 10*time.Minute,
 		"a number of milliseconds such as 2000 (slots also wake at once on job_submitted)")
 	c.ClaimScanLimit = r.intRange("WORKER_CLAIM_SCAN_LIMIT", 500, 10, 1000000, "the work one claim call may do, about a pending job each, e.g. 500")
+	c.MaxJobBytes = r.intRange("MACHINE_MAX_JOB_MB", DefaultMaxJobMB, 1, 1024, "a size in MiB such as 32: larger jobs fail, since each costs several times its size in memory") << 20
 	jt := r.str("JOB_TIMEOUT_MINUTES", "")
 	if jt == "" {
 		c.JobTimeout = r.minutes("WORKER_JOB_TIMEOUT_MINUTES", 30*time.Minute)
@@ -127,7 +148,7 @@ func Load(env Lookup) (*Config, error) {
 	c.RetryBackoffMax = r.seconds("WORKER_RETRY_BACKOFF_MAX_SECONDS", time.Minute, 0, 24*time.Hour, "a number of seconds such as 60")
 	c.RetryAvoid = r.seconds("WORKER_RETRY_AVOID_SECONDS", 30*time.Second, 0, time.Hour, "a number of seconds such as 30 (0: any worker)")
 	c.InstallTimeout = r.duration("SERVICE_INSTALL_TIMEOUT", 30*time.Minute, "a duration such as 30m, or a number of seconds")
-	c.RunDir = r.str("MACHINE_RUN_DIR", DefaultRunDir())
+	c.RunDir = r.str("MACHINE_RUN_DIR", defaultRunDir(r.str("XDG_RUNTIME_DIR", ""), c.MachineID))
 	c.Workspace = r.str("MACHINE_WORKSPACE", defaultWorkspace())
 	c.ControlSocket = r.str("MACHINE_CONTROL_SOCKET", filepath.Join(c.RunDir, "control.sock"))
 	c.ComfyUIBasePort = r.intRange("COMFYUI_BASE_PORT", 8188, 1, 65000, "a TCP port such as 8188")
@@ -175,11 +196,6 @@ func Load(env Lookup) (*Config, error) {
 		}
 		c.ComfyUI.RemoteURL = fmt.Sprintf("%s://%s:%d", scheme, host, r.intRange("WORKER_COMFYUI_REMOTE_PORT", 8188, 1, 65535, "a TCP port such as 8188"))
 	}
-	for _, conn := range c.Connectors {
-		if conn.Name == "comfyui-remote" && c.ComfyUI.RemoteURL == "" {
-			r.problem("WORKER_CONNECTORS has comfyui-remote but WORKER_COMFYUI_REMOTE_HOST is unset; set it to the remote ComfyUI's host")
-		}
-	}
 	c.CacheDir = r.str("MACHINE_CACHE_DIR", filepath.Join(c.Workspace, ".cache", "machine"))
 	c.InstallStrict = r.boolean("MACHINE_INSTALL_STRICT", false)
 	c.OpenAI = OpenAI{
@@ -191,18 +207,6 @@ func Load(env Lookup) (*Config, error) {
 	c.Replicate = RemoteAPI{Key: r.secret("REPLICATE_API_TOKEN"), BaseURL: r.str("REPLICATE_BASE_URL", "https://api.replicate.com/v1")}
 	c.RunPod = RemoteAPI{Key: r.secret("RUNPOD_API_KEY"), BaseURL: r.str("RUNPOD_BASE_URL", "https://api.runpod.ai/v2"),
 		Endpoint: r.str("RUNPOD_ENDPOINT_ID", "")}
-	keys := map[string]struct {
-		have bool
-		name string
-	}{
-		"openai": {c.OpenAI.APIKey != "", "OPENAI_API_KEY"}, "replicate": {c.Replicate.Key != "", "REPLICATE_API_TOKEN"},
-		"runpod": {c.RunPod.Key != "", "RUNPOD_API_KEY"},
-	}
-	for _, conn := range c.Connectors {
-		if k, ok := keys[conn.Name]; ok && !k.have {
-			r.problem("WORKER_CONNECTORS has %s but neither %s nor %s_FILE is set; give the key", conn.Name, k.name, k.name)
-		}
-	}
 	c.Assets = Assets{Dir: r.str("MACHINE_ASSET_DIR", filepath.Join(c.Workspace, "assets")), BaseURL: r.str("MACHINE_ASSET_BASE_URL", ""),
 		S3Endpoint: r.str("S3_ENDPOINT", ""), S3AccessKey: r.str("S3_ACCESS_KEY_ID", ""), S3SecretKey: r.secret("S3_SECRET_ACCESS_KEY"),
 		S3Region: r.str("S3_REGION", ""), S3Secure: r.boolean("S3_USE_SSL", true), S3Bucket: r.str("S3_BUCKET", "")}
@@ -226,7 +230,7 @@ func Load(env Lookup) (*Config, error) {
 	r.demand(c)
 
 	if len(r.problems) > 0 {
-		return nil, r.problems
+		return c, r.problems
 	}
 	return c, nil
 }
@@ -407,8 +411,8 @@ func (r *reader) connectors() []Connector {
 		name, count, hasCount := strings.Cut(item, ":")
 		name = strings.TrimSpace(name)
 		c := Connector{Name: name, Auto: true}
-		if _, ok := catalog.Lookup(name); !ok {
-			r.problem("%s names unknown connector %q; known connectors: %s", key, name, strings.Join(catalog.Names(), ", "))
+		if !connectorNamePattern.MatchString(name) {
+			r.problem("%s entry %q is not a connector name; list names such as simulation or comfyui:2", key, item)
 			continue
 		}
 		if seen[name] {
@@ -418,8 +422,8 @@ func (r *reader) connectors() []Connector {
 		seen[name] = true
 		if hasCount && strings.TrimSpace(count) != "auto" {
 			n, err := strconv.Atoi(strings.TrimSpace(count))
-			if err != nil || n < 0 || n > 256 {
-				r.problem("%s entry %q has a bad count; use %s:N with N between 0 and 256, or %s:auto", key, item, name, name)
+			if err != nil || CheckSlotCount(n, 0) != nil {
+				r.problem("%s entry %q has a bad count; use %s:N with N between 0 and %d, or %s:auto", key, item, name, MaxSlots, name)
 				continue
 			}
 			c.Count, c.Auto = n, false

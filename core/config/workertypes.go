@@ -2,7 +2,6 @@ package config
 
 import (
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 )
@@ -51,10 +50,6 @@ var ollamaDaemonVars = []string{"OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_LOADED_MODELS",
 
 // workerTypes reads the settings of the ollama, gemini and a1111 connectors.
 func (r *reader) workerTypes(c *Config) {
-	uses := func(name string) bool {
-		return slices.ContainsFunc(c.Connectors, func(x Connector) bool { return x.Name == name })
-	}
-
 	c.Ollama = Ollama{
 		BasePort:   r.intRange("OLLAMA_BASE_PORT", 11434, 1, 65535, "a TCP port such as 11434"),
 		Binary:     r.str("OLLAMA_BIN", ""),
@@ -87,9 +82,7 @@ func (r *reader) workerTypes(c *Config) {
 		MaxRetries: r.intRange("GEMINI_MAX_RETRIES", 3, 0, 20, "a number of retries such as 3"),
 		RatePerSec: r.float("GEMINI_RATE_LIMIT", 2, "requests a second, e.g. 2"),
 	}
-	if uses("gemini") && c.Gemini.APIKey == "" {
-		r.problem("WORKER_CONNECTORS has gemini but neither GEMINI_API_KEY nor GEMINI_API_KEY_FILE is set; give the key")
-	}
+	// Whether gemini has its key is the gemini descriptor's Check (core/connectors/registry).
 
 	c.A1111 = A1111{
 		BasePort: r.intRange("A1111_BASE_PORT", 7860, 1, 65000, "a TCP port such as 7860"),

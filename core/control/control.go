@@ -14,6 +14,7 @@ import (
 	"math"
 
 	"github.com/emp-job-queue/machine/core/job"
+	"github.com/emp-job-queue/machine/core/state"
 )
 
 // Version is the protocol version.
@@ -26,8 +27,9 @@ type Snapshot struct {
 	GPUs       []GPU       `json:"gpus"`
 	Services   []Service   `json:"services"`
 	Connectors []Connector `json:"connectors"`
-	Jobs       []Job       `json:"jobs"`   // in flight
-	Recent     []Finished  `json:"recent"` // newest last
+	Jobs       []Job       `json:"jobs"`    // in flight
+	Recent     []Finished  `json:"recent"`  // newest last
+	Changes    []Change    `json:"changes"` // recent connector changes, oldest first
 	// Costs summarize the jobs' resource records per service over the last hour.
 	Costs []ServiceCost `json:"costs,omitempty"`
 }
@@ -87,14 +89,24 @@ type Service struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// Connector is one configured connector.
+// Connector is one connector the machine runs or ran.
 type Connector struct {
-	Name   string `json:"name"`
-	State  string `json:"state"` // enabled, disabled, draining
-	Busy   int    `json:"busy"`
-	Slots  int    `json:"slots"`
-	Done   uint64 `json:"done"`
-	Failed uint64 `json:"failed"`
+	Name   string               `json:"name"`
+	State  state.ConnectorState `json:"state"`
+	Error  string               `json:"error,omitempty"` // why its last change failed
+	Busy   int                  `json:"busy"`
+	Slots  int                  `json:"slots"`
+	Done   uint64               `json:"done"`
+	Failed uint64               `json:"failed"`
+}
+
+// Change is a change of the running layout and how it went.
+type Change struct {
+	ID      uint64            `json:"id"`
+	What    string            `json:"what"`
+	State   state.ChangeState `json:"state"`
+	Message string            `json:"message"`
+	Error   string            `json:"error,omitempty"`
 }
 
 // Job is a job in flight.
@@ -111,31 +123,34 @@ type Job struct {
 
 // Finished is a recently ended job.
 type Finished struct {
-	ID         string `json:"id"`
-	Service    string `json:"service"`
-	Outcome    string `json:"outcome"`
-	Error      string `json:"error,omitempty"`
-	DurationMS int64  `json:"duration_ms"`
+	ID         string      `json:"id"`
+	Service    string      `json:"service"`
+	Outcome    job.Outcome `json:"outcome"`
+	Error      string      `json:"error,omitempty"`
+	DurationMS int64       `json:"duration_ms"`
 	// Resources is the attempt's resource record, when the machine keeps one.
 	Resources *job.Resources `json:"resources,omitempty"`
 }
 
+// Op is what a Command asks for.
+type Op string
+
 // Ops of a Command.
 const (
-	EnableConnector  = "enable_connector"
-	DisableConnector = "disable_connector"
-	SetConcurrency   = "set_concurrency"
-	RestartService   = "restart_service"
-	StopService      = "stop_service"
-	StartService     = "start_service"
-	Drain            = "drain"
-	Resume           = "resume"
-	Logs             = "logs"
+	EnableConnector  Op = "enable_connector"
+	DisableConnector Op = "disable_connector"
+	SetConcurrency   Op = "set_concurrency"
+	RestartService   Op = "restart_service"
+	StopService      Op = "stop_service"
+	StartService     Op = "start_service"
+	Drain            Op = "drain"
+	Resume           Op = "resume"
+	Logs             Op = "logs"
 )
 
 // Command asks the core to do something.
 type Command struct {
-	Op        string `json:"op"`
+	Op        Op     `json:"op"`
 	Connector string `json:"connector,omitempty"`
 	Count     int    `json:"count,omitempty"`
 	Service   string `json:"service,omitempty"`
@@ -148,6 +163,7 @@ type Result struct {
 	Error   string   `json:"error,omitempty"`
 	Message string   `json:"message,omitempty"`
 	Lines   []string `json:"lines,omitempty"`
+	Change  uint64   `json:"change,omitempty"` // the connector change it queued; its progress is in Snapshot.Changes
 }
 
 // Fail is a result that did not happen, with its reason.

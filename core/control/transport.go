@@ -17,6 +17,7 @@ import (
 // message is one line of the wire protocol.
 type message struct {
 	V        int       `json:"v,omitempty"`
+	Ping     bool      `json:"ping,omitempty"` // a client's keep-alive; nothing answers it
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
 	ID       int64     `json:"id,omitempty"`
 	Command  *Command  `json:"command,omitempty"`
@@ -26,6 +27,14 @@ type message struct {
 
 // minGap spaces snapshots: a console needs no more than 10 frames a second.
 const minGap = 100 * time.Millisecond
+
+// Timeouts of a connection to the socket: a client must say hello within HelloTimeout and then
+// send something (a command, or a ping, which consoles send every IdleTimeout/4) at least every
+// IdleTimeout, or it is dropped, so idle or stuck clients cannot pile up.
+const (
+	HelloTimeout = 5 * time.Second
+	IdleTimeout  = 2 * time.Minute
+)
 
 // follow sends a snapshot now and after every change, at most every minGap, until ctx ends.
 func follow(ctx context.Context, core Core, send func(Snapshot) bool) {
@@ -102,6 +111,8 @@ type Server struct {
 	path string
 	ln   net.Listener
 	log  *slog.Logger
+	// HelloTimeout and IdleTimeout default to the package's; tests shorten them before Serve.
+	HelloTimeout, IdleTimeout time.Duration
 }
 
 // Listen opens the control socket (mode 0600). A socket left by a machine that is gone is
@@ -123,7 +134,7 @@ func Listen(path string, core Core, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("restrict control socket %s: %w", path, err)
 	}
-	return &Server{core: core, path: path, ln: ln, log: log}, nil
+	return &Server{core: core, path: path, ln: ln, log: log, HelloTimeout: HelloTimeout, IdleTimeout: IdleTimeout}, nil
 }
 
 // Serve accepts consoles until ctx ends, then closes them and removes the socket.
@@ -143,6 +154,7 @@ func (s *Server) Serve(ctx context.Context) {
 }
 
 func (s *Server) serve(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -157,6 +169,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn) {
 		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		return enc.Encode(m) == nil
 	}
+	_ = conn.SetReadDeadline(time.Now().Add(s.HelloTimeout))
 	if !in.Scan() {
 		return
 	}
@@ -176,8 +189,15 @@ func (s *Server) serve(ctx context.Context, conn net.Conn) {
 			return true
 		})
 	})
-	for in.Scan() {
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		if !in.Scan() {
+			break
+		}
 		var m message
+		if json.Unmarshal(in.Bytes(), &m) == nil && m.Ping {
+			continue
+		}
 		if json.Unmarshal(in.Bytes(), &m) != nil || m.Command == nil {
 			write(message{ID: m.ID, Result: &Result{Error: "not a command: send {\"id\":n,\"command\":{\"op\":…}}"}})
 			continue
@@ -217,7 +237,27 @@ func Dial(ctx context.Context, path string) (Client, error) {
 		return nil, fmt.Errorf("attach to %s: %w", path, err)
 	}
 	go r.read()
+	go r.keepAlive()
 	return r, nil
+}
+
+// keepAlive pings the server so an idle console is not taken for a stuck client.
+func (r *remote) keepAlive() {
+	t := time.NewTicker(IdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+			r.mu.Lock()
+			err := r.enc.Encode(message{Ping: true})
+			r.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
 }
 
 func (r *remote) read() {

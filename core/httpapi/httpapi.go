@@ -5,17 +5,19 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
-	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
 
@@ -28,8 +30,9 @@ type Params struct {
 	Version string
 	// Services are the supervised services; nil when the machine runs none.
 	Services Services
-	// SetConnector enables, disables or resizes a connector while the machine runs.
-	SetConnector func(name string, enable bool, count int) (string, error)
+	// Do runs a console command: the connector route goes through it, so its checks are the
+	// console's and the control socket's.
+	Do func(ctx context.Context, c control.Command) control.Result
 }
 
 // Services is what the HTTP routes need of the supervisor.
@@ -135,39 +138,37 @@ func tokenEqual(got, want string) bool {
 
 // connector is POST /connectors/{name}?action=enable|disable|concurrency&count=N.
 func (s *server) connector(w http.ResponseWriter, r *http.Request) {
-	name, q := r.PathValue("name"), r.URL.Query()
-	count := 0
-	if v := q.Get("count"); v != "" {
-		if _, err := fmt.Sscanf(v, "%d", &count); err != nil || count < 0 {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "count must be a whole number"})
-			return
-		}
-	}
-	var enable bool
+	q := r.URL.Query()
+	cmd := control.Command{Connector: r.PathValue("name")}
 	switch q.Get("action") {
 	case "enable":
-		enable = true
+		cmd.Op = control.EnableConnector
 	case "disable":
+		cmd.Op = control.DisableConnector
 	case "concurrency":
-		if count < 1 {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "concurrency needs count ≥ 1"})
-			return
-		}
-		enable = true
+		cmd.Op = control.SetConcurrency
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "action must be enable, disable or concurrency"})
 		return
 	}
-	if s.SetConnector == nil {
+	if v := q.Get("count"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("count %q is not a whole number", v)})
+			return
+		}
+		cmd.Count = n
+	}
+	if s.Do == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the machine is not running yet"})
 		return
 	}
-	msg, err := s.SetConnector(name, enable, count)
-	if err != nil {
-		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
+	res := s.Do(r.Context(), cmd)
+	if !res.OK {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": res.Error})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"message": msg})
+	writeJSON(w, http.StatusOK, map[string]any{"message": res.Message, "change": res.Change})
 }
 
 func uptimeMS(snap state.Snapshot) int64 { return time.Since(snap.StartedAt).Milliseconds() }
@@ -186,8 +187,8 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		healthy = healthy && ok
 	}
 	for _, st := range snap.Services {
-		ok := st.State == supervisor.Ready
-		services[st.Name] = map[string]any{"healthy": ok, "status": st.PM2Status(), "pid": st.PID, "restarts": st.Restarts, "error": st.Error}
+		ok := st.Ready
+		services[st.Name] = map[string]any{"healthy": ok, "status": st.PM2Status, "pid": st.PID, "restarts": st.Restarts, "error": st.Error}
 		healthy = healthy && (ok || snap.Phase != state.Ready)
 	}
 	var brokerErr any
@@ -248,8 +249,28 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 			"connected": snap.Broker.Connected, "last_error": snap.Broker.LastError},
 		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
+		"connectors": connectors(snap), "changes": changes(snap),
 		"resources_last_hour": costs(snap.Costs),
 	})
+}
+
+// connectors are the connectors the machine runs or ran, with their state.
+func connectors(snap state.Snapshot) []map[string]any {
+	out := make([]map[string]any, 0, len(snap.Connectors))
+	for _, c := range snap.Connectors {
+		out = append(out, map[string]any{"name": c.Name, "state": c.State, "slots": c.Slots, "error": c.Error})
+	}
+	return out
+}
+
+// changes are the recent changes of the running layout and how they went.
+func changes(snap state.Snapshot) []map[string]any {
+	out := make([]map[string]any, 0, len(snap.Changes))
+	for _, c := range snap.Changes {
+		out = append(out, map[string]any{"id": c.ID, "what": c.What, "state": c.State, "message": c.Message, "error": c.Error,
+			"requested_at": c.RequestedAt.UTC().Format(time.RFC3339Nano)})
+	}
+	return out
 }
 
 // costs is the per-service summary of the jobs' resource records over the last hour.
@@ -276,7 +297,7 @@ func services(snap state.Snapshot) map[string]any {
 			mem = int64(st.RSSMB * (1 << 20))
 		}
 		out[st.Name] = map[string]any{
-			"name": st.Name, "status": st.PM2Status(), "state": st.State, "pid": st.PID, "memory": mem,
+			"name": st.Name, "status": st.PM2Status, "state": st.State, "pid": st.PID, "memory": mem,
 			"uptime": uptime, "restarts": st.Restarts, "port": st.Port, "adopted": st.Adopted,
 			"last_exit": st.LastExit, "error": st.Error,
 		}
@@ -317,7 +338,7 @@ func gpus(snap state.Snapshot) []map[string]any {
 	return out
 }
 
-func host(h gpu.HostReading) map[string]any {
+func host(h state.Host) map[string]any {
 	return map[string]any{
 		"cpu_percent": na(h.CPUPercent), "cpu_cores": h.CPUCores, "memory_used_mb": na(h.MemUsedMB),
 		"memory_total_mb": na(h.MemTotalMB), "disk_path": h.DiskPath, "disk_used_gb": na(h.DiskUsedGB),

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/httpapi"
 	"github.com/emp-job-queue/machine/core/metrics"
 	"github.com/emp-job-queue/machine/core/state"
@@ -32,7 +34,10 @@ func handler(t *testing.T, token string, changes *atomic.Int32) http.Handler {
 	store.BrokerReachable(true, nil)
 	return httpapi.New(httpapi.Params{
 		Store: store, Metrics: metrics.New().Handler(), Token: token, Version: "test", Services: sup,
-		SetConnector: func(string, bool, int) (string, error) { changes.Add(1); return "done", nil },
+		Do: func(context.Context, control.Command) control.Result {
+			changes.Add(1)
+			return control.Result{OK: true, Message: "done"}
+		},
 	})
 }
 

@@ -22,7 +22,23 @@ type Job struct {
 	MaxRetries int
 	// Fields is the whole hash as claimed: every value a string, absent values "".
 	Fields map[string]string
+	// Refused is set when the machine refuses the job before running it (too large to decode):
+	// the slot fails it with this error instead of running it.
+	Refused error
 }
+
+// Outcome is how one attempt of a job on this machine ended, as the state store, the console
+// and the metrics name it.
+type Outcome string
+
+const (
+	Completed  Outcome = "completed"
+	Retried    Outcome = "retried"    // failed; back in jobs:pending for another attempt
+	Failed     Outcome = "failed"     // failed for good
+	Released   Outcome = "released"   // back in jobs:pending without using a retry (a drain)
+	Cancelled  Outcome = "cancelled"  // by the API
+	Unrecorded Outcome = "unrecorded" // the broker never took its outcome; lease recovery will
+)
 
 // DefaultMaxRetries is the API's default for max_retries.
 const DefaultMaxRetries = 3

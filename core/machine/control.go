@@ -3,12 +3,10 @@ package machine
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
-	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/gpu"
 )
 
@@ -70,17 +68,16 @@ func (c *core) Snapshot() control.Snapshot {
 		}
 		out.Services = append(out.Services, control.Service{
 			Name: st.Name, State: string(st.State), PID: st.PID, Restarts: st.Restarts,
-			Healthy: st.State == supervisor.Ready, Port: st.Port, UptimeMS: up, Error: st.Error,
+			Healthy: st.Ready, Port: st.Port, UptimeMS: up, Error: st.Error,
 		})
 	}
-	fl := m.fleet.Load()
-	for _, want := range m.layout().cfg.Connectors {
-		conn := control.Connector{Name: want.Name, State: "enabled"}
-		if snap.Paused || snap.Phase == state.Draining || (fl != nil && fl.isDraining(want.Name)) {
-			conn.State = "draining"
+	for _, c := range snap.Connectors {
+		conn := control.Connector{Name: c.Name, State: c.State, Error: c.Error}
+		if c.State == state.ConnectorEnabled && (snap.Paused || snap.Phase == state.Draining) {
+			conn.State = state.ConnectorDraining
 		}
 		for _, sl := range snap.Slots {
-			if sl.Connector != want.Name {
+			if sl.Connector != c.Name {
 				continue
 			}
 			conn.Slots++
@@ -96,11 +93,8 @@ func (c *core) Snapshot() control.Snapshot {
 		}
 		out.Connectors = append(out.Connectors, conn)
 	}
-	// Connectors disabled while the machine runs stay listed, so the console can enable them again.
-	for _, name := range m.knownConnectors() {
-		if !slices.ContainsFunc(out.Connectors, func(c control.Connector) bool { return c.Name == name }) {
-			out.Connectors = append(out.Connectors, control.Connector{Name: name, State: "disabled"})
-		}
+	for _, ch := range snap.Changes {
+		out.Changes = append(out.Changes, control.Change{ID: ch.ID, What: ch.What, State: ch.State, Message: ch.Message, Error: ch.Error})
 	}
 	for _, f := range snap.Recent[max(0, len(snap.Recent)-20):] {
 		out.Recent = append(out.Recent, control.Finished{
@@ -120,14 +114,24 @@ func (c *core) Do(ctx context.Context, cmd control.Command) control.Result {
 	m := c.m()
 	switch cmd.Op {
 	case control.EnableConnector, control.DisableConnector, control.SetConcurrency:
-		if cmd.Op == control.SetConcurrency && cmd.Count < 1 {
-			return control.Fail("give a slot count of at least 1 (disable the connector to stop it)")
+		rec := m.rec.Load()
+		if rec == nil {
+			return control.Fail("the machine is not running yet; try again once it is ready")
 		}
-		msg, err := m.SetConnector(cmd.Connector, cmd.Op != control.DisableConnector, cmd.Count)
+		var ch state.Change
+		var err error
+		switch cmd.Op {
+		case control.EnableConnector:
+			ch, err = rec.Enable(cmd.Connector, cmd.Count)
+		case control.DisableConnector:
+			ch, err = rec.Disable(cmd.Connector)
+		default:
+			ch, err = rec.Resize(cmd.Connector, cmd.Count)
+		}
 		if err != nil {
 			return control.Fail("%v", err)
 		}
-		return control.Result{OK: true, Message: msg}
+		return control.Result{OK: true, Message: ch.Message, Change: ch.ID}
 	case control.Drain:
 		m.paused.Store(true)
 		m.store.SetPaused(true)

@@ -2,7 +2,6 @@ package machine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,22 +9,14 @@ import (
 
 	"github.com/emp-job-queue/machine/core/accounting"
 	"github.com/emp-job-queue/machine/core/broker"
-	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/core/worker"
 	"github.com/emp-job-queue/machine/gpu"
 )
-
-// layout is what the machine runs now: the configuration's connectors and their plan. It
-// changes when an operator enables, disables or resizes a connector.
-type layout struct {
-	cfg  *config.Config
-	plan *plan.Plan
-}
-
-func (m *Machine) layout() *layout { return m.cur.Load() }
 
 // fleet owns the running slots: it starts them, stops them (draining first), and lets them be
 // added or removed while the machine runs.
@@ -36,14 +27,10 @@ type fleet struct {
 	sup     *supervisor.Supervisor
 	writes  context.Context // final writes are held until this ends (the shutdown deadline)
 	jobs    context.Context // parent of every job; StopNow cancels it
-	ctx     context.Context // the machine's run: installs for live changes end with it
 
-	mu       sync.Mutex
-	runs     map[string]*slotRun // by slot id
-	waker    *worker.Waker       // wakes idle slots (broker.Watch)
-	draining map[string]bool     // connectors whose slots are being removed
-
-	change sync.Mutex // one connector change at a time
+	mu    sync.Mutex
+	runs  map[string]*slotRun // by slot id
+	waker *worker.Waker       // wakes idle slots (broker.Watch)
 }
 
 type slotRun struct {
@@ -135,7 +122,7 @@ func (f *fleet) stop(ids []string, drain time.Duration) {
 		<-r.done
 		r.stopJob()
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.writes), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.writes), finalWritesGrace)
 	defer cancel()
 	if err := f.b.Deregister(ctx, ids); err != nil {
 		f.m.log.Warn("workers not deregistered", "err", err)
@@ -160,167 +147,92 @@ func (f *fleet) ids() []string {
 	return out
 }
 
-func (f *fleet) isDraining(connector string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.draining[connector]
+// gate keeps a slot from claiming while the operator drained the machine, its GPU is out of
+// service, its service is not ready, or its connector says it is unavailable (an open breaker).
+func (m *Machine) gate(s *gpu.Sampler, sup *supervisor.Supervisor, slot plan.Slot, conn connectors.Connector) func() bool {
+	avail, _ := conn.(connectors.Availability)
+	return func() bool {
+		return !m.paused.Load() && (slot.GPU == plan.NoGPU || s.Healthy(slot.GPU)) && (slot.Service == "" || sup.Ready(slot.Service)) &&
+			(avail == nil || avail.Available())
+	}
 }
 
-// ErrChangeInProgress says another connector change is still draining.
-var ErrChangeInProgress = errors.New("another connector change is still in progress; try again when it finishes")
-
-// SetConnector enables a connector (count 0: one slot per GPU for GPU-bound ones, else one),
-// disables it (enable false), or sets its slot count, while the machine runs. New slots start
-// claiming at once; removed slots drain in the background (their jobs finish, or return to the
-// queue after the drain timeout) and are then deregistered. Running jobs of other slots are
-// not disturbed.
-func (m *Machine) SetConnector(name string, enable bool, count int) (string, error) {
-	f := m.fleet.Load()
-	if f == nil {
-		return "", fmt.Errorf("the machine is not running yet")
+// connector returns the connector for a slot, shared by every slot of the same connector and
+// service instance: a remote API's rate limit and breaker are per connector, a service's
+// capacity per instance.
+func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connector {
+	key := slot.Connector
+	if svc != nil {
+		key += "@" + svc.Name
 	}
-	if !f.change.TryLock() {
-		return "", ErrChangeInProgress
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns == nil {
+		m.conns = map[string]connectors.Connector{}
 	}
-	locked := true
-	defer func() {
-		if locked {
-			f.change.Unlock()
+	c, ok := m.conns[key]
+	if !ok {
+		d, _ := registry.Lookup(slot.Connector) // the plan knows only registered connectors
+		env := connectors.Env{Config: m.cfg, Assets: m.assets, Network: jobNetwork(m.cfg)}
+		if svc != nil {
+			env.ServiceURL = fmt.Sprintf("http://127.0.0.1:%d", svc.Port)
 		}
-	}()
-	cur := m.layout()
-	next := *cur.cfg
-	next.Connectors = slices.Clone(cur.cfg.Connectors)
-	i := slices.IndexFunc(next.Connectors, func(c config.Connector) bool { return c.Name == name })
-	switch {
-	case !enable && i < 0:
-		return "", fmt.Errorf("connector %q is not enabled on this machine", name)
-	case !enable:
-		next.Connectors = slices.Delete(next.Connectors, i, i+1)
-	case i >= 0 && count <= 0:
-		return "", fmt.Errorf("connector %q is already enabled; give a slot count to change its concurrency", name)
-	case i >= 0:
-		next.Connectors[i] = config.Connector{Name: name, Count: count}
-	case count > 0:
-		next.Connectors = append(next.Connectors, config.Connector{Name: name, Count: count})
-	default:
-		next.Connectors = append(next.Connectors, config.Connector{Name: name, Auto: true})
+		c = d.New(env)
+		m.conns[key] = c
 	}
-	if err := CheckRunnable(&next); err != nil {
-		return "", err
-	}
-	m.remember(name)
-	p, err := plan.New(&next)
-	if err != nil {
-		return "", err
-	}
-	var added []plan.Slot
-	var removed []string
-	for _, s := range p.Slots {
-		if !slices.ContainsFunc(cur.plan.Slots, func(o plan.Slot) bool { return o.ID == s.ID }) {
-			added = append(added, s)
-		}
-	}
-	for _, s := range cur.plan.Slots {
-		if !slices.ContainsFunc(p.Slots, func(o plan.Slot) bool { return o.ID == s.ID }) {
-			removed = append(removed, s.ID)
-		}
-	}
-	newServices := servicesOnlyIn(p, cur.plan)
-	if len(added) > 0 && len(newServices) > 0 {
-		// The connector needs services: install and start them in the background; its slots
-		// start at once and claim when the services are ready.
-		locked = false
-		go func() {
-			defer f.change.Unlock()
-			if err := m.install(f.ctx, newServices); err != nil {
-				m.log.Error("connector not enabled: its services did not install", "connector", name, "err", err)
-				return
-			}
-			for _, svc := range newServices {
-				spec, err := m.serviceSpec(svc)
-				if err == nil {
-					err = f.sup.Add(spec)
-				}
-				if err != nil {
-					m.log.Error("connector not enabled: its service did not start", "connector", name, "service", svc.Name, "err", err)
-					return
-				}
-			}
-			m.cur.Store(&layout{cfg: &next, plan: p})
-			ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
-			defer cancel()
-			if err := f.start(ctx, added); err != nil {
-				m.log.Error("the new slots did not start", "connector", name, "err", err)
-				return
-			}
-			m.log.Info("connector changed", "connector", name, "slots_added", len(added), "services_added", len(newServices))
-		}()
-		return fmt.Sprintf("%s: installing and starting %d service(s); its %d slot(s) claim once they are ready", name, len(newServices), len(added)), nil
-	}
-	if len(added) > 0 {
-		m.cur.Store(&layout{cfg: &next, plan: p})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := f.start(ctx, added); err != nil {
-			m.cur.Store(cur)
-			return "", fmt.Errorf("start the new slots of %s: %w", name, err)
-		}
-		m.log.Info("connector changed", "connector", name, "slots_added", len(added))
-		return fmt.Sprintf("%s: %d slot(s) started", name, len(added)), nil
-	}
-	if len(removed) == 0 {
-		m.cur.Store(&layout{cfg: &next, plan: p})
-		return fmt.Sprintf("%s: nothing to change", name), nil
-	}
-	f.mu.Lock()
-	f.draining[name] = true
-	f.mu.Unlock()
-	m.store.Touch()
-	locked = false // the drain below releases the change lock when it is done
-	gone := servicesOnlyIn(cur.plan, p)
-	go func() {
-		f.stop(removed, m.cfg.DrainTimeout)
-		for _, svc := range gone { // no other connector needs them
-			if err := f.sup.Remove(svc.Name); err != nil {
-				m.log.Warn("service not removed", "service", svc.Name, "err", err)
-			}
-			m.store.RemoveService(svc.Name)
-		}
-		m.cur.Store(&layout{cfg: &next, plan: p})
-		f.mu.Lock()
-		delete(f.draining, name)
-		f.mu.Unlock()
-		f.change.Unlock()
-		m.store.Touch()
-		m.log.Info("connector changed", "connector", name, "slots_removed", len(removed))
-	}()
-	return fmt.Sprintf("%s: draining %d slot(s): their jobs finish, or go back to the queue after %s", name, len(removed), m.cfg.DrainTimeout), nil
+	return c
 }
 
-// servicesOnlyIn lists the services of a that b does not have.
-func servicesOnlyIn(a, b *plan.Plan) []plan.Service {
-	var out []plan.Service
-	for _, svc := range a.Services {
-		if b.Service(svc.Name) == nil {
-			out = append(out, svc)
+// capabilities builds the claim capabilities of slots.
+func (m *Machine) capabilities(slots []plan.Slot) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, s := range slots {
+		gpus := m.cfg.GPUCount
+		if s.GPU != plan.NoGPU {
+			gpus = 1
+		}
+		c := broker.Capabilities{
+			WorkerID: s.ID, MachineID: m.cfg.MachineID, Services: s.JobServices,
+			Hardware: broker.Hardware{
+				GPUCount: gpus, GPUMemoryGB: m.cfg.GPUMemoryGB, GPUModel: m.cfg.GPUModel,
+				RAMGB: m.cfg.RAMGB, CPUCores: m.cfg.CPUCores,
+			},
+			CustomerAccess: broker.CustomerAccess{
+				Isolation: m.cfg.CustomerIsolation, AllowedCustomers: m.cfg.AllowedCustomers, DeniedCustomers: m.cfg.DeniedCustomers,
+			},
+			Performance: broker.Performance{ConcurrentJobs: 1},
+			Pool:        m.cfg.Pool, WorkflowID: m.cfg.WorkflowID, Custom: m.cfg.CustomCapabilities,
+		}
+		for _, svc := range s.JobServices {
+			models := m.cfg.Models[svc]
+			if models == nil {
+				models = m.cfg.Models["*"]
+			}
+			if models != nil {
+				if c.Models == nil {
+					c.Models = map[string][]string{}
+				}
+				c.Models[svc] = models
+			}
+		}
+		b, err := c.Encode()
+		if err != nil {
+			return nil, err
+		}
+		out[s.ID] = b
+	}
+	return out, nil
+}
+
+// jobServices are the service_required values the running slots claim.
+func (m *Machine) jobServices() []string {
+	var out []string
+	for _, s := range m.layout().plan.Slots {
+		for _, svc := range s.JobServices {
+			if !slices.Contains(out, svc) {
+				out = append(out, svc)
+			}
 		}
 	}
 	return out
-}
-
-// remember notes a connector the machine has run, so the console keeps offering it.
-func (m *Machine) remember(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !slices.Contains(m.known, name) {
-		m.known = append(m.known, name)
-	}
-}
-
-// knownConnectors lists every connector the machine has run since it started.
-func (m *Machine) knownConnectors() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.known)
 }

@@ -44,7 +44,7 @@ func (h *harness) completedData(id string) map[string]any {
 func TestOllamaThroughTheMachine(t *testing.T) {
 	dir := t.TempDir()
 	bin := fakeBinary(t, "../../internal/fakeollama/cmd", dir, "ollama")
-	port := freePort(t)
+	port := testutil.Port(t)
 	h := start(t, map[string]string{"WORKER_CONNECTORS": "ollama:2", "OLLAMA_BIN": bin, "OLLAMA_BASE_PORT": fmt.Sprint(port),
 		"OLLAMA_DEFAULT_MODELS": "llama3.2,nomic-embed-text", "OLLAMA_MODELS": filepath.Join(dir, "models")})
 	h.waitFor("ollama to be ready", func() bool {
@@ -105,9 +105,9 @@ func TestOldWorkerTypesOnOneMachine(t *testing.T) {
 	gem := fakegemini.New("gemini-test-key-123456")
 	api := httptest.NewServer(gem.Handler())
 	defer api.Close()
-	ollamaPort, a1111Port := freePort(t), freePort(t)
+	ollamaPort, a1111Port := testutil.Port(t), testutil.Port(t)
 	for a1111Port+1 == ollamaPort {
-		a1111Port = freePort(t)
+		a1111Port = testutil.Port(t)
 	}
 	assetsDir := t.TempDir()
 	h := start(t, map[string]string{"WORKERS": "ollama:1,a1111:auto,gemini:1", "GPU_MODE": "mock", "MACHINE_GPU_COUNT": "2",

@@ -65,7 +65,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, svc := range snap.Services {
 		for _, st := range serviceStates {
 			v := 0.0
-			if svc.State == st {
+			if svc.State == string(st) {
 				v = 1
 			}
 			ch <- prometheus.MustNewConstMetric(serviceStateDesc, prometheus.GaugeValue, v, svc.Name, string(st))

@@ -15,7 +15,7 @@ func TestObserveState(t *testing.T) {
 	m := metrics.New()
 	snap := state.Snapshot{QueueDepth: 42, Paused: true,
 		Slots:    []state.Slot{{Connector: "comfyui", Status: state.SlotBusy}, {Connector: "comfyui", Status: state.SlotIdle}, {Connector: "mock", Status: state.SlotIdle}},
-		Services: []supervisor.Status{{Name: "comfyui-gpu0", State: supervisor.Backoff, Restarts: 7}}}
+		Services: []state.Service{{Name: "comfyui-gpu0", State: string(supervisor.Backoff), Restarts: 7}}}
 	m.ObserveState(func() state.Snapshot { return snap })
 	want := `
 # HELP machine_queue_depth Pending jobs for the services this machine serves (counted every 10 s).

@@ -5,9 +5,11 @@ package plan
 
 import (
 	"fmt"
+	"strings"
 
-	"github.com/emp-job-queue/machine/core/catalog"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 )
 
 // NoGPU is the GPU index of a slot or service that is not bound to a GPU.
@@ -36,7 +38,7 @@ type Slot struct {
 // Service is one instance of an internal service the machine installs and supervises.
 type Service struct {
 	Name      string   `json:"name"` // e.g. comfyui-gpu0
-	Kind      string   `json:"kind"` // catalog service name, e.g. comfyui
+	Kind      string   `json:"kind"` // the connector's service kind, e.g. comfyui
 	GPU       int      `json:"gpu"`
 	Port      int      `json:"port"`
 	Connector string   `json:"connector"`
@@ -51,7 +53,12 @@ func New(cfg *config.Config) (*Plan, error) {
 	shared := map[string]int{} // service kind -> index in p.Services
 
 	for _, want := range cfg.Connectors {
-		ct, _ := catalog.Lookup(want.Name)
+		ct, ok := registry.Lookup(want.Name)
+		if !ok {
+			problems = append(problems, fmt.Sprintf("WORKER_CONNECTORS names unknown connector %q; known connectors: %s",
+				want.Name, strings.Join(registry.Names(), ", ")))
+			continue
+		}
 		count := want.Count
 		if want.Auto {
 			count = 1
@@ -97,41 +104,36 @@ func New(cfg *config.Config) (*Plan, error) {
 	return p, nil
 }
 
-func (p *Plan) addService(cfg *config.Config, ct catalog.Connector, s Slot, shared map[string]int) string {
+func (p *Plan) addService(cfg *config.Config, ct connectors.Descriptor, s Slot, shared map[string]int) string {
 	svc := ct.Service
+	base := svc.BasePort(cfg)
 	if !svc.PerGPU {
-		if i, ok := shared[svc.Name]; ok {
+		if i, ok := shared[svc.Kind]; ok {
 			p.Services[i].Slots = append(p.Services[i].Slots, s.ID)
 			return p.Services[i].Name
 		}
-		shared[svc.Name] = len(p.Services)
+		shared[svc.Kind] = len(p.Services)
 		p.Services = append(p.Services, Service{
-			Name: svc.Name, Kind: svc.Name, GPU: NoGPU, Port: basePort(cfg, svc), Connector: ct.Name, Slots: []string{s.ID},
+			Name: svc.Kind, Kind: svc.Kind, GPU: NoGPU, Port: base, Connector: ct.Name, Slots: []string{s.ID},
 		})
-		return svc.Name
+		return svc.Kind
 	}
-	base := basePort(cfg, svc)
-	name := fmt.Sprintf("%s-cpu%d", svc.Name, s.Index)
+	name := fmt.Sprintf("%s-cpu%d", svc.Kind, s.Index)
 	if s.GPU != NoGPU {
-		name = fmt.Sprintf("%s-gpu%d", svc.Name, s.GPU)
+		name = fmt.Sprintf("%s-gpu%d", svc.Kind, s.GPU)
 		if cfg.InstancesPerGPU > 1 {
-			name = fmt.Sprintf("%s-gpu%d-%d", svc.Name, s.GPU, s.Index%cfg.InstancesPerGPU)
+			name = fmt.Sprintf("%s-gpu%d-%d", svc.Kind, s.GPU, s.Index%cfg.InstancesPerGPU)
 		}
 	}
 	p.Services = append(p.Services, Service{
-		Name: name, Kind: svc.Name, GPU: s.GPU, Port: base + s.Index, Connector: ct.Name, Slots: []string{s.ID},
+		Name: name, Kind: svc.Kind, GPU: s.GPU, Port: base + s.Index, Connector: ct.Name, Slots: []string{s.ID},
 	})
 	return name
 }
 
-// basePort is the port of a service's first instance: the configured one where the
-// configuration has a setting for it, else the catalog's.
-func basePort(cfg *config.Config, svc *catalog.Service) int {
-	port := map[string]int{"comfyui": cfg.ComfyUIBasePort, "ollama": cfg.Ollama.BasePort, "a1111": cfg.A1111.BasePort}[svc.Name]
-	if port == 0 {
-		return svc.BasePort
-	}
-	return port
+// Instance is how a planned service is described to its installer's spec.
+func (s Service) Instance() connectors.Instance {
+	return connectors.Instance{Name: s.Name, Port: s.Port, GPU: s.GPU, Slots: len(s.Slots)}
 }
 
 // SlotsFor returns the slots that run the given connector.

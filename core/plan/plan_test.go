@@ -8,7 +8,7 @@ import (
 	"github.com/emp-job-queue/machine/core/plan"
 )
 
-func newPlan(t *testing.T, env map[string]string) (*plan.Plan, error) {
+func newPlan(t testing.TB, env map[string]string) (*plan.Plan, error) {
 	t.Helper()
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {

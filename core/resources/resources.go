@@ -14,8 +14,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/emp-job-queue/machine/core/catalog"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/plan"
 )
 
@@ -187,7 +187,7 @@ func Calculate(cfg *config.Config, p *plan.Plan, models ModelSet, box Box) Repor
 		r.Services = append(r.Services, n)
 	}
 	for _, s := range p.Slots {
-		if ct, _ := catalog.Lookup(s.Connector); ct.Service == nil && !ct.GPUBound && s.Connector != "mock" {
+		if ct, _ := registry.Lookup(s.Connector); ct.Service == nil && !ct.GPUBound && s.Connector != "mock" {
 			ram, cpu = ram+remoteSlotRAMMB, cpu+remoteSlotCPU
 		}
 	}

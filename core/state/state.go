@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/emp-job-queue/machine/core/job"
-	"github.com/emp-job-queue/machine/core/supervisor"
-	"github.com/emp-job-queue/machine/gpu"
 )
 
 // Phase is the machine's lifecycle phase, as the monitor knows it.
@@ -57,7 +55,7 @@ type Finished struct {
 	JobID    string
 	SlotID   string
 	Service  string
-	Outcome  string // completed, retried, failed, released
+	Outcome  job.Outcome
 	Error    string
 	Duration time.Duration
 	At       time.Time
@@ -87,27 +85,31 @@ type Snapshot struct {
 	Slots          []Slot
 	Recent         []Finished
 	// Telemetry is the GPU sampler's latest sample (GPUs, host, services).
-	Telemetry gpu.Snapshot
+	Telemetry Telemetry
 	// GPUSource says where GPU readings come from ("nvml", "fake").
 	GPUSource string
 	// Services are the supervised services, in plan order.
-	Services []supervisor.Status
+	Services []Service
 	// Paused is true while the operator has drained the machine: slots claim nothing.
 	Paused bool
 	// QueueDepth counts pending jobs for the services this machine serves.
 	QueueDepth int64
+	// Connectors are the connectors the machine runs or ran since it started, in the order
+	// they were first enabled; Changes the recent changes of the layout, oldest first.
+	Connectors []Connector
+	Changes    []Change
 	// Costs summarize the jobs' resource records per service over the last hour.
 	Costs []ServiceCost
 }
 
 // Service returns a supervised service's status.
-func (s Snapshot) Service(name string) (supervisor.Status, bool) {
+func (s Snapshot) Service(name string) (Service, bool) {
 	for _, st := range s.Services {
 		if st.Name == name {
 			return st, true
 		}
 	}
-	return supervisor.Status{}, false
+	return Service{}, false
 }
 
 // ClaimTrouble says why slots cannot claim jobs, or "" when they all can.
@@ -169,6 +171,8 @@ func (s *Store) Snapshot() Snapshot {
 	c.Slots = slices.Clone(s.snap.Slots)
 	c.Recent = slices.Clone(s.snap.Recent[max(0, len(s.snap.Recent)-recentCap):])
 	c.Services = slices.Clone(s.snap.Services)
+	c.Connectors = slices.Clone(s.snap.Connectors)
+	c.Changes = slices.Clone(s.snap.Changes)
 	c.Costs = slices.Clone(s.snap.Costs)
 	return c
 }
@@ -223,7 +227,7 @@ func (s *Store) slot(snap *Snapshot, id string) *Slot {
 
 // SetTelemetry records the GPU sampler's latest sample. A GPU going out of service is a
 // change the monitor must hear of at once; the readings themselves are not.
-func (s *Store) SetTelemetry(t gpu.Snapshot) {
+func (s *Store) SetTelemetry(t Telemetry) {
 	s.mu.Lock()
 	changed := !maps.Equal(s.snap.Telemetry.Unhealthy, t.Unhealthy)
 	s.mu.Unlock()
@@ -232,7 +236,7 @@ func (s *Store) SetTelemetry(t gpu.Snapshot) {
 
 // SetService records a supervised service's status; a state change is one the monitor must
 // hear of at once, a new RSS reading is not.
-func (s *Store) SetService(st supervisor.Status) {
+func (s *Store) SetService(st Service) {
 	s.mu.Lock()
 	old, ok := Snapshot{Services: s.snap.Services}.Service(st.Name)
 	s.mu.Unlock()
@@ -266,7 +270,7 @@ func (s *Store) SetQueueDepth(n int64) {
 // RemoveService forgets a service that no connector needs any more.
 func (s *Store) RemoveService(name string) {
 	s.update(true, func(snap *Snapshot) {
-		snap.Services = slices.DeleteFunc(slices.Clone(snap.Services), func(st supervisor.Status) bool { return st.Name == name })
+		snap.Services = slices.DeleteFunc(slices.Clone(snap.Services), func(st Service) bool { return st.Name == name })
 	})
 }
 
@@ -346,7 +350,7 @@ func (s *Store) JobProgress(slotID string, percent float64, message string) {
 }
 
 // JobEnded records the end of a slot's job: completed, retried, failed or released.
-func (s *Store) JobEnded(slotID, outcome, errText string) {
+func (s *Store) JobEnded(slotID string, outcome job.Outcome, errText string) {
 	now := s.now()
 	s.update(true, func(snap *Snapshot) {
 		sl := s.slot(snap, slotID)
@@ -354,9 +358,9 @@ func (s *Store) JobEnded(slotID, outcome, errText string) {
 			return
 		}
 		switch outcome {
-		case "completed":
+		case job.Completed:
 			sl.Completed++
-		case "retried", "failed":
+		case job.Retried, job.Failed:
 			sl.Failed++
 			sl.LastError = errText
 		}

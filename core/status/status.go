@@ -13,7 +13,6 @@ import (
 
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/state"
-	"github.com/emp-job-queue/machine/core/supervisor"
 )
 
 // Update types of the message.
@@ -179,12 +178,12 @@ func serviceStatus(st ServiceStructure, live state.Slot, snap state.Snapshot, sl
 		switch {
 		case !ok:
 			s.Status, s.Health, s.PM2Status = "inactive", "unknown", "not_found"
-		case sup.State == supervisor.Ready:
-			s.Status, s.Health, s.PM2Status = "active", "healthy", sup.PM2Status()
-		case sup.State == supervisor.Errored:
-			s.Status, s.Health, s.PM2Status = "inactive", "unhealthy", sup.PM2Status()
+		case sup.Ready:
+			s.Status, s.Health, s.PM2Status = "active", "healthy", sup.PM2Status
+		case sup.Errored:
+			s.Status, s.Health, s.PM2Status = "inactive", "unhealthy", sup.PM2Status
 		default:
-			s.Status, s.Health, s.PM2Status = "inactive", "unknown", sup.PM2Status()
+			s.Status, s.Health, s.PM2Status = "inactive", "unknown", sup.PM2Status
 		}
 		return s
 	}

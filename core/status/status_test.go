@@ -16,7 +16,7 @@ import (
 	"github.com/emp-job-queue/machine/core/status"
 )
 
-func testPlan(t *testing.T) *plan.Plan {
+func testPlan(t testing.TB) *plan.Plan {
 	t.Helper()
 	env := map[string]string{"MACHINE_ID": "box", "MACHINE_GPU_COUNT": "2", "WORKER_CONNECTORS": "simulation,mock,comfyui:1"}
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })

@@ -33,18 +33,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	port, err := testutil.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 // spec is the test service on a free port with an HTTP readiness probe.
-func spec(t *testing.T, name string, env ...string) supervisor.Spec {
-	port := freePort(t)
+func spec(t testing.TB, name string, env ...string) supervisor.Spec {
+	port := testutil.Port(t)
 	return supervisor.Spec{
 		Name: name, Command: []string{testService}, Port: port, GPU: -1,
 		Env:   append([]string{fmt.Sprintf("PORT=%d", port)}, env...),
@@ -61,7 +52,7 @@ type run struct {
 	done   chan struct{}
 }
 
-func start(t *testing.T, p supervisor.Params) *run {
+func start(t testing.TB, p supervisor.Params) *run {
 	t.Helper()
 	if p.RunDir == "" {
 		p.RunDir = t.TempDir()
@@ -94,7 +85,7 @@ func (r *run) status(name string) supervisor.Status {
 	return supervisor.Status{}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {

@@ -238,7 +238,7 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 	if err := s.write(func(ctx context.Context) error { return s.p.Broker.Start(ctx, j, s.p.ID) }); err != nil {
 		if errors.Is(err, broker.ErrNotOwner) {
 			log.Info("job was cancelled before it started; skipping it")
-			s.ended(j, start, "cancelled", "")
+			s.ended(j, start, job.Cancelled, "")
 			return
 		}
 		log.Warn("could not mark the job in_progress; running it anyway", "err", err)
@@ -264,13 +264,13 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 			err = nil
 		}
 		log.Info("job cancelled by the API; its connector call was aborted")
-		s.settle(j, start, log, "cancelled", "cancelled", err)
+		s.settle(j, start, log, job.Cancelled, "cancelled", err)
 	case runErr == nil && res.Success:
 		err := s.write(func(ctx context.Context) error { return s.p.Broker.Complete(ctx, j, s.p.ID, res) })
-		s.settle(j, start, log, "completed", "", err)
+		s.settle(j, start, log, job.Completed, "", err)
 	case jobCtx.Err() != nil:
 		err := s.write(func(ctx context.Context) error { return s.p.Broker.Release(ctx, j, s.p.ID) })
-		s.settle(j, start, log, "released", "its slot stopped (drain timeout) before the job finished", err)
+		s.settle(j, start, log, job.Released, "its slot stopped (drain timeout) before the job finished", err)
 	default:
 		reason, retryable := failure(j, res, runErr, s.p.JobTimeout)
 		var outcome broker.Outcome
@@ -279,12 +279,15 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 			outcome, err = s.p.Broker.Fail(ctx, j, s.p.ID, reason, retryable)
 			return err
 		})
-		s.settle(j, start, log, outcome.String(), reason, err)
+		s.settle(j, start, log, failureOutcome(outcome), reason, err)
 	}
 }
 
 // execute runs the connector with the job timeout, turning a panic into a failure.
 func (s *Slot) execute(jobCtx context.Context, j *job.Job, log *slog.Logger) (res job.Result, err error) {
+	if j.Refused != nil {
+		return job.Result{}, j.Refused
+	}
 	if len(j.Payload) > 0 && !json.Valid(j.Payload) {
 		return job.Result{}, job.Permanent(fmt.Errorf("payload of job %s is not valid JSON; the submitter must send a JSON object", j.ID))
 	}
@@ -356,19 +359,19 @@ func (s *Slot) write(op func(ctx context.Context) error) error {
 	}
 }
 
-func (s *Slot) settle(j *job.Job, start time.Time, log *slog.Logger, outcome, reason string, err error) {
+func (s *Slot) settle(j *job.Job, start time.Time, log *slog.Logger, outcome job.Outcome, reason string, err error) {
 	switch {
 	case errors.Is(err, broker.ErrNotOwner):
 		log.Info("job was cancelled or reassigned while it ran; its result is dropped")
-		outcome = "cancelled"
-	case outcome == "cancelled":
+		outcome = job.Cancelled
+	case outcome == job.Cancelled:
 	case err != nil:
 		log.Error("could not record the job's outcome; it stays assigned to this worker until it is recovered",
 			"outcome", outcome, "err", err)
-		outcome = "unrecorded"
-	case outcome == "completed":
+		outcome = job.Unrecorded
+	case outcome == job.Completed:
 		log.Info("job completed", "duration_ms", time.Since(start).Milliseconds())
-	case outcome == "released":
+	case outcome == job.Released:
 		log.Warn("job returned to the queue without using a retry", "reason", reason)
 	default:
 		log.Warn("job attempt failed", "outcome", outcome, "error", reason)
@@ -376,10 +379,18 @@ func (s *Slot) settle(j *job.Job, start time.Time, log *slog.Logger, outcome, re
 	s.ended(j, start, outcome, reason)
 }
 
-func (s *Slot) ended(j *job.Job, start time.Time, outcome, reason string) {
+func (s *Slot) ended(j *job.Job, start time.Time, outcome job.Outcome, reason string) {
 	s.p.Store.JobEnded(s.p.ID, outcome, reason)
 	if m := s.p.Metrics; m != nil {
-		m.Jobs.WithLabelValues(s.p.Connector, outcome).Inc()
+		m.Jobs.WithLabelValues(s.p.Connector, string(outcome)).Inc()
 		m.JobDuration.WithLabelValues(s.p.Connector).Observe(time.Since(start).Seconds())
 	}
+}
+
+// failureOutcome names the broker's verdict on a failed attempt.
+func failureOutcome(o broker.Outcome) job.Outcome {
+	if o == broker.Retried {
+		return job.Retried
+	}
+	return job.Failed
 }

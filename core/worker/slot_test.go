@@ -22,7 +22,7 @@ func (f connFunc) Run(ctx context.Context, j *job.Job, p job.ProgressFunc) (job.
 }
 
 // runOne runs a slot with the connector until the submitted job has a final status.
-func runOne(t *testing.T, conn connFunc, timeout time.Duration) map[string]string {
+func runOne(t testing.TB, conn connFunc, timeout time.Duration) map[string]string {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/installers"
 )
@@ -62,25 +61,26 @@ func (in Install) Stages() [][]installers.Step {
 	}
 }
 
-// ServiceSpec is how the supervisor runs the A1111 instance of a planned service, as the old
-// runtime did: webui.py --port <7860+i> --api --nowebui (the API alone, on 127.0.0.1),
-// --ckpt-dir when checkpoints are shared, --xformers on a GPU or --skip-torch-cuda-test
-// --use-cpu all without one, then A1111_ARGS. It is ready when /sdapi/v1/options answers.
-func ServiceSpec(in Install, svc plan.Service, args, ckptDir string) supervisor.Spec {
-	cmd := []string{filepath.Join(in.Venv(), "bin", "python"), "webui.py", "--port", strconv.Itoa(svc.Port), "--api", "--nowebui"}
+// ServiceSpec is how the supervisor runs one A1111 instance, name, on port and GPU gpu (-1:
+// none), as the old runtime did: webui.py --port <7860+i> --api --nowebui (the API alone, on
+// 127.0.0.1), --ckpt-dir when checkpoints are shared, --xformers on a GPU or
+// --skip-torch-cuda-test --use-cpu all without one, then A1111_ARGS. It is ready when
+// /sdapi/v1/options answers.
+func ServiceSpec(in Install, name string, port, gpu int, args, ckptDir string) supervisor.Spec {
+	cmd := []string{filepath.Join(in.Venv(), "bin", "python"), "webui.py", "--port", strconv.Itoa(port), "--api", "--nowebui"}
 	if ckptDir != "" {
 		cmd = append(cmd, "--ckpt-dir", ckptDir)
 	}
-	env := []string{"PORT=" + strconv.Itoa(svc.Port), "PYTHONUNBUFFERED=1"}
-	if svc.GPU == plan.NoGPU {
+	env := []string{"PORT=" + strconv.Itoa(port), "PYTHONUNBUFFERED=1"}
+	if gpu < 0 {
 		cmd = append(cmd, "--skip-torch-cuda-test", "--use-cpu", "all")
 	} else {
 		cmd = append(cmd, "--xformers")
-		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(svc.GPU))
+		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(gpu))
 	}
 	cmd = append(cmd, strings.Fields(args)...)
 	return supervisor.Spec{
-		Name: svc.Name, Command: cmd, Dir: in.Dir, Env: env, Port: svc.Port, GPU: svc.GPU,
-		Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/sdapi/v1/options", svc.Port)},
+		Name: name, Command: cmd, Dir: in.Dir, Env: env, Port: port, GPU: gpu,
+		Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/sdapi/v1/options", port)},
 	}
 }

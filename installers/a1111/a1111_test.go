@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/a1111"
 )
@@ -72,7 +71,7 @@ func TestInstallAtThePinnedCommit(t *testing.T) {
 
 func TestServiceSpec(t *testing.T) {
 	in := a1111.Install{Dir: "/workspace/a1111"}
-	gpu := a1111.ServiceSpec(in, plan.Service{Name: "a1111-gpu1", GPU: 1, Port: 7861}, "--medvram", "/workspace/ComfyUI/models/checkpoints")
+	gpu := a1111.ServiceSpec(in, "a1111-gpu1", 7861, 1, "--medvram", "/workspace/ComfyUI/models/checkpoints")
 	want := "/workspace/a1111/.venv/bin/python webui.py --port 7861 --api --nowebui --ckpt-dir /workspace/ComfyUI/models/checkpoints --xformers --medvram"
 	if got := strings.Join(gpu.Command, " "); got != want {
 		t.Errorf("GPU command = %s\nwant %s", got, want)
@@ -80,7 +79,7 @@ func TestServiceSpec(t *testing.T) {
 	if !slices.Contains(gpu.Env, "CUDA_VISIBLE_DEVICES=1") || gpu.Probe.Target != "http://127.0.0.1:7861/sdapi/v1/options" || gpu.Dir != in.Dir {
 		t.Errorf("GPU spec = %+v", gpu)
 	}
-	cpu := a1111.ServiceSpec(in, plan.Service{Name: "a1111-cpu0", GPU: plan.NoGPU, Port: 7860}, "", "")
+	cpu := a1111.ServiceSpec(in, "a1111-cpu0", 7860, -1, "", "")
 	if got := strings.Join(cpu.Command, " "); !strings.HasSuffix(got, "--nowebui --skip-torch-cuda-test --use-cpu all") {
 		t.Errorf("CPU command = %s", got)
 	}

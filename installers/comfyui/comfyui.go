@@ -7,14 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 
-	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/installers"
 )
@@ -216,21 +217,49 @@ func gitCheckout(ctx context.Context, url, branch, commit, dir string, recursive
 	return installers.GitCheckout(ctx, url, branch, commit, dir, recursive)
 }
 
-// ServiceSpec is how the supervisor runs the ComfyUI instance of a planned service:
-// main.py --listen 127.0.0.1 --port <port> --cuda-device <gpu> (--cpu without a GPU), then
-// COMFY_ARGS.
-func ServiceSpec(in Install, svc plan.Service, comfyArgs string) supervisor.Spec {
-	args := []string{filepath.Join(in.Venv(), "bin", "python"), "main.py", "--listen", "127.0.0.1", "--port", strconv.Itoa(svc.Port)}
-	env := []string{"PORT=" + strconv.Itoa(svc.Port)}
-	if svc.GPU == plan.NoGPU {
+// ServiceSpec is how the supervisor runs one ComfyUI instance, name, on port and GPU gpu (-1:
+// none, so it runs with --cpu): the venv's Python with main.py, listening on 127.0.0.1 only,
+// plus COMFY_ARGS, ready when /system_stats answers.
+func ServiceSpec(in Install, name string, port, gpu int, comfyArgs string) supervisor.Spec {
+	args := []string{filepath.Join(in.Venv(), "bin", "python"), "main.py", "--listen", "127.0.0.1", "--port", strconv.Itoa(port)}
+	env := []string{"PORT=" + strconv.Itoa(port)}
+	if gpu < 0 {
 		args = append(args, "--cpu")
 	} else {
-		args = append(args, "--cuda-device", strconv.Itoa(svc.GPU))
-		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(svc.GPU))
+		args = append(args, "--cuda-device", strconv.Itoa(gpu))
+		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(gpu))
 	}
 	args = append(args, strings.Fields(comfyArgs)...)
 	return supervisor.Spec{
-		Name: svc.Name, Command: args, Dir: in.Dir, Env: env, Port: svc.Port, GPU: svc.GPU,
-		Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/system_stats", svc.Port)},
+		Name: name, Command: args, Dir: in.Dir, Env: env, Port: port, GPU: gpu,
+		Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/system_stats", port)},
 	}
+}
+
+// Prepare runs the installation's stages (a second run skips what is done). A custom node or
+// model that fails does not fail it, unless runner.Strict: ComfyUI starts without it, and the
+// failure is logged.
+func (in Install) Prepare(ctx context.Context, runner *installers.Runner) error {
+	log := runner.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log.Info("installing ComfyUI (steps already done are skipped)", "dir", in.Dir)
+	err := runner.Run(ctx, in.Stages()...)
+	if err == nil {
+		return nil
+	}
+	var partial *installers.StepError
+	if errors.As(err, &partial) && !runner.Strict && ctx.Err() == nil && in.installedCore() {
+		log.Error("some custom nodes or models did not install; ComfyUI starts without them", "err", err)
+		return nil
+	}
+	return fmt.Errorf("ComfyUI install: %w", err)
+}
+
+// installedCore reports whether ComfyUI itself (checkout and venv) is in place.
+func (in Install) installedCore() bool {
+	_, err1 := os.Stat(filepath.Join(in.Dir, "main.py"))
+	_, err2 := os.Stat(filepath.Join(in.Venv(), "bin", "python"))
+	return err1 == nil && err2 == nil
 }

@@ -16,13 +16,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/comfyui"
 )
 
 // gitRepo makes a local repository with the given files and returns its file:// URL.
-func gitRepo(t *testing.T, files map[string]string) string {
+func gitRepo(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
@@ -126,7 +125,7 @@ func TestInstallWithABrokenNodeAndModel(t *testing.T) {
 
 func TestServiceSpec(t *testing.T) {
 	in := comfyui.Install{Dir: "/workspace/ComfyUI"}
-	gpu := comfyui.ServiceSpec(in, plan.Service{Name: "comfyui-gpu1", GPU: 1, Port: 8189}, "--highvram --preview-method auto")
+	gpu := comfyui.ServiceSpec(in, "comfyui-gpu1", 8189, 1, "--highvram --preview-method auto")
 	want := "/workspace/ComfyUI/.venv/bin/python main.py --listen 127.0.0.1 --port 8189 --cuda-device 1 --highvram --preview-method auto"
 	if got := strings.Join(gpu.Command, " "); got != want {
 		t.Errorf("GPU command = %s\nwant %s", got, want)
@@ -134,7 +133,7 @@ func TestServiceSpec(t *testing.T) {
 	if !slices.Contains(gpu.Env, "CUDA_VISIBLE_DEVICES=1") || gpu.Probe.Target != "http://127.0.0.1:8189/system_stats" {
 		t.Errorf("GPU spec = %+v", gpu)
 	}
-	cpu := comfyui.ServiceSpec(in, plan.Service{Name: "comfyui-cpu0", GPU: plan.NoGPU, Port: 8188}, "")
+	cpu := comfyui.ServiceSpec(in, "comfyui-cpu0", 8188, -1, "")
 	if !slices.Contains(cpu.Command, "--cpu") || slices.Contains(cpu.Command, "--cuda-device") {
 		t.Errorf("CPU command = %v", cpu.Command)
 	}

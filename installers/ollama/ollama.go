@@ -24,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/installers"
 )
@@ -225,18 +224,18 @@ func (in Install) daemonEnv(port int) []string {
 	return append(env, in.Env...)
 }
 
-// ServiceSpec is how the supervisor runs the daemon of a planned service: `ollama serve` on
-// 127.0.0.1:<port> with OLLAMA_HOST and OLLAMA_MODELS, serving as many requests at once as the
-// machine has ollama slots (unless OLLAMA_NUM_PARALLEL says otherwise), ready when /api/version
+// ServiceSpec is how the supervisor runs the daemon of a service instance, name: `ollama serve`
+// on 127.0.0.1:<port> with OLLAMA_HOST and OLLAMA_MODELS, serving as many requests at once as
+// the instance has slots (unless OLLAMA_NUM_PARALLEL says otherwise), ready when /api/version
 // answers. It sees every GPU.
-func ServiceSpec(bin string, in Install, svc plan.Service) supervisor.Spec {
-	env := in.daemonEnv(svc.Port)
-	if !hasKey(env, "OLLAMA_NUM_PARALLEL") && len(svc.Slots) > 0 {
-		env = append(env, "OLLAMA_NUM_PARALLEL="+strconv.Itoa(len(svc.Slots)))
+func ServiceSpec(bin string, in Install, name string, port, slots int) supervisor.Spec {
+	env := in.daemonEnv(port)
+	if !hasKey(env, "OLLAMA_NUM_PARALLEL") && slots > 0 {
+		env = append(env, "OLLAMA_NUM_PARALLEL="+strconv.Itoa(slots))
 	}
 	return supervisor.Spec{
-		Name: svc.Name, Command: []string{bin, "serve"}, Env: env, Port: svc.Port, GPU: plan.NoGPU, StopGrace: 10 * time.Second,
-		Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/api/version", svc.Port)},
+		Name: name, Command: []string{bin, "serve"}, Env: env, Port: port, GPU: -1, StopGrace: 10 * time.Second,
+		Probe: supervisor.Probe{Kind: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/api/version", port)},
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/installers"
 	"github.com/emp-job-queue/machine/installers/ollama"
 	"github.com/emp-job-queue/machine/internal/testutil"
@@ -52,15 +51,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	p, err := testutil.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func answering(port int) bool {
 	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/api/version")
 	if err != nil {
@@ -74,7 +64,7 @@ func answering(port int) bool {
 // progress; a model the registry does not have fails alone with a sentence naming the variable;
 // the daemon is gone afterwards; a second boot pulls only what failed.
 func TestModelsArePulledAsInstallSteps(t *testing.T) {
-	port := freePort(t)
+	port := testutil.Port(t)
 	work := t.TempDir()
 	in := ollama.Install{Binary: fakeOllama(t), Port: port, ModelsDir: filepath.Join(work, "models"),
 		Models: []string{"llama3.2", "no-such-model", "qwen3:0.6b"}}
@@ -132,7 +122,7 @@ func TestMissingOllamaSaysHowToInstallIt(t *testing.T) {
 		}
 	}
 	t.Setenv("PATH", t.TempDir())
-	_, err := ollama.Install{Workspace: t.TempDir(), Port: freePort(t)}.Run(context.Background(), &installers.Runner{})
+	_, err := ollama.Install{Workspace: t.TempDir(), Port: testutil.Port(t)}.Run(context.Background(), &installers.Runner{})
 	if !errors.Is(err, ollama.ErrNotInstalled) && !strings.Contains(err.Error(), ollama.ErrNotInstalled.Error()) {
 		t.Fatalf("err = %v", err)
 	}
@@ -153,7 +143,7 @@ func TestInstallScriptIsRunWhenAllowed(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(script)) }))
 	defer srv.Close()
 	t.Setenv("PATH", binDir+":/usr/bin:/bin")
-	bin, err := ollama.Install{ScriptURL: srv.URL + "/install.sh", Port: freePort(t)}.Run(context.Background(), &installers.Runner{})
+	bin, err := ollama.Install{ScriptURL: srv.URL + "/install.sh", Port: testutil.Port(t)}.Run(context.Background(), &installers.Runner{})
 	if err != nil || bin != filepath.Join(binDir, "ollama") {
 		t.Fatalf("bin = %q, err = %v", bin, err)
 	}
@@ -176,7 +166,7 @@ func TestTakenPortIsReported(t *testing.T) {
 
 func TestServiceSpec(t *testing.T) {
 	in := ollama.Install{ModelsDir: "/workspace/ollama/models", Env: []string{"OLLAMA_KEEP_ALIVE=10m"}}
-	spec := ollama.ServiceSpec("/usr/local/bin/ollama", in, plan.Service{Name: "ollama", Port: 11500, GPU: plan.NoGPU, Slots: []string{"a", "b"}})
+	spec := ollama.ServiceSpec("/usr/local/bin/ollama", in, "ollama", 11500, 2)
 	if strings.Join(spec.Command, " ") != "/usr/local/bin/ollama serve" || spec.Probe.Target != "http://127.0.0.1:11500/api/version" {
 		t.Errorf("spec = %+v", spec)
 	}
@@ -186,7 +176,7 @@ func TestServiceSpec(t *testing.T) {
 		}
 	}
 	in.Env = append(in.Env, "OLLAMA_NUM_PARALLEL=8")
-	if spec := ollama.ServiceSpec("ollama", in, plan.Service{Port: 1, Slots: []string{"a"}}); slices.Contains(spec.Env, "OLLAMA_NUM_PARALLEL=1") {
+	if spec := ollama.ServiceSpec("ollama", in, "ollama", 1, 1); slices.Contains(spec.Env, "OLLAMA_NUM_PARALLEL=1") {
 		t.Error("the operator's OLLAMA_NUM_PARALLEL was overridden")
 	}
 }

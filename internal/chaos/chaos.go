@@ -8,10 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/internal/redistest"
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
 // Result is one scenario's count.
@@ -56,7 +55,7 @@ type env struct {
 	claims map[string]int
 	stop   context.CancelFunc
 	done   chan struct{}
-	procs  []*exec.Cmd
+	procs  []*testutil.Machine
 }
 
 func newEnv(p Params, name string) (*env, error) {
@@ -106,38 +105,32 @@ func (e *env) countClaims(ctx context.Context, ready chan struct{}) {
 
 func (e *env) close() {
 	e.stop()
-	for _, c := range e.procs {
-		_ = c.Process.Kill()
-		_ = c.Wait()
+	for _, m := range e.procs {
+		m.Kill()
 	}
 	e.rdb.Close()
 	e.srv.Stop()
 	<-e.done
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+// port is a free TCP port, or 0 (any) when none can be had.
+func port() int {
+	p, _ := testutil.FreePort()
+	return p
 }
 
 // machine starts a machine process with the given id and extra environment.
-func (e *env) machine(id string, extra ...string) (*exec.Cmd, error) {
-	run := filepath.Join(e.p.Dir, "run-"+id+"-"+strconv.Itoa(freePort()))
-	cmd := exec.Command(e.p.Machine, "--no-tui")
-	cmd.Env = append(os.Environ(), "HUB_REDIS_URL="+e.srv.URL, "MACHINE_ID="+id, "WORKER_CONNECTORS=simulation:2",
+func (e *env) machine(id string, extra ...string) (*testutil.Machine, error) {
+	run := filepath.Join(e.p.Dir, "run-"+id+"-"+strconv.Itoa(port()))
+	env := append(os.Environ(), "HUB_REDIS_URL="+e.srv.URL, "MACHINE_ID="+id, "WORKER_CONNECTORS=simulation:2",
 		"MACHINE_HEALTH_PORT=0", "MACHINE_RUN_DIR="+run, "LOG_LEVEL=warn", "MACHINE_LEASE_SECONDS=2",
 		"WORKER_POLL_INTERVAL_MS=500", "WORKER_RETRY_BACKOFF_SECONDS=0", "MACHINE_DRAIN_TIMEOUT=1s")
-	cmd.Env = append(cmd.Env, extra...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", e.p.Machine, err)
+	m, err := testutil.StartMachine(e.p.Machine, append(env, extra...))
+	if err != nil {
+		return nil, err
 	}
-	e.procs = append(e.procs, cmd)
-	return cmd, nil
+	e.procs = append(e.procs, m)
+	return m, nil
 }
 
 func (e *env) submit(n int) error {
@@ -253,7 +246,7 @@ func killMidJob(p Params, name string) (Result, error) {
 			orphans = append(orphans, id)
 		}
 	}
-	_ = syscall.Kill(-victim.Process.Pid, syscall.SIGKILL)
+	victim.Kill() // kill -9 of the machine
 	killed := time.Now()
 	if _, err := e.machine("survivor"); err != nil {
 		return Result{}, err
@@ -294,8 +287,7 @@ func sigtermDrain(p Params, name string) (Result, error) {
 		return Result{}, err
 	}
 	e.waitRunning(2)
-	_ = first.Process.Signal(syscall.SIGTERM)
-	_ = first.Wait()
+	_ = first.Stop(time.Minute)
 	if _, err := e.machine("second"); err != nil {
 		return Result{}, err
 	}
@@ -366,7 +358,7 @@ func toggleUnderLoad(p Params, name string) (Result, error) {
 		return Result{}, err
 	}
 	defer e.close()
-	port := freePort()
+	port := port()
 	if _, err := e.machine("toggler", "WORKER_CONNECTORS=simulation:2,mock:2", "MACHINE_API_TOKEN=chaos",
 		"MACHINE_HEALTH_PORT="+strconv.Itoa(port)); err != nil {
 		return Result{}, err

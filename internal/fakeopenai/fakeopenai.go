@@ -22,6 +22,13 @@ type Server struct {
 	Requests     int
 	responses    map[string]int // response id → polls so far
 	Cancelled    []string
+	Edits        []Edit // image edit requests received
+}
+
+// Edit is one images/edits request as the fake received it.
+type Edit struct {
+	Model, Prompt string
+	Images        []string // the content types of the image[] parts
 }
 
 // New returns a fake accepting key.
@@ -109,6 +116,33 @@ func (s *Server) Handler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"created": 1, "data": []any{map[string]any{
 			"b64_json": base64.StdEncoding.EncodeToString(PNG), "revised_prompt": "a cat"}}, "usage": ImageUsage()})
+	})
+	// Image edits take multipart forms: model, prompt, n, size, quality and image[] files, as
+	// the real endpoint does; a form without a prompt or an image is refused with its 400.
+	mux.HandleFunc("POST /v1/images/edits", func(w http.ResponseWriter, r *http.Request) {
+		if s.fault(w, r) {
+			return
+		}
+		if err := r.ParseMultipartForm(32 << 20); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":{"message":"Invalid multipart body: %s","type":"invalid_request_error"}}`, err)
+			return
+		}
+		files := r.MultipartForm.File["image[]"]
+		if r.FormValue("prompt") == "" || len(files) == 0 {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":{"message":"Missing required parameter: 'prompt' or 'image'.","type":"invalid_request_error"}}`))
+			return
+		}
+		e := Edit{Model: r.FormValue("model"), Prompt: r.FormValue("prompt")}
+		for _, f := range files {
+			e.Images = append(e.Images, f.Header.Get("Content-Type"))
+		}
+		s.mu.Lock()
+		s.Edits = append(s.Edits, e)
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"created": 1, "data": []any{map[string]any{
+			"b64_json": base64.StdEncoding.EncodeToString(PNG)}}})
 	})
 	mux.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
 		if s.fault(w, r) {

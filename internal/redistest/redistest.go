@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
 // Server is a redis-server child process.
@@ -50,7 +52,7 @@ func StartServer(dir string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis-server is not installed: run `make test`, which installs it, or `apt-get install -y redis-server`")
 	}
-	port, err := freePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -135,13 +137,4 @@ func (s *Server) Restart() error {
 		return err
 	}
 	return s.start(bin)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

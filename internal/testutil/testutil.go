@@ -1,11 +1,12 @@
-// Package testutil holds the few helpers many tests share: a free loopback port and a binary
-// built from a package of this module.
+// Package testutil holds the few helpers tests, the bench and chaos share: a free loopback
+// port, a binary built from a package of this module, and a running machine process.
 package testutil
 
 import (
 	"fmt"
 	"net"
 	"os/exec"
+	"testing"
 )
 
 // FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
@@ -29,4 +30,14 @@ func Build(pkg, out string, env ...string) error {
 		return fmt.Errorf("build %s: %v\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// Port is FreePort for tests: the test fails when no port can be had.
+func Port(t testing.TB) int {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }

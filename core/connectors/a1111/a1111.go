@@ -150,7 +150,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		if i > 0 {
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
-		saved, err := c.s.Assets.Save(id, j.Ctx, ".png", img)
+		saved, err := c.s.Assets.Save(ctx, id, j.Ctx, ".png", img)
 		if err != nil {
 			return job.Result{}, err
 		}

@@ -125,7 +125,7 @@ func (c *Connector) store(ctx context.Context, j *job.Job, res *job.Result) erro
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
 		end := job.Mark(ctx, job.PhaseUpload)
-		saved, err := c.s.Assets.Save(id, j.Ctx, path.Ext(im["filename"].(string)), body)
+		saved, err := c.s.Assets.Save(ctx, id, j.Ctx, path.Ext(im["filename"].(string)), body)
 		end()
 		if err != nil {
 			return err

@@ -18,7 +18,7 @@ import (
 
 const workflow = `{"3":{"class_type":"KSampler","inputs":{"seed":1}},"9":{"class_type":"SaveImage","inputs":{}}}`
 
-func run(t *testing.T, b fakecomfy.Behaviour, payload string, s comfyui.Settings) (job.Result, []job.Progress, error, *fakecomfy.Server) {
+func run(t testing.TB, b fakecomfy.Behaviour, payload string, s comfyui.Settings) (job.Result, []job.Progress, *fakecomfy.Server, error) {
 	t.Helper()
 	fake := fakecomfy.New()
 	fake.Behaviour = b
@@ -30,11 +30,11 @@ func run(t *testing.T, b fakecomfy.Behaviour, payload string, s comfyui.Settings
 	defer cancel()
 	res, err := comfyui.New(s).Run(ctx, &job.Job{ID: "j1", Service: "comfyui", Payload: json.RawMessage(payload)},
 		func(p job.Progress) { got = append(got, p) })
-	return res, got, err, fake
+	return res, got, fake, err
 }
 
 func TestPromptProgressAndOutputs(t *testing.T) {
-	res, progress, err, fake := run(t, fakecomfy.Behaviour{Steps: 4}, `{"workflow":`+workflow+`}`, comfyui.Settings{})
+	res, progress, fake, err := run(t, fakecomfy.Behaviour{Steps: 4}, `{"workflow":`+workflow+`}`, comfyui.Settings{})
 	if err != nil || !res.Success {
 		t.Fatalf("run = %+v, %v", res, err)
 	}
@@ -53,21 +53,21 @@ func TestPromptProgressAndOutputs(t *testing.T) {
 }
 
 func TestRejectedWorkflowIsPermanent(t *testing.T) {
-	_, _, err, _ := run(t, fakecomfy.Behaviour{Reject: true}, workflow, comfyui.Settings{})
+	_, _, _, err := run(t, fakecomfy.Behaviour{Reject: true}, workflow, comfyui.Settings{})
 	if !job.IsPermanent(err) || !strings.Contains(err.Error(), "missing.safetensors") {
 		t.Fatalf("err = %v; want a permanent error naming the bad input", err)
 	}
 }
 
 func TestServerErrorIsRetryable(t *testing.T) {
-	_, _, err, _ := run(t, fakecomfy.Behaviour{ServerError: true}, workflow, comfyui.Settings{})
+	_, _, _, err := run(t, fakecomfy.Behaviour{ServerError: true}, workflow, comfyui.Settings{})
 	if err == nil || job.IsPermanent(err) || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestNotAWorkflowIsPermanent(t *testing.T) {
-	_, _, err, fake := run(t, fakecomfy.Behaviour{}, `[1,2]`, comfyui.Settings{})
+	_, _, fake, err := run(t, fakecomfy.Behaviour{}, `[1,2]`, comfyui.Settings{})
 	if !job.IsPermanent(err) || len(fake.Prompts()) != 0 {
 		t.Fatalf("err = %v, prompts sent %d", err, len(fake.Prompts()))
 	}
@@ -75,21 +75,21 @@ func TestNotAWorkflowIsPermanent(t *testing.T) {
 
 // A websocket that says nothing: the history shows the completion, so it is not missed.
 func TestSilentWebsocketReconciledThroughHistory(t *testing.T) {
-	res, _, err, _ := run(t, fakecomfy.Behaviour{Silent: true, Steps: 2}, workflow, comfyui.Settings{Inactivity: 100 * time.Millisecond})
+	res, _, _, err := run(t, fakecomfy.Behaviour{Silent: true, Steps: 2}, workflow, comfyui.Settings{Inactivity: 100 * time.Millisecond})
 	if err != nil || !res.Success {
 		t.Fatalf("run = %+v, %v", res, err)
 	}
 }
 
 func TestExecutionErrorIsReported(t *testing.T) {
-	_, _, err, _ := run(t, fakecomfy.Behaviour{FailWith: "CUDA out of memory"}, workflow, comfyui.Settings{})
+	_, _, _, err := run(t, fakecomfy.Behaviour{FailWith: "CUDA out of memory"}, workflow, comfyui.Settings{})
 	if err == nil || job.IsPermanent(err) || !strings.Contains(err.Error(), "CUDA out of memory") || !strings.Contains(err.Error(), "KSampler") {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestServerGoneMidPrompt(t *testing.T) {
-	_, _, err, _ := run(t, fakecomfy.Behaviour{Vanish: true}, workflow, comfyui.Settings{Inactivity: 200 * time.Millisecond})
+	_, _, _, err := run(t, fakecomfy.Behaviour{Vanish: true}, workflow, comfyui.Settings{Inactivity: 200 * time.Millisecond})
 	if !errors.Is(err, comfyui.ErrGone) || job.IsPermanent(err) {
 		t.Fatalf("err = %v; want a retryable ErrGone", err)
 	}
@@ -121,7 +121,7 @@ func TestServiceNotUp(t *testing.T) {
 
 func TestOutputsCopiedToTheAssetStore(t *testing.T) {
 	store := &assets.Store{Dir: t.TempDir(), BaseURL: "https://cdn.example.com"}
-	res, _, err, _ := run(t, fakecomfy.Behaviour{Steps: 1}, workflow, comfyui.Settings{Assets: store})
+	res, _, _, err := run(t, fakecomfy.Behaviour{Steps: 1}, workflow, comfyui.Settings{Assets: store})
 	if err != nil {
 		t.Fatal(err)
 	}

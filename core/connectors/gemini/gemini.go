@@ -138,7 +138,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	if exts, _ := mime.ExtensionsByType(mimeType); len(exts) > 0 && mimeType != "image/png" {
 		ext = exts[0]
 	}
-	saved, err := c.s.Assets.Save(j.ID, j.Ctx, ext, img)
+	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ext, img)
 	if err != nil {
 		return job.Result{}, err
 	}

@@ -199,7 +199,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	if text, _ := data["text"].(string); text != "" && c.s.Assets != nil && len(j.Ctx) > 0 {
 		// Like the old worker, a job with a storage context gets its text saved too; a failed
 		// save does not fail the job.
-		if saved, err := c.s.Assets.Save(j.ID, j.Ctx, ".txt", []byte(strings.TrimSpace(text))); err != nil {
+		if saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".txt", []byte(strings.TrimSpace(text))); err != nil {
 			meta["saved_asset_error"] = err.Error()
 		} else {
 			meta["saved_asset"] = map[string]any{"url": saved.URL, "size": saved.Size, "mime_type": "text/plain"}

@@ -74,14 +74,16 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 	var data, usage map[string]any
 	var err error
 	switch j.Service {
-	case "openai_text":
+	case ServiceText:
 		data, usage, err = c.text(ctx, j)
-	case "openai_image":
+	case ServiceImage:
 		data, usage, err = c.image(ctx, j)
-	case "openai_responses":
+	case ServiceImg2Img:
+		data, usage, err = c.img2img(ctx, j)
+	case ServiceResponses:
 		data, usage, err = c.responses(ctx, j, progress)
 	default:
-		return job.Result{}, job.Permanent(fmt.Errorf("service %s is not supported by the openai connector of this version (it runs openai_text, openai_image, openai_responses)", j.Service))
+		return job.Result{}, job.Permanent(fmt.Errorf("service %s is not supported by the openai connector of this version (it runs %s)", j.Service, strings.Join(services, ", ")))
 	}
 	if err != nil {
 		return job.Result{}, err
@@ -105,7 +107,7 @@ type textPayload struct {
 	SystemPrompt string           `json:"system_prompt"`
 }
 
-// text, image and responses return the result's data and the usage OpenAI reported (nil when
+// text, image, img2img and responses return the result's data and the usage OpenAI reported (nil when
 // it reported none), which goes to the job's resource record.
 func (c *Connector) text(ctx context.Context, j *job.Job) (map[string]any, map[string]any, error) {
 	var p textPayload
@@ -197,7 +199,7 @@ func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, map[
 		return nil, nil, fmt.Errorf("OpenAI's image is not valid base64: %w", err)
 	}
 	end := job.Mark(ctx, job.PhaseUpload)
-	saved, err := c.s.Assets.Save(j.ID, j.Ctx, ".png", png)
+	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
 	end()
 	if err != nil {
 		return nil, nil, err

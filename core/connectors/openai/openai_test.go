@@ -17,7 +17,7 @@ import (
 
 const key = "sk-test-0123456789abcdef"
 
-func setup(t *testing.T) (*fakeopenai.Server, *openai.Connector, string) {
+func setup(t testing.TB) (*fakeopenai.Server, *openai.Connector, string) {
 	t.Helper()
 	fake := fakeopenai.New(key)
 	srv := httptest.NewServer(fake.Handler())

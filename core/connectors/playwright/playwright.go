@@ -183,7 +183,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		return job.Result{}, fmt.Errorf("%w: capture failed (%v)", ErrBrowserDown, err)
 	}
 	end := job.Mark(ctx, job.PhaseUpload)
-	saved, err := c.s.Assets.Save(j.ID, j.Ctx, ext, out)
+	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ext, out)
 	end()
 	if err != nil {
 		return job.Result{}, err

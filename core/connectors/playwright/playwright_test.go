@@ -38,9 +38,9 @@ type browserProc struct {
 // chromium starts the real Debian Chromium (make test installs it) as the machine's
 // supervisor does: browser.Flags with its sandbox, as an unprivileged user when the test runs
 // as root, DevTools on a free port. It returns the DevTools address.
-func chromium(t *testing.T) string { return startChromium(t).addr }
+func chromium(t testing.TB) string { return startChromium(t).addr }
 
-func startChromium(t *testing.T) *browserProc {
+func startChromium(t testing.TB) *browserProc {
 	t.Helper()
 	b, err := browser.Find(context.Background(), false)
 	if err != nil {
@@ -85,14 +85,14 @@ func startChromium(t *testing.T) *browserProc {
 // loopback lets jobs reach the test's servers on 127.0.0.1, as an operator's allow-list would.
 var loopback = netguard.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 
-func run(t *testing.T, c *playwright.Connector, payload string) (job.Result, error) {
+func run(t testing.TB, c *playwright.Connector, payload string) (job.Result, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return c.Run(ctx, &job.Job{ID: "b1", Service: "playwright", Payload: json.RawMessage(payload)}, func(job.Progress) {})
 }
 
-func decode(t *testing.T, res job.Result) image.Image {
+func decode(t testing.TB, res job.Result) image.Image {
 	t.Helper()
 	path := strings.TrimPrefix(res.Data.(map[string]any)["image_url"].(string), "file://")
 	b, err := os.ReadFile(path)

@@ -161,7 +161,8 @@ func snippet(b []byte) string {
 	return s
 }
 
-// redact removes secrets from an error, keeping whether it is permanent.
+// redact removes secrets from an error's text. The chain stays: errors.Is(err, ErrUnavailable)
+// and job.IsPermanent still see through it.
 func (c *Client) redact(err error) error {
 	msg := err.Error()
 	for _, s := range c.o.Secrets {
@@ -173,11 +174,17 @@ func (c *Client) redact(err error) error {
 	if msg == err.Error() {
 		return err
 	}
-	if job.IsPermanent(err) {
-		return job.Permanent(errors.New(msg))
-	}
-	return errors.New(msg)
+	return &redacted{msg: msg, cause: err}
 }
+
+// redacted is an error whose text had secrets cut out.
+type redacted struct {
+	msg   string
+	cause error
+}
+
+func (r *redacted) Error() string { return r.msg }
+func (r *redacted) Unwrap() error { return r.cause }
 
 // JSON sends a JSON request with a bearer token and decodes a JSON answer into out (nil: the
 // answer is not read). A 2xx answer that is not JSON is an error that says so.

@@ -4,6 +4,7 @@ package replicate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"mime"
 	"path"
@@ -99,7 +100,7 @@ func (c *Connector) Run(ctx context.Context, j *job.Job, progress job.ProgressFu
 		case "succeeded":
 			return true, nil
 		case "failed", "canceled":
-			return false, fmt.Errorf("Replicate prediction %s %s: %v", pred.ID, pred.Status, pred.Error)
+			return false, fmt.Errorf("the Replicate prediction %s %s: %v", pred.ID, pred.Status, pred.Error)
 		}
 		progress(job.Progress{Percent: 50, Message: "prediction " + pred.Status})
 		return false, nil
@@ -151,7 +152,7 @@ func (c *Connector) saveOutputs(ctx context.Context, j *job.Job, out any) (map[s
 			id = fmt.Sprintf("%s_%d", j.ID, i)
 		}
 		end := job.Mark(ctx, job.PhaseUpload)
-		saved, err := c.s.Assets.Save(id, nil, ext, body)
+		saved, err := c.s.Assets.Save(ctx, id, outputCtx(j.Ctx, i), ext, body)
 		end()
 		if err != nil {
 			return nil, nil, err
@@ -174,4 +175,22 @@ func kind(ext string) string {
 		return "audio"
 	}
 	return "binary"
+}
+
+// outputCtx is the job's ctx for its output i: the same storage and prefix, without the
+// filename for outputs after the first, so they do not overwrite it.
+func outputCtx(jobCtx json.RawMessage, i int) json.RawMessage {
+	if i == 0 || len(jobCtx) == 0 {
+		return jobCtx
+	}
+	var m map[string]any
+	if json.Unmarshal(jobCtx, &m) != nil {
+		return jobCtx
+	}
+	delete(m, "filename")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return jobCtx
+	}
+	return b
 }

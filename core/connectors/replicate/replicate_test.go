@@ -23,11 +23,11 @@ import (
 // loopback lets output downloads reach the fake on 127.0.0.1, as an operator's allow-list would.
 var loopback = netguard.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 
-func setup(t *testing.T, token string) (*fakejobapis.Jobs, *replicate.Connector, string) {
+func setup(t testing.TB, token string) (*fakejobapis.Jobs, *replicate.Connector, string) {
 	return setupWith(t, token, loopback)
 }
 
-func setupWith(t *testing.T, token string, downloads netguard.Policy) (*fakejobapis.Jobs, *replicate.Connector, string) {
+func setupWith(t testing.TB, token string, downloads netguard.Policy) (*fakejobapis.Jobs, *replicate.Connector, string) {
 	fake := fakejobapis.New("r8_secret_token_value")
 	srv := httptest.NewServer(fake.Handler())
 	t.Cleanup(srv.Close)

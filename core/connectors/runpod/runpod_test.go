@@ -13,7 +13,7 @@ import (
 	"github.com/emp-job-queue/machine/internal/fakejobapis"
 )
 
-func setup(t *testing.T) (*fakejobapis.Jobs, *runpod.Connector) {
+func setup(t testing.TB) (*fakejobapis.Jobs, *runpod.Connector) {
 	fake := fakejobapis.New("rp_key_0123456789")
 	srv := httptest.NewServer(fake.Handler())
 	t.Cleanup(srv.Close)

@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/job"
 )
@@ -30,13 +29,20 @@ type Payload struct {
 	FailPermanently bool `json:"fail_permanently"`
 }
 
+// Settings are the machine's defaults for simulation jobs; a job's payload may override them.
+type Settings struct {
+	Duration    time.Duration // WORKER_SIMULATION_PROCESSING_TIME
+	Steps       int           // WORKER_SIMULATION_STEPS
+	FailureRate float64       // WORKER_SIMULATION_FAILURE_RATE (0..1)
+}
+
 // Connector runs simulation jobs.
 type Connector struct {
-	defaults config.Simulation
+	defaults Settings
 }
 
 // New returns a simulation connector with the machine's defaults.
-func New(defaults config.Simulation) *Connector { return &Connector{defaults: defaults} }
+func New(defaults Settings) *Connector { return &Connector{defaults: defaults} }
 
 // ErrSimulatedFailure is the error of a failure the job or the failure rate asked for.
 var ErrSimulatedFailure = errors.New("simulated failure")

@@ -9,14 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors/simulation"
 	"github.com/emp-job-queue/machine/core/job"
 )
 
-func run(t *testing.T, payload string, retry int) (job.Result, []job.Progress, error) {
+func run(t testing.TB, payload string, retry int) (job.Result, []job.Progress, error) {
 	t.Helper()
-	c := simulation.New(config.Simulation{Duration: 10 * time.Millisecond, Steps: 2})
+	c := simulation.New(simulation.Settings{Duration: 10 * time.Millisecond, Steps: 2})
 	j := &job.Job{ID: "sim-1", Service: "simulation", Payload: json.RawMessage(payload), RetryCount: retry}
 	var got []job.Progress
 	res, err := c.Run(context.Background(), j, func(p job.Progress) { got = append(got, p) })
@@ -72,7 +71,7 @@ func TestFailureRateIsDeterministic(t *testing.T) {
 }
 
 func TestCancellation(t *testing.T) {
-	c := simulation.New(config.Simulation{Duration: time.Hour, Steps: 10})
+	c := simulation.New(simulation.Settings{Duration: time.Hour, Steps: 10})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := c.Run(ctx, &job.Job{ID: "x"}, func(job.Progress) {})
@@ -92,7 +91,7 @@ func (p *phases) BeginPhase(ph job.Phase) func() {
 // A simulated model load is marked as the job's preparation, so its resource record counts it
 // as prepare_ms rather than run time.
 func TestModelLoadIsPreparation(t *testing.T) {
-	c := simulation.New(config.Simulation{Duration: time.Millisecond, Steps: 1})
+	c := simulation.New(simulation.Settings{Duration: time.Millisecond, Steps: 1})
 	rec := &phases{}
 	var progress []job.Progress
 	ctx := job.WithPhaseTimer(context.Background(), rec)

@@ -1,0 +1,34 @@
+package machine
+
+import "time"
+
+// The machine's fixed intervals and timeouts, in one place. What an operator may tune lives in
+// core/config instead.
+const (
+	// brokerPingEvery is how often liveness checks that the broker answers (/health,
+	// machine_broker_up) and heartbeats the slots when their heartbeat is due.
+	brokerPingEvery   = 2 * time.Second
+	brokerPingTimeout = 2 * time.Second
+	// servicePruneEvery prunes the claim script's cache of pending jobs' services.
+	servicePruneEvery = 5 * time.Minute
+	// queueDepthEvery counts the pending jobs this machine serves, for the console's header:
+	// it scans the shared queue, so not often.
+	queueDepthEvery = 10 * time.Second
+	queueDepthScan  = 10000
+	// reapEvery is how often every machine offers to return jobs with expired leases (a Redis
+	// lock keeps it to one machine at a time); leases are renewed every third of their length,
+	// but not more often than minRenewEvery.
+	reapEvery     = time.Second
+	reapTimeout   = 2 * time.Second
+	minRenewEvery = 200 * time.Millisecond
+	// connectFirstRetry doubles up to connectMaxRetry while the broker does not answer at start.
+	connectFirstRetry = 200 * time.Millisecond
+	connectMaxRetry   = 5 * time.Second
+	// redisTimeout bounds one Redis dial, read or write.
+	redisTimeout = 5 * time.Second
+	// slotStartTimeout bounds registering new slots.
+	slotStartTimeout = 10 * time.Second
+	// finalWritesGrace is how long, past the drain timeout, shutdown waits for the releases and
+	// the last status to reach a broker that may not answer.
+	finalWritesGrace = 3 * time.Second
+)

@@ -1,0 +1,40 @@
+package tui
+
+import (
+	"context"
+	"testing"
+
+	"github.com/emp-job-queue/machine/core/control"
+)
+
+type nopClient struct{}
+
+func (nopClient) Updates() <-chan control.Snapshot { return nil }
+func (nopClient) Do(context.Context, control.Command) (control.Result, error) {
+	return control.Result{OK: true}, nil
+}
+func (nopClient) Close() error { return nil }
+
+// Each f or l starts a new chain of log polls; the older chain ends at its next tick instead of
+// polling on alongside.
+func TestOnlyTheNewestLogTickChainPolls(t *testing.T) {
+	m := New(nopClient{}, Options{})
+	m.mode, m.follow, m.logService = modeLogs, true, "comfyui-gpu0"
+	m.newLogTicks()
+	m.newLogTicks() // e.g. f pressed twice
+	if _, cmd := m.Update(logTickMsg{gen: m.tickGen - 1}); cmd != nil {
+		t.Error("a tick of the older chain polled again")
+	}
+	if _, cmd := m.Update(logTickMsg{gen: m.tickGen}); cmd == nil {
+		t.Error("the newest chain stopped")
+	}
+}
+
+func TestBackspaceCutsARune(t *testing.T) {
+	m := New(nopClient{}, Options{})
+	m.filtering, m.filter = true, "gpü"
+	m.key("backspace")
+	if m.filter != "gp" {
+		t.Errorf("filter after backspace = %q, want %q", m.filter, "gp")
+	}
+}
