@@ -26,6 +26,10 @@ type Snapshot struct {
 	Connectors []Connector `json:"connectors"`
 	Jobs       []Job       `json:"jobs"`   // in flight
 	Recent     []Finished  `json:"recent"` // newest last
+	// For the console's graphs and describe views (detail.go).
+	Host   Host   `json:"host"`
+	Trends Trends `json:"trends"`
+	Slots  []Slot `json:"slots"`
 }
 
 // Machine is the header.
@@ -58,18 +62,20 @@ type GPU struct {
 	PowerLimit *float64  `json:"power_limit_w"`
 	History    []float64 `json:"history"` // utilization, oldest first; NaN-free (n/a as -1)
 	Jobs       []string  `json:"jobs"`
+	Detail     GPUDetail `json:"detail"`
 }
 
 // Service is one supervised service.
 type Service struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	PID      int    `json:"pid"`
-	Restarts int    `json:"restarts"`
-	Healthy  bool   `json:"healthy"`
-	Port     int    `json:"port"`
-	UptimeMS int64  `json:"uptime_ms"`
-	Error    string `json:"error,omitempty"`
+	Name     string        `json:"name"`
+	State    string        `json:"state"`
+	PID      int           `json:"pid"`
+	Restarts int           `json:"restarts"`
+	Healthy  bool          `json:"healthy"`
+	Port     int           `json:"port"`
+	UptimeMS int64         `json:"uptime_ms"`
+	Error    string        `json:"error,omitempty"`
+	Detail   ServiceDetail `json:"detail"`
 }
 
 // Connector is one configured connector.
@@ -84,23 +90,27 @@ type Connector struct {
 
 // Job is a job in flight.
 type Job struct {
-	ID        string  `json:"id"`
-	Slot      string  `json:"slot"`
-	Connector string  `json:"connector"`
-	Service   string  `json:"service"`
-	GPU       int     `json:"gpu"`
-	Progress  float64 `json:"progress"`
-	Message   string  `json:"message"`
-	ElapsedMS int64   `json:"elapsed_ms"`
+	ID        string    `json:"id"`
+	Slot      string    `json:"slot"`
+	Connector string    `json:"connector"`
+	Service   string    `json:"service"`
+	GPU       int       `json:"gpu"`
+	Progress  float64   `json:"progress"`
+	Message   string    `json:"message"`
+	ElapsedMS int64     `json:"elapsed_ms"`
+	Detail    JobDetail `json:"detail"`
 }
 
 // Finished is a recently ended job.
 type Finished struct {
-	ID         string `json:"id"`
-	Service    string `json:"service"`
-	Outcome    string `json:"outcome"`
-	Error      string `json:"error,omitempty"`
-	DurationMS int64  `json:"duration_ms"`
+	ID         string    `json:"id"`
+	Service    string    `json:"service"`
+	Outcome    string    `json:"outcome"`
+	Error      string    `json:"error,omitempty"`
+	DurationMS int64     `json:"duration_ms"`
+	Slot       string    `json:"slot,omitempty"`
+	EndedMS    int64     `json:"ended_ms,omitempty"` // Unix ms
+	Detail     JobDetail `json:"detail"`
 }
 
 // Ops of a Command.

@@ -46,15 +46,7 @@ func (c *core) Snapshot() control.Snapshot {
 		}
 		if sampler != nil {
 			h := sampler.History(r.Index, gpu.Utilization)
-			if len(h) > 120 {
-				h = h[len(h)-120:]
-			}
-			for _, v := range h {
-				if gpu.IsNA(v) {
-					v = -1
-				}
-				g.History = append(g.History, v)
-			}
+			g.History = rounded(h, 1)
 		}
 		for _, sl := range snap.Slots {
 			if sl.GPU == r.Index && sl.JobID != "" {
@@ -107,6 +99,7 @@ func (c *core) Snapshot() control.Snapshot {
 			ID: f.JobID, Service: f.Service, Outcome: f.Outcome, Error: f.Error, DurationMS: f.Duration.Milliseconds(),
 		})
 	}
+	addDetail(&out, snap, sampler, now)
 	return out
 }
 

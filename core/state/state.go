@@ -45,6 +45,8 @@ type Slot struct {
 	Failed       uint64 // attempts that failed, retried or not
 	LastError    string
 	LastActivity time.Time
+	Info         JobInfo         // of the job in hand
+	Steps        []ProgressPoint // its progress reports, oldest first (the last maxSteps)
 }
 
 // Finished is a recently ended job, newest last.
@@ -56,6 +58,8 @@ type Finished struct {
 	Error    string
 	Duration time.Duration
 	At       time.Time
+	Info     JobInfo
+	Steps    []ProgressPoint
 }
 
 // Broker is the state of the machine's broker connection.
@@ -89,6 +93,10 @@ type Snapshot struct {
 	Paused bool
 	// QueueDepth counts pending jobs for the services this machine serves.
 	QueueDepth int64
+	// Ended counts the jobs ended (completed or failed) since start; Trends is the recent history
+	// the console graphs.
+	Ended  uint64
+	Trends Trends
 }
 
 // Service returns a supervised service's status.
@@ -200,7 +208,10 @@ func (s *Store) SetTelemetry(t gpu.Snapshot) {
 	s.mu.Lock()
 	changed := !maps.Equal(s.snap.Telemetry.Unhealthy, t.Unhealthy)
 	s.mu.Unlock()
-	s.update(changed, func(snap *Snapshot) { snap.Telemetry = t })
+	s.update(changed, func(snap *Snapshot) {
+		snap.Telemetry = t
+		snap.Trends = snap.Trends.next(t, snap.QueueDepth, snap.Ended)
+	})
 }
 
 // SetService records a supervised service's status; a state change is one the monitor must
@@ -304,6 +315,7 @@ func (s *Store) JobClaimed(slotID, jobID, service string) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Status, sl.JobID, sl.JobService, sl.JobStartedAt = SlotBusy, jobID, service, now
 			sl.Progress, sl.Message, sl.LastActivity = 0, "", now
+			sl.Info, sl.Steps = JobInfo{}, nil
 		}
 	})
 }
@@ -314,6 +326,10 @@ func (s *Store) JobProgress(slotID string, percent float64, message string) {
 	s.update(false, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Progress, sl.Message, sl.LastActivity = percent, message, now
+			sl.Steps = append(sl.Steps, ProgressPoint{At: now, Percent: percent, Message: message})
+			if len(sl.Steps) > maxSteps {
+				sl.Steps = slices.Clone(sl.Steps[len(sl.Steps)-maxSteps/2:])
+			}
 		}
 	})
 }
@@ -329,18 +345,21 @@ func (s *Store) JobEnded(slotID, outcome, errText string) {
 		switch outcome {
 		case "completed":
 			sl.Completed++
+			snap.Ended++
 		case "retried", "failed":
 			sl.Failed++
 			sl.LastError = errText
+			snap.Ended++
 		}
 		snap.Recent = append(snap.Recent, Finished{
 			JobID: sl.JobID, SlotID: slotID, Service: sl.JobService, Outcome: outcome, Error: errText,
-			Duration: now.Sub(sl.JobStartedAt), At: now,
+			Duration: now.Sub(sl.JobStartedAt), At: now, Info: sl.Info, Steps: sl.Steps,
 		})
 		if len(snap.Recent) > 2*recentCap { // trim in batches: jobs end thousands of times a second
 			snap.Recent = slices.Clone(snap.Recent[len(snap.Recent)-recentCap:])
 		}
 		sl.Status, sl.JobID, sl.JobService, sl.Progress, sl.Message, sl.LastActivity = SlotIdle, "", "", 0, "", now
+		sl.Info, sl.Steps = JobInfo{}, nil
 	})
 }
 
