@@ -130,8 +130,6 @@ func (m *Model) kv(label, value string) string {
 
 func (m *Model) heading(s string) string { return m.styles.title.Render(s) }
 
-func notRecorded(what string) string { return what + ": not recorded" }
-
 func orNotRecorded(s string) string {
 	if s == "" {
 		return "not recorded"
@@ -195,7 +193,7 @@ func (m *Model) describeJob() []string {
 		out = append(out, m.heading("Job "+id)+"  "+st.Render(finished.Outcome), "",
 			m.kv("service", finished.Service), m.kv("worker", orNotRecorded(finished.Slot)))
 	}
-	attempt := notRecorded("attempt")
+	attempt := "not recorded"
 	if d.Attempt > 0 {
 		attempt = fmt.Sprintf("%d of %d (retries used %d, allowed %d)", d.Attempt, d.MaxRetries+1, d.Attempt-1, d.MaxRetries)
 	}
@@ -429,4 +427,25 @@ func (m *Model) describeGPU() []string {
 		out = append(out, graph{title: "utilization", now: reading(g.Util, "%.0f%%"), vals: g.History, hi: 100, unit: "%", stepMS: step, ink: m.paints().util}.render(m, m.width, 8)...)
 	}
 	return out
+}
+
+// Kind is what a describe view shows, for DescribeFrame.
+type Kind int
+
+const (
+	DescribeGPU Kind = iota
+	DescribeService
+	DescribeConnector
+	DescribeJob
+)
+
+// DescribeFrame renders the describe view of one row (a GPU's index, a service or connector
+// name, a job id) exactly as the console draws it; for screenshots, goldens and tests.
+func DescribeFrame(snap control.Snapshot, kind Kind, key string, width, height int) string {
+	m := New(nil, Options{})
+	m.snap, m.have, m.width, m.height = snap, true, width, height
+	panes := [...]pane{DescribeGPU: paneGPUs, DescribeService: paneServices, DescribeConnector: paneConnectors, DescribeJob: paneJobs}
+	m.focus = panes[kind]
+	m.mode, m.ext.desc = modeDescribe, target{pane: panes[kind], key: key}
+	return m.render()
 }

@@ -81,7 +81,7 @@ func (m *Model) largeView(rows int) []string {
 		}
 	}
 	top := len(out)
-	right := max(40, w*2/5)
+	right := max(40, w/3)
 	left := w - right - 1
 	out = append(out, beside(m.zoneTables(tables, top, mid), left, m.trendGraphs(right, mid), right)...)
 	out = append(out, m.decisionsLine())

@@ -187,7 +187,7 @@ func (s *session) press(keys ...string) {
 	}
 }
 
-var sizes = []struct{ w, h int }{{80, 24}, {160, 48}}
+var sizes = []struct{ w, h int }{{80, 24}, {160, 48}, {240, 67}}
 
 func eachSize(t *testing.T, fn func(t *testing.T, w, h int)) {
 	for _, sz := range sizes {
