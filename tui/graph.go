@@ -194,10 +194,10 @@ func spark(vals []float64, lo, hi float64, width int) string {
 
 // fit cuts or pads a styled line to exactly w cells.
 func fit(s string, w int) string {
-	n := lipgloss.Width(s)
+	n := cellWidth(s)
 	if n > w {
 		s = cut(s, w)
-		n = lipgloss.Width(s)
+		n = cellWidth(s)
 	}
 	return s + strings.Repeat(" ", max(0, w-n))
 }

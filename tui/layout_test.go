@@ -24,7 +24,7 @@ func busy() (control.Snapshot, []string) {
 	}
 	for g := range snap.GPUs {
 		d := &snap.GPUs[g].Detail
-		snap.GPUs[g].History = series(60, func(i int) float64 { return float64((i*7+g*30)%100) })
+		snap.GPUs[g].History = series(60, func(i int) float64 { return float64((i*7 + g*30) % 100) })
 		d.MemHistory = series(60, func(i int) float64 { return 40000 + float64(i*500) })
 		d.TempHistory = series(60, func(i int) float64 { return 40 + float64(i%30) })
 		d.PowerHistory = series(60, func(i int) float64 { return 200 + float64(i*5) })
@@ -47,7 +47,7 @@ func busy() (control.Snapshot, []string) {
 	snap.Jobs[0].Detail = control.JobDetail{Customer: "acme", Priority: "50", Requirements: `{"hardware":{"gpu_memory_gb":24}}`,
 		CreatedMS: 1767225600000, StartedMS: 1767225602500, Attempt: 2, MaxRetries: 3,
 		Payload: []control.Field{{Key: "api_key", Value: "‹cut: secret›"}, {Key: "prompt", Value: `"a lighthouse at dusk"`}, {Key: "steps", Value: "30"}},
-		Steps: []control.Step{{AtMS: 1767225603000, Percent: 10, Message: "KSampler 3/30"}, {AtMS: 1767225606000, Percent: 30, Message: "KSampler 9/30"}}}
+		Steps:   []control.Step{{AtMS: 1767225603000, Percent: 10, Message: "KSampler 3/30"}, {AtMS: 1767225606000, Percent: 30, Message: "KSampler 9/30"}}}
 	snap.Recent[1].Slot, snap.Recent[1].EndedMS = "gpu-box-17-worker-comfyui-1", 1767225500000
 	snap.Recent[1].Detail = control.JobDetail{Customer: "acme", Attempt: 4, MaxRetries: 3, CreatedMS: 1767225400000, StartedMS: 1767225455000}
 	snap.Services[1].Detail.Exits = []control.Exit{{AtMS: 1767225000000, Reason: "signal: killed (memory watermark)"}}

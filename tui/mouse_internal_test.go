@@ -95,3 +95,13 @@ func TestFrameDrawnOnlyOnChange(t *testing.T) {
 		t.Fatal("a key did not mark the frame for drawing")
 	}
 }
+
+// cellWidth agrees with ansi.StringWidth on what the console draws, and falls back to it for
+// anything else.
+func TestCellWidth(t *testing.T) {
+	for _, s := range []string{"", "plain", "\x1b[1;38;5;86m▸ GPUs\x1b[m (nvml)", "⣿⣷ ┤│┄ █░ ▁▂ ✓✗ ↻ °C ‹cut› …", "wide 日本", "emoji 🚀 ok", "\x1b]0;title\x07x"} {
+		if got, want := cellWidth(s), ansi.StringWidth(s); got != want {
+			t.Errorf("cellWidth(%q) = %d, want %d", s, got, want)
+		}
+	}
+}

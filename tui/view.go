@@ -76,7 +76,7 @@ func (m *Model) render() string {
 
 // cut shortens a styled line to width cells.
 func cut(s string, width int) string {
-	if lipgloss.Width(s) <= width {
+	if cellWidth(s) <= width {
 		return s
 	}
 	return lipgloss.NewStyle().MaxWidth(width).Render(s)

@@ -83,6 +83,8 @@ func jobDetail(info state.JobInfo, steps []state.ProgressPoint, started time.Tim
 		Attempt: info.Attempt, MaxRetries: info.MaxRetries}
 	if ms, err := strconv.ParseInt(info.CreatedAt, 10, 64); err == nil {
 		d.CreatedMS = ms
+	} else if t, err := time.Parse(time.RFC3339Nano, info.CreatedAt); err == nil {
+		d.CreatedMS = t.UnixMilli()
 	}
 	if !started.IsZero() {
 		d.StartedMS = started.UnixMilli()

@@ -11,6 +11,9 @@ import (
 // GPU sampler's rings.
 const trendCap = 300
 
+// minRateWindow is the shortest window jobs/min is measured over.
+const minRateWindow = 10 * time.Second
+
 // Trends are the machine's recent history, one value per telemetry sample, oldest first: what
 // the console draws as graphs. A Trends value is immutable once in a snapshot: the store only
 // ever appends past the end readers see, or replaces the slices.
@@ -50,11 +53,14 @@ func (t Trends) next(s gpu.Snapshot, queue int64, ended uint64) Trends {
 	if len(t.ended) > 2*trendCap {
 		t.ended = append([]uint64(nil), t.ended[len(t.ended)-trendCap:]...)
 	}
+	// The rate over the last minute, or over what there is of it; a window shorter than
+	// minRateWindow counts as that long, so the first jobs after start are no spike.
 	perMin := 0.0
 	if t.Step > 0 {
 		k := min(len(t.ended)-1, int(time.Minute/t.Step))
 		if k > 0 {
-			perMin = float64(ended-t.ended[len(t.ended)-1-k]) * float64(time.Minute) / (float64(k) * float64(t.Step))
+			span := max(time.Duration(k)*t.Step, minRateWindow)
+			perMin = float64(ended-t.ended[len(t.ended)-1-k]) * float64(time.Minute) / float64(span)
 		}
 	}
 	t.JobsPerMin = push(t.JobsPerMin, perMin)
