@@ -262,6 +262,7 @@ func TestLogsView(t *testing.T) {
 		s := start(t, w, h, core, tui.Options{})
 		s.waitFor("openai")
 		s.press("tab", "l")
+		s.waitFor("(following)") // the large layout's log tail shows the same lines on the main screen
 		golden.RequireEqual(t, s.waitFor("[60] Prompt"))
 		if cmds := core.commands(); cmds[0].Op != control.Logs || cmds[0].Service != "comfyui-gpu0" {
 			t.Errorf("commands: %+v", cmds)
