@@ -285,11 +285,8 @@ func (m *Model) describeService() []string {
 	}
 	cmd := orNotRecorded(strings.Join(d.Command, " "))
 	out := []string{m.heading("Service "+name) + "  " + s.State + "  " + health, ""}
-	out = append(out, m.kv("command", ""))
-	out[len(out)-1] = strings.TrimRight(out[len(out)-1], " ")
-	for _, l := range wrapText(cmd, m.width, "    ") {
-		out = append(out, l)
-	}
+	out = append(out, "  "+m.styles.dim.Render("command"))
+	out = append(out, wrapText(cmd, m.width, "    ")...)
 	adopted := "no"
 	if d.Adopted {
 		adopted = "yes (re-attached after a machine restart)"
