@@ -15,6 +15,7 @@ type keyMap struct {
 	Help, Quit, Back, Filter, NextPane, PrevPane, Up, Down binding
 	Toggle, Restart, Drain, Logs, Follow, Wrap, Yes, No    binding
 	Stop, Detach                                           binding
+	Describe, Mouse                                        binding
 }
 
 func defaultKeys() keyMap {
@@ -37,6 +38,8 @@ func defaultKeys() keyMap {
 		No:       binding{[]string{"n"}, "answer no"},
 		Stop:     binding{[]string{"s"}, "when quitting in-process: stop the machine"},
 		Detach:   binding{[]string{"D"}, "when quitting in-process: detach, the machine keeps running headless"},
+		Describe: binding{[]string{"enter"}, "describe the selected row (job, service, connector, GPU); esc returns"},
+		Mouse:    binding{[]string{"click", "wheel"}, "mouse: click selects a row or pane (again: describes it); wheel scrolls lists, logs, views"},
 	}
 }
 
@@ -53,5 +56,5 @@ func (b binding) matches(key string) bool {
 // all lists the bindings in the order the help screen shows them.
 func (k keyMap) all() []binding {
 	return []binding{k.Help, k.NextPane, k.PrevPane, k.Up, k.Down, k.Filter, k.Back, k.Toggle, k.Restart,
-		k.Drain, k.Logs, k.Follow, k.Wrap, k.Yes, k.No, k.Quit, k.Stop, k.Detach}
+		k.Drain, k.Logs, k.Describe, k.Follow, k.Wrap, k.Yes, k.No, k.Quit, k.Stop, k.Detach, k.Mouse}
 }

@@ -48,6 +48,7 @@ const (
 	modeLogs
 	modeConfirm
 	modeQuit
+	modeDescribe
 )
 
 // Model is the console.
@@ -78,6 +79,8 @@ type Model struct {
 	tickGen    int // the generation of the log polls in force; older ticks are dropped
 	wrap       bool
 	logScroll  int // lines up from the bottom
+
+	ext ext // large layout, describe views, mouse, drawing on change (ext.go)
 }
 
 // New returns the console for a client.
@@ -137,8 +140,8 @@ func (e errString) Error() string { return string(e) }
 // Init implements tea.Model.
 func (m *Model) Init() tea.Cmd { return m.waitSnapshot() }
 
-// Update implements tea.Model.
-func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+// update handles the messages ext.go's Update passes on.
+func (m *Model) update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
@@ -404,7 +407,7 @@ func (m *Model) selectedService() (control.Service, bool) {
 }
 
 func (m *Model) clampSelection() {
-	counts := [numPanes]int{len(m.snap.GPUs), len(m.services()), len(m.connectors()), len(m.jobs())}
+	counts := [numPanes]int{len(m.snap.GPUs), len(m.services()), len(m.connectors()), len(m.jobs()) + len(m.snap.Recent)}
 	for p := range numPanes {
 		m.sel[p] = max(0, min(m.sel[p], counts[p]-1))
 	}
@@ -429,11 +432,14 @@ func Frame(snap control.Snapshot, screen Screen, service string, logs []string, 
 		m.mode = modeHelp
 	case LogsScreen:
 		m.mode, m.logService, m.logs = modeLogs, service, logs
+	case MainScreen:
+		m.ext.tail, m.ext.tailService = logs, service
 	}
 	return m.render()
 }
 
-// ProgramOptions are the options every console program runs with. The renderer ticks at its
-// frame rate even when nothing changes, and at Bubble Tea's default 60 fps that tick is most of
-// an idle console's CPU; 6 fps keeps keys answering within ~170 ms (make bench measures both).
-func ProgramOptions() []tea.ProgramOption { return []tea.ProgramOption{tea.WithFPS(6)} }
+// ProgramOptions are the options every console program runs with. The renderer's tick only
+// compares the view with the last one written, and the view is drawn again only after a change
+// (ext.go), so a fast tick costs an idle console little and a key reaches the screen within
+// ~8 ms (make bench measures both).
+func ProgramOptions() []tea.ProgramOption { return []tea.ProgramOption{tea.WithFPS(120)} }

@@ -39,8 +39,9 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // View implements tea.Model.
 func (m *Model) View() tea.View {
-	v := tea.NewView(m.render())
+	v := tea.NewView(m.view())
 	v.AltScreen = true
+	v.MouseMode = tea.MouseModeCellMotion
 	v.WindowTitle = "machine " + m.snap.Machine.ID
 	return v
 }
@@ -58,9 +59,12 @@ func (m *Model) render() string {
 		body = m.helpView()
 	case modeLogs:
 		body = m.logsView(m.height - 2 - len(status))
+	case modeDescribe:
+		body = m.describeView(m.height - 2 - len(status))
 	default:
 		body = m.mainView(m.height - 2 - len(status))
 	}
+	m.ext.bodyTop = 1 + len(status)
 	lines := append(append([]string{m.headerLine()}, status...), body...)
 	for len(lines) < m.height-1 {
 		lines = append(lines, "")
@@ -75,7 +79,7 @@ func (m *Model) render() string {
 
 // cut shortens a styled line to width cells.
 func cut(s string, width int) string {
-	if lipgloss.Width(s) <= width {
+	if cellWidth(s) <= width {
 		return s
 	}
 	return lipgloss.NewStyle().MaxWidth(width).Render(s)
@@ -179,6 +183,11 @@ func (m *Model) footer() string {
 		}
 		hints = []string{"esc back", follow, "w wrap", "/ filter", "↑↓ scroll", "q quit"}
 	}
+	if m.mode == modeDescribe {
+		hints = []string{"esc back", "↑↓ scroll", "? help", "q quit"}
+	} else if m.mode == modeMain && m.width >= 100 {
+		hints = append(hints[:len(hints)-1:len(hints)-1], "enter describe", "q quit")
+	}
 	var b strings.Builder
 	for i, h := range hints {
 		if i > 0 {
@@ -193,7 +202,7 @@ func (m *Model) footer() string {
 func (m *Model) sectionTitle(p pane, extra string) string {
 	st := m.styles.title
 	marker := "  "
-	if m.focus == p && m.mode == modeMain {
+	if m.focus == p && (m.mode == modeMain || m.mode == modeDescribe) {
 		st, marker = m.styles.focused, "▸ "
 	}
 	return st.Render(marker+paneNames[p]) + m.styles.dim.Render(extra)
@@ -367,7 +376,8 @@ func (m *Model) jobLines() []string {
 	if m.width >= 120 {
 		barW = 30
 	}
-	for i, j := range m.jobs() {
+	jobs := m.jobs()
+	for i, j := range jobs {
 		out = append(out, fmt.Sprintf("%s %-8s %-12s %s %3.0f%% %6s  %s", m.rowMarker(paneJobs, i), short(j.ID),
 			cutPlain(j.Service, 12), m.bar(j.Progress, barW), j.Progress, dur(j.ElapsedMS), j.Message))
 	}
@@ -380,7 +390,8 @@ func (m *Model) jobLines() []string {
 		if f.Outcome != job.Completed {
 			mark = m.styles.bad.Render("✗")
 		}
-		line := fmt.Sprintf("  %s %-8s %-12s %-9s %6s", mark, short(f.ID), cutPlain(f.Service, 12), f.Outcome, dur(f.DurationMS))
+		line := fmt.Sprintf("%s %s %-8s %-12s %-9s %6s", m.rowMarker(paneJobs, len(jobs)+len(m.snap.Recent)-1-k), mark, short(f.ID),
+			cutPlain(f.Service, 12), f.Outcome, dur(f.DurationMS))
 		if brief := resourceBrief(f.Resources); brief != "" {
 			line += " " + m.styles.dim.Render(brief)
 		}
@@ -395,6 +406,9 @@ func (m *Model) jobLines() []string {
 // mainView lays the four panes out in the rows there are; panes get their rows in turn and
 // show "+N more" when they do not fit.
 func (m *Model) mainView(rows int) []string {
+	if m.large() {
+		return m.largeView(rows)
+	}
 	sections := []struct {
 		p     pane
 		extra string
@@ -423,12 +437,17 @@ func (m *Model) mainView(rows int) []string {
 		}
 	}
 	var out []string
+	m.ext.zones.reset()
 	for i, s := range sections {
+		m.ext.zones.add(len(out), s.p, -1)
 		out = append(out, m.sectionTitle(s.p, s.extra))
 		lines := s.lines
 		if len(lines) > alloc[i] {
 			keep := max(alloc[i]-1, 0)
 			lines = append(lines[:keep:keep], m.styles.dim.Render(fmt.Sprintf("   +%d more", len(s.lines)-keep)))
+		}
+		for r := range lines {
+			m.ext.zones.add(len(out)+r, s.p, r)
 		}
 		out = append(out, lines...)
 	}

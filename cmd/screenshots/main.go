@@ -97,24 +97,38 @@ func run(out string) error {
 		screen tui.Screen
 		w, h   int
 	}{
-		{"main-160x48", tui.MainScreen, 160, 48}, {"main-80x24", tui.MainScreen, 80, 24},
+		{"main-160x48", tui.MainScreen, 160, 48}, {"main-80x24", tui.MainScreen, 80, 24}, {"main-240x67", tui.MainScreen, 240, 67},
 		{"logs-120x32", tui.LogsScreen, 120, 32}, {"help-100x30", tui.HelpScreen, 100, 30},
 	}
 	for _, s := range shots {
-		frame := tui.Frame(snap, s.screen, "comfyui-gpu0", logs, s.w, s.h)
-		img := termshot.PNG(termshot.Screen(frame, s.w, s.h), s.w, s.h)
-		f, err := os.Create(filepath.Join(out, s.name+".png"))
-		if err != nil {
+		if err := write(out, s.name, tui.Frame(snap, s.screen, "comfyui-gpu0", logs, s.w, s.h), s.w, s.h); err != nil {
 			return err
 		}
-		if err := png.Encode(f, img); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		fmt.Println("wrote", filepath.Join(out, s.name+".png"))
 	}
+	// A describe view: the job in flight, or the latest finished one.
+	job := ""
+	if len(snap.Jobs) > 0 {
+		job = snap.Jobs[0].ID
+	} else if len(snap.Recent) > 0 {
+		job = snap.Recent[len(snap.Recent)-1].ID
+	}
+	return write(out, "describe-job-120x40", tui.DescribeFrame(snap, tui.DescribeJob, job, 120, 40), 120, 40)
+}
+
+// write draws a frame as out/name.png.
+func write(out, name, frame string, w, h int) error {
+	img := termshot.PNG(termshot.Screen(frame, w, h), w, h)
+	f, err := os.Create(filepath.Join(out, name+".png"))
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Println("wrote", filepath.Join(out, name+".png"))
 	return nil
 }

@@ -32,6 +32,10 @@ type Snapshot struct {
 	Changes    []Change    `json:"changes"` // recent connector changes, oldest first
 	// Costs summarize the jobs' resource records per service over the last hour.
 	Costs []ServiceCost `json:"costs,omitempty"`
+	// For the console's graphs and describe views (detail.go).
+	Host   Host   `json:"host"`
+	Trends Trends `json:"trends"`
+	Slots  []Slot `json:"slots"`
 }
 
 // ServiceCost is one service's jobs over the last hour.
@@ -75,18 +79,20 @@ type GPU struct {
 	PowerLimit *float64  `json:"power_limit_w"`
 	History    []float64 `json:"history"` // utilization, oldest first; NaN-free (n/a as -1)
 	Jobs       []string  `json:"jobs"`
+	Detail     GPUDetail `json:"detail"`
 }
 
 // Service is one supervised service.
 type Service struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	PID      int    `json:"pid"`
-	Restarts int    `json:"restarts"`
-	Healthy  bool   `json:"healthy"`
-	Port     int    `json:"port"`
-	UptimeMS int64  `json:"uptime_ms"`
-	Error    string `json:"error,omitempty"`
+	Name     string        `json:"name"`
+	State    string        `json:"state"`
+	PID      int           `json:"pid"`
+	Restarts int           `json:"restarts"`
+	Healthy  bool          `json:"healthy"`
+	Port     int           `json:"port"`
+	UptimeMS int64         `json:"uptime_ms"`
+	Error    string        `json:"error,omitempty"`
+	Detail   ServiceDetail `json:"detail"`
 }
 
 // Connector is one connector the machine runs or ran.
@@ -111,14 +117,15 @@ type Change struct {
 
 // Job is a job in flight.
 type Job struct {
-	ID        string  `json:"id"`
-	Slot      string  `json:"slot"`
-	Connector string  `json:"connector"`
-	Service   string  `json:"service"`
-	GPU       int     `json:"gpu"`
-	Progress  float64 `json:"progress"`
-	Message   string  `json:"message"`
-	ElapsedMS int64   `json:"elapsed_ms"`
+	ID        string    `json:"id"`
+	Slot      string    `json:"slot"`
+	Connector string    `json:"connector"`
+	Service   string    `json:"service"`
+	GPU       int       `json:"gpu"`
+	Progress  float64   `json:"progress"`
+	Message   string    `json:"message"`
+	ElapsedMS int64     `json:"elapsed_ms"`
+	Detail    JobDetail `json:"detail"`
 }
 
 // Finished is a recently ended job.
@@ -130,6 +137,9 @@ type Finished struct {
 	DurationMS int64       `json:"duration_ms"`
 	// Resources is the attempt's resource record, when the machine keeps one.
 	Resources *job.Resources `json:"resources,omitempty"`
+	Slot      string         `json:"slot,omitempty"`
+	EndedMS   int64          `json:"ended_ms,omitempty"` // Unix ms
+	Detail    JobDetail      `json:"detail"`
 }
 
 // Op is what a Command asks for.

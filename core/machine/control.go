@@ -44,15 +44,7 @@ func (c *core) Snapshot() control.Snapshot {
 		}
 		if sampler != nil {
 			h := sampler.History(r.Index, gpu.Utilization)
-			if len(h) > 120 {
-				h = h[len(h)-120:]
-			}
-			for _, v := range h {
-				if gpu.IsNA(v) {
-					v = -1
-				}
-				g.History = append(g.History, v)
-			}
+			g.History = rounded(h, 1)
 		}
 		for _, sl := range snap.Slots {
 			if sl.GPU == r.Index && sl.JobID != "" {
@@ -106,6 +98,7 @@ func (c *core) Snapshot() control.Snapshot {
 		out.Costs = append(out.Costs, control.ServiceCost{Service: c.Service, Jobs: c.Jobs, RunMeanMS: c.RunMeanMS,
 			RunP95MS: c.RunP95MS, WhMean: c.WhMean, WhP95: c.WhP95, GPUSeconds: c.GPUSeconds})
 	}
+	addDetail(&out, snap, sampler, now)
 	return out
 }
 

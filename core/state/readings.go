@@ -19,6 +19,15 @@ type Service struct {
 	LastExit  string // how the last run ended
 	Error     string // why it is errored or not ready
 	RSSMB     float64
+	Command   []string // what it runs
+	Probe     string   // how its readiness is checked
+	Exits     []Exit   // its recent exits, newest last
+}
+
+// Exit is one end of a service's run and why.
+type Exit struct {
+	At     time.Time
+	Reason string
 }
 
 // Telemetry is the GPU sampler's latest sample. A reading a device cannot give is NaN.
@@ -27,6 +36,14 @@ type Telemetry struct {
 	GPUs      []GPU
 	Unhealthy map[int]string // GPU index → why it is out of service
 	Host      Host
+	Services  []ServiceLoad // per supervised service
+}
+
+// ServiceLoad is one supervised service's CPU and memory, with its children.
+type ServiceLoad struct {
+	Name       string
+	CPUPercent float64 // % of one core
+	RSSMB      float64
 }
 
 // GPU is one GPU's latest readings.
@@ -49,6 +66,13 @@ type GPU struct {
 	EncoderUtil   float64
 	DecoderUtil   float64
 	EnergyMJ      float64 // total-energy counter since the driver loaded; NaN where the GPU has none
+	Processes     []GPUProcess
+}
+
+// GPUProcess is a process using a GPU's memory.
+type GPUProcess struct {
+	PID      uint32
+	MemoryMB float64
 }
 
 // Host is the machine's own load.

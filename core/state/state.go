@@ -48,6 +48,8 @@ type Slot struct {
 	Resources    *job.Resources // the job's resource record, set just before it ends
 	// ClaimError is why the slot's last claims failed, while they keep failing ("" when it claims).
 	ClaimError string
+	Info       JobInfo         // of the job in hand
+	Steps      []ProgressPoint // its progress reports, oldest first (the last maxSteps)
 }
 
 // Finished is a recently ended job, newest last.
@@ -61,6 +63,8 @@ type Finished struct {
 	At       time.Time
 	// Resources is the attempt's resource record (nil when the machine keeps none).
 	Resources *job.Resources
+	Info      JobInfo
+	Steps     []ProgressPoint
 }
 
 // Broker is the state of the machine's broker connection.
@@ -100,6 +104,10 @@ type Snapshot struct {
 	Changes    []Change
 	// Costs summarize the jobs' resource records per service over the last hour.
 	Costs []ServiceCost
+	// Ended counts the jobs ended (completed or failed) since start; Trends is the recent history
+	// the console graphs.
+	Ended  uint64
+	Trends Trends
 }
 
 // Service returns a supervised service's status.
@@ -231,7 +239,10 @@ func (s *Store) SetTelemetry(t Telemetry) {
 	s.mu.Lock()
 	changed := !maps.Equal(s.snap.Telemetry.Unhealthy, t.Unhealthy)
 	s.mu.Unlock()
-	s.update(changed, func(snap *Snapshot) { snap.Telemetry = t })
+	s.update(changed, func(snap *Snapshot) {
+		snap.Telemetry = t
+		snap.Trends = snap.Trends.next(t, snap.QueueDepth, snap.Ended)
+	})
 }
 
 // SetService records a supervised service's status; a state change is one the monitor must
@@ -335,6 +346,7 @@ func (s *Store) JobClaimed(slotID, jobID, service string) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Status, sl.JobID, sl.JobService, sl.JobStartedAt = SlotBusy, jobID, service, now
 			sl.Progress, sl.Message, sl.LastActivity = 0, "", now
+			sl.Info, sl.Steps = JobInfo{}, nil
 		}
 	})
 }
@@ -345,6 +357,10 @@ func (s *Store) JobProgress(slotID string, percent float64, message string) {
 	s.update(false, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Progress, sl.Message, sl.LastActivity = percent, message, now
+			sl.Steps = append(sl.Steps, ProgressPoint{At: now, Percent: percent, Message: message})
+			if len(sl.Steps) > maxSteps {
+				sl.Steps = slices.Clone(sl.Steps[len(sl.Steps)-maxSteps/2:])
+			}
 		}
 	})
 }
@@ -360,19 +376,23 @@ func (s *Store) JobEnded(slotID string, outcome job.Outcome, errText string) {
 		switch outcome {
 		case job.Completed:
 			sl.Completed++
+			snap.Ended++
 		case job.Retried, job.Failed:
 			sl.Failed++
 			sl.LastError = errText
+			snap.Ended++
 		}
 		snap.Recent = append(snap.Recent, Finished{
 			JobID: sl.JobID, SlotID: slotID, Service: sl.JobService, Outcome: outcome, Error: errText,
 			Duration: now.Sub(sl.JobStartedAt), At: now, Resources: sl.Resources,
+			Info: sl.Info, Steps: sl.Steps,
 		})
 		if len(snap.Recent) > 2*recentCap { // trim in batches: jobs end thousands of times a second
 			snap.Recent = slices.Clone(snap.Recent[len(snap.Recent)-recentCap:])
 		}
 		sl.Status, sl.JobID, sl.JobService, sl.Progress, sl.Message, sl.LastActivity = SlotIdle, "", "", 0, "", now
 		sl.Resources = nil
+		sl.Info, sl.Steps = JobInfo{}, nil
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strings"
 	"time"
 )
 
@@ -15,6 +16,18 @@ type Probe struct {
 	Target string   // URL for http, host:port for tcp
 	Cmd    []string // command for exec
 	Every  time.Duration
+}
+
+// String describes the probe for people: "http http://127.0.0.1:8188/", "none (ready when started)".
+func (p Probe) String() string {
+	switch p.Kind {
+	case "":
+		return "none (ready when started)"
+	case "exec":
+		return "exec " + strings.Join(p.Cmd, " ")
+	default:
+		return p.Kind + " " + p.Target
+	}
 }
 
 // check runs the probe once.

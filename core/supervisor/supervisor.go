@@ -74,6 +74,25 @@ type Status struct {
 	LastExit  string // how the last run ended
 	Error     string // why it is errored or not ready
 	RSSMB     float64
+	// For the console's describe view: the command line, the probe, and the latest exits
+	// (newest last, at most maxExits).
+	Command []string
+	Probe   string
+	Exits   []Exit
+}
+
+// Exit is one end of a service's process and what the supervisor made of it.
+type Exit struct {
+	At     time.Time
+	Reason string
+}
+
+const maxExits = 10
+
+// exited records an exit in the status's history; the slice is copied, never shared.
+func (s *Status) exited(reason string) {
+	s.LastExit = reason
+	s.Exits = append(slices.Clone(s.Exits[max(0, len(s.Exits)-maxExits+1):]), Exit{At: time.Now(), Reason: reason})
 }
 
 // PM2Status is the state in the old runtime's words, for the monitor's pm2_status.
@@ -177,7 +196,8 @@ func (s *Supervisor) add(spec Spec) (*service, error) {
 		spec: spec, sup: s, cmds: make(chan command, 4), ring: newRing(s.p.RingLines), done: make(chan struct{}),
 		pidPath: filepath.Join(s.p.RunDir, "services", spec.Name+".pid"),
 		logPath: filepath.Join(s.p.LogDir, spec.Name+".log"),
-		status:  Status{Name: spec.Name, State: Stopped, Port: spec.Port, GPU: spec.GPU},
+		status: Status{Name: spec.Name, State: Stopped, Port: spec.Port, GPU: spec.GPU,
+			Command: slices.Clone(spec.Command), Probe: spec.Probe.String()},
 	}
 	sv.hash = specHash(spec)
 	s.services[spec.Name] = sv
@@ -419,15 +439,15 @@ func (sv *service) run(ctx context.Context) {
 				return
 			}
 			sv.terminate(p, log)
-			sv.set(func(s *Status) { s.State, s.PID, s.LastExit = Stopped, 0, "stopped with the machine" })
+			sv.set(func(s *Status) { s.State, s.PID = Stopped, 0; s.exited("stopped with the machine") })
 			return
 		case !ended: // a command or the memory watermark
 			sv.terminate(p, log)
 			if c == cmdRemove {
-				sv.set(func(s *Status) { s.State, s.PID, s.LastExit = Stopped, 0, "removed" })
+				sv.set(func(s *Status) { s.State, s.PID = Stopped, 0; s.exited("removed") })
 				return
 			}
-			sv.set(func(s *Status) { s.Restarts++; s.LastExit = exit })
+			sv.set(func(s *Status) { s.Restarts++; s.exited(exit) })
 			consecutive = 0
 			want = c != cmdStop
 			continue
@@ -437,7 +457,7 @@ func (sv *service) run(ctx context.Context) {
 		sv.killLeftovers(p)
 		if !d.Restart {
 			log.Error("service is crash-looping; not restarting it", "reason", d.Message)
-			sv.set(func(s *Status) { s.State, s.PID, s.LastExit, s.Error = Errored, 0, exit, d.Message })
+			sv.set(func(s *Status) { s.State, s.PID, s.Error = Errored, 0, d.Message; s.exited(exit) })
 			if want, ok = sv.next(ctx); !ok {
 				return
 			}
@@ -446,7 +466,8 @@ func (sv *service) run(ctx context.Context) {
 		}
 		log.Warn("service exited", "exit", exit, "restart_in", d.Delay.String(), "in_a_row", d.Consecutive)
 		sv.set(func(s *Status) {
-			s.State, s.PID, s.LastExit, s.Error, s.Restarts = Backoff, 0, exit, d.Message, s.Restarts+1
+			s.State, s.PID, s.Error, s.Restarts = Backoff, 0, d.Message, s.Restarts+1
+			s.exited(exit)
 		})
 		select {
 		case <-ctx.Done():

@@ -231,6 +231,7 @@ func (s *Slot) run(jobCtx context.Context, j *job.Job) {
 	}
 	log := s.p.Log.With("job_id", j.ID, "service", j.Service, "attempt", j.RetryCount+1)
 	s.p.Store.JobClaimed(s.p.ID, j.ID, j.Service)
+	s.p.Store.JobInfo(s.p.ID, state.InfoOf(j))
 	if m := s.p.Metrics; m != nil {
 		m.SlotsBusy.WithLabelValues(s.p.Connector).Inc()
 		defer m.SlotsBusy.WithLabelValues(s.p.Connector).Dec()

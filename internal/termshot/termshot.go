@@ -101,6 +101,15 @@ func drawBlock(img *image.RGBA, r rune, px, py, cw, ch int, fg color.Color) bool
 	case r >= '▁' && r <= '█': // eighths, from the bottom
 		h := ch * int(r-'▁'+1) / 8
 		draw.Draw(img, image.Rect(px, py+ch-h, px+cw, py+ch), &image.Uniform{fg}, image.Point{}, draw.Src)
+	case r > 0x2800 && r <= 0x28ff: // braille: 2×4 dots, bit i of r-0x2800 in the Unicode order
+		dots := [8][2]int{{0, 0}, {0, 1}, {0, 2}, {1, 0}, {1, 1}, {1, 2}, {0, 3}, {1, 3}}
+		dw, dh := max(1, cw/2-1), max(1, ch/4-1)
+		for i, d := range dots {
+			if (r-0x2800)&(1<<i) != 0 {
+				x, y := px+d[0]*cw/2, py+d[1]*ch/4
+				draw.Draw(img, image.Rect(x, y, x+dw, y+dh), &image.Uniform{fg}, image.Point{}, draw.Src)
+			}
+		}
 	case r == '░':
 		rr, gg, bb, _ := fg.RGBA()
 		dim := color.RGBA{uint8(rr >> 9), uint8(gg >> 9), uint8(bb >> 9), 0xff}
@@ -126,8 +135,10 @@ func fallback(r rune) string {
 		return "o"
 	case '·':
 		return "."
-	case '▏':
+	case '▏', '┤', '│':
 		return "|"
+	case '┄':
+		return "-"
 	}
 	return "?"
 }
