@@ -24,8 +24,6 @@ const (
 	// connectFirstRetry doubles up to connectMaxRetry while the broker does not answer at start.
 	connectFirstRetry = 200 * time.Millisecond
 	connectMaxRetry   = 5 * time.Second
-	// redisTimeout bounds one Redis dial, read or write.
-	redisTimeout = 5 * time.Second
 	// slotStartTimeout bounds registering new slots.
 	slotStartTimeout = 10 * time.Second
 	// finalWritesGrace is how long, past the drain timeout, shutdown waits for the releases and
