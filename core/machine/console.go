@@ -1,11 +1,13 @@
 package machine
 
 import (
+	"encoding/json"
 	"math"
 	"strconv"
 	"time"
 
 	"github.com/emp-job-queue/machine/core/control"
+	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
 )
@@ -71,6 +73,7 @@ func addDetail(out *control.Snapshot, snap state.Snapshot, sampler *gpu.Sampler,
 		f := recent[i]
 		out.Recent[i].Slot, out.Recent[i].EndedMS = f.SlotID, f.At.UnixMilli()
 		out.Recent[i].Detail = jobDetail(f.Info, f.Steps, f.At.Add(-f.Duration))
+		out.Recent[i].Detail.Resources = resourceFields(f.Resources)
 	}
 	for _, sl := range snap.Slots {
 		out.Slots = append(out.Slots, control.Slot{ID: sl.ID, Connector: sl.Connector, GPU: sl.GPU, Status: sl.Status, JobID: sl.JobID,
@@ -111,6 +114,23 @@ func rounded(vals []float64, scale float64) []float64 {
 		} else {
 			out[i] = math.Round(v*scale) / scale
 		}
+	}
+	return out
+}
+
+// resourceFields is a job's resource record as the describe view lists it: the keys of the
+// result's metadata.resources, absent readings left out.
+func resourceFields(r *job.Resources) map[string]any {
+	if r == nil {
+		return nil
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return nil
+	}
+	var out map[string]any
+	if json.Unmarshal(raw, &out) != nil {
+		return nil
 	}
 	return out
 }

@@ -99,5 +99,7 @@ func TestJobResourcesThroughTheMachine(t *testing.T) {
 	}
 	if snap := h.m.Control().Snapshot(); len(snap.Recent) != 1 || snap.Recent[0].Resources == nil || len(snap.Costs) != 1 {
 		t.Errorf("the console's snapshot lacks the record or the summary: %+v %+v", snap.Recent, snap.Costs)
+	} else if d := snap.Recent[0].Detail.Resources; d["gpu_seconds"] == nil || d["gpu_energy_source"] == nil {
+		t.Errorf("the job's describe view lacks the record: %v", d)
 	}
 }
