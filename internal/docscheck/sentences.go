@@ -100,7 +100,7 @@ func Find(root string, dirs []string) ([]Sentence, error) {
 					return true
 				}
 				s, ok := literal(call.Args[0])
-				if !ok || !strings.Contains(s, "; ") {
+				if !ok || !strings.Contains(s, "; ") || strings.HasPrefix(s, "form-data;") { // a multipart header, not a sentence
 					return true
 				}
 				p := fset.Position(call.Pos())
