@@ -57,6 +57,9 @@ func TestAutoscalerPrewarmsAndEvicts(t *testing.T) {
 		!strings.Contains(metrics, `machine_autoscale_decisions_total{connector="mock",kind="disable"} 1`) {
 		t.Errorf("the metrics lack the decisions:\n%s", grep(metrics, "autoscale"))
 	}
+	if a := h.m.Control().Snapshot().Autoscaler; !a.On || a.Last == nil || a.Last.What != "disable mock" || a.Count < 2 {
+		t.Errorf("the console's autoscaler = %+v", a)
+	}
 	// A new mock job after the eviction brings it back.
 	id := h.submit("mock", `{}`)
 	h.waitFor("the mock job after the eviction to complete", func() bool { return h.status(id) == "completed" })
