@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"charm.land/lipgloss/v2"
 
@@ -257,10 +258,31 @@ func (m *Model) trendGraphs(w, h int) []string {
 	return out
 }
 
-// decisionsLine is the place the demand-aware work will fill (autoscaler decisions, model
-// cache, demand). Until it exists it says so, and shows nothing made up.
+// decisionsLine sums up the demand-aware work: the autoscaler's latest decision, the model
+// cache (not wired into the machine yet, so it says so) and the demand the autoscaler sees.
 func (m *Model) decisionsLine() string {
-	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  autoscaler: off · model cache: not tracked · demand: not tracked (not built yet)")
+	a := m.snap.Autoscaler
+	scaler, demand := "autoscaler: off", "demand: not tracked"
+	if a.Note != "" && !a.On {
+		scaler += " (" + a.Note + ")"
+	}
+	if a.On {
+		scaler = "autoscaler: on, no decision yet"
+		if a.Last != nil {
+			scaler = fmt.Sprintf("autoscaler: %s %s ago (%s)", a.Last.What, ago(a.Last.AgeMS), a.Last.Reason)
+		}
+		demand = fmt.Sprintf("demand: %d pending of %d queued", a.Pending, a.Queue)
+	}
+	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  "+scaler+" · model cache: not tracked · "+demand)
+}
+
+// ago is a short age, e.g. 12s or 3m.
+func ago(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	if d < time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Minute).String()
 }
 
 // tailLines are the last lines of the selected service's log, polled while the large layout

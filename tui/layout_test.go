@@ -153,3 +153,17 @@ func TestLargeLayoutFillsTheScreen(t *testing.T) {
 		}
 	}
 }
+
+// The Decisions line shows the autoscaler's latest decision with its reason and the demand it
+// sees, from the control snapshot.
+func TestDecisionsLineShowsTheAutoscaler(t *testing.T) {
+	snap, logs := busy()
+	snap.Autoscaler = control.Autoscaler{On: true, Pending: 3, Queue: 5, Count: 1, Last: &control.Decision{
+		What: "enable mock to 1 slot(s)", Reason: "pre-warm: 3 job(s) wait", Outcome: "queued as change 2", AgeMS: 12_000}}
+	frame := ansi.Strip(tui.Frame(snap, tui.MainScreen, "comfyui-gpu0", logs, 200, 48))
+	for _, want := range []string{"autoscaler: enable mock to 1 slot(s) 12s ago (pre-warm", "demand: 3 pending of 5 queued"} {
+		if !strings.Contains(frame, want) {
+			t.Errorf("the frame lacks %q:\n%s", want, frame)
+		}
+	}
+}

@@ -25,3 +25,22 @@ func TestQuickFleetScenario(t *testing.T) {
 		}
 	}
 }
+
+// The quick demand scenario runs through cmd/sim and reports the demand-aware and baseline
+// figures under the simulator's keys.
+func TestQuickDemandScenario(t *testing.T) {
+	report, table, err := demandScenario(opts{quick: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + table)
+	for _, k := range []string{"demand_jobs", "model_cache_hit_rate", "baseline_model_cache_hit_rate",
+		"demand_shift_first_claim_s", "baseline_demand_shift_first_claim_s", "flaps", "autoscale_decisions"} {
+		if _, ok := report[k]; !ok {
+			t.Errorf("the report has no %s", k)
+		}
+	}
+	if _, ok := report["jobs"]; ok {
+		t.Error(`the report keeps "jobs", which the fleet scenario's figures could be confused with`)
+	}
+}

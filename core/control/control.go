@@ -36,6 +36,26 @@ type Snapshot struct {
 	Host   Host   `json:"host"`
 	Trends Trends `json:"trends"`
 	Slots  []Slot `json:"slots"`
+	// Autoscaler is the demand-aware autoscaler's state, for the console's Decisions line.
+	Autoscaler Autoscaler `json:"autoscaler"`
+}
+
+// Autoscaler is what the autoscaler does and the demand it sees.
+type Autoscaler struct {
+	On      bool      `json:"on"`
+	Note    string    `json:"note,omitempty"` // why it is off, or what it waits for
+	Pending int       `json:"pending"`        // pending jobs the demand tracker attributes to a service
+	Queue   int64     `json:"queue"`          // jobs:pending, all services
+	Last    *Decision `json:"last,omitempty"` // its latest decision
+	Count   int       `json:"decisions"`      // recent decisions kept
+}
+
+// Decision is one autoscaler decision.
+type Decision struct {
+	What    string `json:"what"` // e.g. "enable mock to 1 slot(s)"
+	Reason  string `json:"reason"`
+	Outcome string `json:"outcome"`
+	AgeMS   int64  `json:"age_ms"`
 }
 
 // ServiceCost is one service's jobs over the last hour.

@@ -250,8 +250,22 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 		"connectors": connectors(snap), "changes": changes(snap),
-		"resources_last_hour": costs(snap.Costs),
+		"resources_last_hour": costs(snap.Costs), "autoscaler": autoscaler(snap.Autoscaler),
 	})
+}
+
+// autoscaler is the demand-aware autoscaler's state and its recent decisions with their reasons.
+func autoscaler(a state.Autoscaler) map[string]any {
+	ds := make([]map[string]any, 0, len(a.Decisions))
+	for _, d := range a.Decisions {
+		ds = append(ds, map[string]any{"at": d.At.UTC().Format(time.RFC3339Nano), "kind": d.Kind, "connector": d.Connector,
+			"from": d.From, "count": d.Count, "reason": d.Reason, "outcome": d.Outcome, "change": d.Change})
+	}
+	pending := a.Pending
+	if pending == nil {
+		pending = map[string]int{}
+	}
+	return map[string]any{"on": a.On, "note": a.Note, "queue_length": a.QueueLength, "pending": pending, "decisions": ds}
 }
 
 // connectors are the connectors the machine runs or ran, with their state.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/autoscale"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
@@ -85,6 +86,7 @@ func (c *core) Snapshot() control.Snapshot {
 		}
 		out.Connectors = append(out.Connectors, conn)
 	}
+	out.Autoscaler = autoscalerView(snap.Autoscaler, now)
 	for _, ch := range snap.Changes {
 		out.Changes = append(out.Changes, control.Change{ID: ch.ID, What: ch.What, State: ch.State, Message: ch.Message, Error: ch.Error})
 	}
@@ -164,4 +166,21 @@ func (c *core) Do(ctx context.Context, cmd control.Command) control.Result {
 	default:
 		return control.Fail("unknown command %q", cmd.Op)
 	}
+}
+
+// autoscalerView is the console's summary of the autoscaler.
+func autoscalerView(a state.Autoscaler, now time.Time) control.Autoscaler {
+	v := control.Autoscaler{On: a.On, Note: a.Note, Queue: a.QueueLength, Count: len(a.Decisions)}
+	for _, n := range a.Pending {
+		v.Pending += n
+	}
+	if n := len(a.Decisions); n > 0 {
+		d := a.Decisions[n-1]
+		what := fmt.Sprintf("%s %s to %d slot(s)", d.Kind, d.Connector, d.Count)
+		if d.Kind == string(autoscale.Disable) {
+			what = "disable " + d.Connector
+		}
+		v.Last = &control.Decision{What: what, Reason: d.Reason, Outcome: d.Outcome, AgeMS: now.Sub(d.At).Milliseconds()}
+	}
+	return v
 }

@@ -1,6 +1,10 @@
 package machine
 
-import "time"
+import (
+	"time"
+
+	"github.com/emp-job-queue/machine/core/autoscale"
+)
 
 // The machine's fixed intervals and timeouts, in one place. What an operator may tune lives in
 // core/config instead.
@@ -29,4 +33,18 @@ const (
 	// finalWritesGrace is how long, past the drain timeout, shutdown waits for the releases and
 	// the last status to reach a broker that may not answer.
 	finalWritesGrace = 3 * time.Second
+	// autoscaleEvery is how often the autoscaler decides (MACHINE_AUTOSCALE); a load must stay
+	// under autoscaleShrinkBelow of a connector's slots for autoscaleShrinkAfter before a slot
+	// goes; a connector whose change failed is not tried again within autoscaleRetryAfter.
+	autoscaleEvery       = 10 * time.Second
+	autoscaleShrinkAfter = time.Minute
+	autoscaleShrinkBelow = 0.5
+	autoscaleRetryAfter  = 5 * time.Minute
 )
+
+// autoscaleHeadroom is what the machine must have free before the autoscaler adds work: no CPU
+// limit, since a busy CPU is what jobs waiting for slots look like.
+var autoscaleHeadroom = autoscale.Limits{MinFreeGPUMemGB: 2, MaxGPUUtil: 0.95, MinFreeRAMGB: 1}
+
+// autoscaleTick is the autoscaler's period: autoscaleEvery, shorter in tests.
+var autoscaleTick = autoscaleEvery

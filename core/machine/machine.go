@@ -291,6 +291,16 @@ func (m *Machine) Run(ctx context.Context) error {
 	}
 	m.rec.Store(rec)
 	rec.start(&wg)
+	// The autoscaler changes the layout through the reconciler, so it starts after the boot
+	// layout is in force and stops before the reconciler.
+	var scaler *autoscaler // nil when off: the layout stays as configured
+	if on, why := autoscaling(m.cfg); on {
+		scaler = newAutoscaler(autoscalerParams{client: rdb, store: m.store, metrics: m.metrics, log: m.log,
+			rec: rec, layout: m.layout, policy: autoscalePolicy(m.cfg), every: autoscaleTick})
+		scaler.start(&wg)
+	} else {
+		m.store.SetAutoscaler(false, why, time.Now(), 0, nil)
+	}
 	m.store.SetPhase(state.Ready)
 	if err := pub.Publish(ctx, status.MachineReady); err != nil {
 		m.log.Warn("machine_ready status not published", "err", err)
@@ -305,6 +315,9 @@ func (m *Machine) Run(ctx context.Context) error {
 	m.store.SetPhase(state.Draining)
 	m.log.Info("draining: no new claims; waiting for in-flight jobs", "in_flight", len(m.Control().Snapshot().Jobs),
 		"timeout", m.cfg.DrainTimeout.String())
+	if scaler != nil {
+		scaler.shutdown()
+	}
 	rec.shutdown() // no change from now on; the one in flight ends first
 	fl.stop(fl.ids(), m.cfg.DrainTimeout)
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -123,6 +124,13 @@ func (r *reconciler) Disable(connector string) (state.Change, error) {
 // Resize sets a connector's slot count, enabling it when it is not.
 func (r *reconciler) Resize(connector string, count int) (state.Change, error) {
 	return r.submit(op{kind: opResize, connector: connector, count: count})
+}
+
+// inFlight says whether a change of connector is queued or being applied.
+func (r *reconciler) inFlight(connector string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.queue, func(c change) bool { return c.op.connector == connector })
 }
 
 // submit checks o against the layout the queued changes will leave and queues it. The record

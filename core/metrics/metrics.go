@@ -25,6 +25,9 @@ type Metrics struct {
 	// inside Redis) or broker (no answer). ClaimFailing counts slots whose claims keep failing.
 	ClaimErrors  *prometheus.CounterVec
 	ClaimFailing prometheus.Gauge
+	// AutoscaleDecisions counts the autoscaler's decisions by connector and kind (enable,
+	// resize, disable), applied or refused.
+	AutoscaleDecisions *prometheus.CounterVec
 
 	gpu     map[string]*prometheus.GaugeVec // by gpu index and model
 	host    *prometheus.GaugeVec            // by resource
@@ -71,6 +74,9 @@ func New() *Metrics {
 		ClaimFailing: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "machine_claim_failing_slots", Help: "Slots whose last 3 or more claims failed; /ready says not ready while any does.",
 		}),
+		AutoscaleDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "machine_autoscale_decisions_total", Help: "Autoscaler decisions, by connector and kind (enable, resize, disable).",
+		}, []string{"connector", "kind"}),
 	}
 	m.gpu = map[string]*prometheus.GaugeVec{}
 	for _, g := range gpuGauges {
@@ -85,7 +91,7 @@ func New() *Metrics {
 	}, []string{"service", "resource"})
 	m.Registry.MustRegister(m.host, m.service)
 	m.resources = newJobResources(m.Registry)
-	m.Registry.MustRegister(m.Jobs, m.JobDuration, m.ClaimTime, m.SlotsBusy, m.BrokerUp, m.ClaimErrors, m.ClaimFailing,
+	m.Registry.MustRegister(m.Jobs, m.JobDuration, m.ClaimTime, m.SlotsBusy, m.BrokerUp, m.ClaimErrors, m.ClaimFailing, m.AutoscaleDecisions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -108,6 +108,8 @@ type Snapshot struct {
 	// the console graphs.
 	Ended  uint64
 	Trends Trends
+	// Autoscaler is the demand-aware autoscaler's state and recent decisions.
+	Autoscaler Autoscaler
 }
 
 // Service returns a supervised service's status.
