@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors/registry"
 	"github.com/emp-job-queue/machine/core/plan"
 	"github.com/emp-job-queue/machine/deploy"
 )
@@ -52,7 +53,10 @@ func TestTemplatesAreValidConfigurations(t *testing.T) {
 				}
 			}
 			if tpl.Name == "api-only" {
-				_, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+				cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+				if err == nil {
+					err = registry.Check(cfg) // the connectors' own checks: their keys
+				}
 				if err == nil || !strings.Contains(err.Error(), "OPENAI_API_KEY") {
 					t.Errorf("api-only without its secrets: %v; want the missing key named", err)
 				}
@@ -68,6 +72,9 @@ func TestTemplatesAreValidConfigurations(t *testing.T) {
 			}
 			cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 			if err != nil {
+				t.Fatalf("with its secrets filled: %v", err)
+			}
+			if err := registry.Check(cfg); err != nil {
 				t.Fatalf("with its secrets filled: %v", err)
 			}
 			if _, err := plan.New(cfg); err != nil {
