@@ -89,9 +89,15 @@ func (a *autoscaler) start(wg *sync.WaitGroup) {
 	a.loop.run(wg, func(ctx context.Context) {
 		var track sync.WaitGroup
 		defer track.Wait()
-		track.Go(func() {
-			if err := a.tracker.Run(ctx); err != nil {
-				a.p.log.Warn("demand tracker stopped; the autoscaler sees no new demand", "err", err)
+		track.Go(func() { // the tracker never stays down: it is restarted after a pause
+			for ctx.Err() == nil {
+				if err := a.tracker.Run(ctx); err != nil && ctx.Err() == nil {
+					a.p.log.Warn("demand tracker stopped; the autoscaler sees no new demand until it restarts", "err", err)
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(trackerRestartAfter):
+				}
 			}
 		})
 		now := time.Now()

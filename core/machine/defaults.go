@@ -33,6 +33,8 @@ const (
 	// finalWritesGrace is how long, past the drain timeout, shutdown waits for the releases and
 	// the last status to reach a broker that may not answer.
 	finalWritesGrace = 3 * time.Second
+	// trackerRestartAfter is the pause before the demand tracker subscribes again after an error.
+	trackerRestartAfter = 2 * time.Second
 	// autoscaleEvery is how often the autoscaler decides (MACHINE_AUTOSCALE); a load must stay
 	// under autoscaleShrinkBelow of a connector's slots for autoscaleShrinkAfter before a slot
 	// goes; a connector whose change failed is not tried again within autoscaleRetryAfter.
