@@ -1,0 +1,171 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// KeyDurationStats is ours (additive): a hash of job durations per "service|model" (the first
+// model a job's requirements name, "" for none) -> "ewma_ms,count". complete.lua writes it on
+// every completion (EWMA weight 0.2); it holds at most MaxDurationStats fields (a new key past
+// the cap replaces a random one) and expires DurationStatsTTL after the last write.
+const (
+	KeyDurationStats = "jobs:stats:duration"
+	MaxDurationStats = 1024
+	DurationStatsTTL = 7 * 24 * time.Hour
+)
+
+// Pool durations by name: a machine of a named pool prefers jobs whose expected duration
+// falls in its range. Other names have no range unless MACHINE_POOL_DURATION gives one.
+var poolDurations = map[string][2]time.Duration{
+	"fast":     {0, 10 * time.Second},
+	"standard": {10 * time.Second, 5 * time.Minute},
+	"heavy":    {5 * time.Minute, 0},
+}
+
+// PoolDuration returns the expected-duration range [min, max) of a pool: spec, when set, is
+// "MIN-MAX" in Go durations, either side empty for unbounded ("-10s", "10s-5m", "5m-");
+// otherwise the range of a known pool name (fast, standard, heavy); otherwise none (ok false).
+func PoolDuration(pool, spec string) (lo, hi time.Duration, ok bool, err error) {
+	if spec == "" {
+		r, known := poolDurations[pool]
+		return r[0], r[1], known, nil
+	}
+	a, b, found := strings.Cut(spec, "-")
+	if !found {
+		return 0, 0, false, fmt.Errorf("MACHINE_POOL_DURATION %q has no '-': write MIN-MAX as Go durations, either side may be empty (\"-10s\", \"10s-5m\", \"5m-\")", spec)
+	}
+	parse := func(s string) (time.Duration, error) {
+		if s == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return 0, fmt.Errorf("MACHINE_POOL_DURATION %q: %q is not a duration such as 10s or 5m", spec, s)
+		}
+		return d, nil
+	}
+	if lo, err = parse(a); err != nil {
+		return 0, 0, false, err
+	}
+	if hi, err = parse(b); err != nil {
+		return 0, 0, false, err
+	}
+	if hi > 0 && hi <= lo {
+		return 0, 0, false, fmt.Errorf("MACHINE_POOL_DURATION %q: the maximum must be above the minimum", spec)
+	}
+	return lo, hi, true, nil
+}
+
+// Routing are the claim script's preferences (claim.lua's header). The zero value routes
+// nothing: the first matching job in priority order, as emp.
+type Routing struct {
+	// PoolMin and PoolMax bound the expected duration of the jobs this machine prefers
+	// (PoolMax 0: no bound); both zero: no pool preference.
+	PoolMin, PoolMax time.Duration
+	// Aging is how long a job waits before a pool that it does not fit takes it.
+	Aging time.Duration
+	// AffinityK is how many eligible jobs the claim chooses among (≤ 1: no affinity), and
+	// AffinityWindow the age below which a job may be passed over for one with affinity.
+	AffinityK      int
+	AffinityWindow time.Duration
+	// Cached lists, per service, the models on this machine's disk or in VRAM; nil: the
+	// models advertised in the capabilities.
+	Cached map[string][]string
+	// WarmFor is how long after a completion a service counts as warm (0: 5 minutes).
+	WarmFor time.Duration
+}
+
+// warmth remembers when this machine last completed a job of each service.
+type warmth struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (w *warmth) ran(service string, at time.Time) {
+	if service == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.last == nil {
+		w.last = map[string]time.Time{}
+	}
+	w.last[service] = at
+}
+
+func (w *warmth) since(cut time.Time) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for s, t := range w.last {
+		if t.After(cut) {
+			out = append(out, s)
+		} else {
+			delete(w.last, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetRouting sets the claim's preferences. Call it before the slots start.
+func (b *Broker) SetRouting(r Routing) { b.routing = r }
+
+// routingArg is the claim script's ARGV[9].
+func (b *Broker) routingArg(now time.Time) []byte {
+	r := b.routing
+	if r.PoolMin <= 0 && r.PoolMax <= 0 && r.AffinityK <= 1 {
+		return []byte("{}")
+	}
+	aging := r.Aging
+	if aging <= 0 {
+		aging = 30 * time.Second
+	}
+	arg := map[string]any{"aging_ms": aging.Milliseconds()}
+	if r.PoolMin > 0 || r.PoolMax > 0 {
+		arg["pool_min_ms"], arg["pool_max_ms"] = r.PoolMin.Milliseconds(), r.PoolMax.Milliseconds()
+	}
+	if r.AffinityK > 1 {
+		warmFor := r.WarmFor
+		if warmFor <= 0 {
+			warmFor = 5 * time.Minute
+		}
+		arg["k"], arg["window_ms"] = r.AffinityK, r.AffinityWindow.Milliseconds()
+		if warm := b.warm.since(now.Add(-warmFor)); len(warm) > 0 {
+			arg["warm"] = warm
+		}
+		if len(r.Cached) > 0 {
+			arg["cached"] = r.Cached
+		}
+	}
+	out, _ := json.Marshal(arg)
+	return out
+}
+
+// StatsKey names a job's duration statistics in KeyDurationStats: "service|model", the model
+// being the first that its requirements (or positive_requirements) name, "" for none. The claim
+// script computes the same key (claim.lua's stats_key).
+func StatsKey(service, requirements string) string {
+	var req map[string]json.RawMessage
+	_ = json.Unmarshal([]byte(requirements), &req)
+	if pos, ok := req["positive_requirements"]; ok {
+		var p map[string]json.RawMessage
+		if json.Unmarshal(pos, &p) == nil && p != nil {
+			req = p
+		}
+	}
+	model := ""
+	var one string
+	var many []any
+	if json.Unmarshal(req["models"], &one) == nil && one != "all" {
+		model = one
+	} else if json.Unmarshal(req["models"], &many) == nil && len(many) > 0 {
+		model, _ = many[0].(string)
+	}
+	return service + "|" + model
+}
