@@ -2,9 +2,7 @@ package broker
 
 import (
 	"encoding/json"
-	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -18,48 +16,6 @@ const (
 	MaxDurationStats = 1024
 	DurationStatsTTL = 7 * 24 * time.Hour
 )
-
-// Pool durations by name: a machine of a named pool prefers jobs whose expected duration
-// falls in its range. Other names have no range unless MACHINE_POOL_DURATION gives one.
-var poolDurations = map[string][2]time.Duration{
-	"fast":     {0, 10 * time.Second},
-	"standard": {10 * time.Second, 5 * time.Minute},
-	"heavy":    {5 * time.Minute, 0},
-}
-
-// PoolDuration returns the expected-duration range [min, max) of a pool: spec, when set, is
-// "MIN-MAX" in Go durations, either side empty for unbounded ("-10s", "10s-5m", "5m-");
-// otherwise the range of a known pool name (fast, standard, heavy); otherwise none (ok false).
-func PoolDuration(pool, spec string) (lo, hi time.Duration, ok bool, err error) {
-	if spec == "" {
-		r, known := poolDurations[pool]
-		return r[0], r[1], known, nil
-	}
-	a, b, found := strings.Cut(spec, "-")
-	if !found {
-		return 0, 0, false, fmt.Errorf("MACHINE_POOL_DURATION %q has no '-': write MIN-MAX as Go durations, either side may be empty (\"-10s\", \"10s-5m\", \"5m-\")", spec)
-	}
-	parse := func(s string) (time.Duration, error) {
-		if s == "" {
-			return 0, nil
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 {
-			return 0, fmt.Errorf("MACHINE_POOL_DURATION %q: %q is not a duration such as 10s or 5m", spec, s)
-		}
-		return d, nil
-	}
-	if lo, err = parse(a); err != nil {
-		return 0, 0, false, err
-	}
-	if hi, err = parse(b); err != nil {
-		return 0, 0, false, err
-	}
-	if hi > 0 && hi <= lo {
-		return 0, 0, false, fmt.Errorf("MACHINE_POOL_DURATION %q: the maximum must be above the minimum", spec)
-	}
-	return lo, hi, true, nil
-}
 
 // Routing are the claim script's preferences (claim.lua's header). The zero value routes
 // nothing: the first matching job in priority order, as emp.

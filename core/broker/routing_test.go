@@ -85,11 +85,7 @@ func TestPoolPrefersFittingJobsAndAgingPreventsStarvation(t *testing.T) {
 		t.Run(aging.String(), func(t *testing.T) {
 			e := newEnv(t)
 			e.rdb.HSet(e.ctx, broker.KeyDurationStats, "simulation|big", "600000,5", "simulation|", "800,9")
-			lo, hi, ok, err := broker.PoolDuration("fast", "")
-			if !ok || err != nil || lo != 0 || hi != 10*time.Second {
-				t.Fatalf("fast pool range %v-%v %v %v", lo, hi, ok, err)
-			}
-			e.b.SetRouting(broker.Routing{PoolMin: lo, PoolMax: hi, Aging: aging})
+			e.b.SetRouting(broker.Routing{PoolMax: 10 * time.Second, Aging: aging}) // the fast pool
 			w := "m1-worker-simulation-0"
 			fast := e.caps(slotCaps{id: w, mutate: func(c *broker.Capabilities) {
 				c.Pool = "fast"
@@ -139,23 +135,6 @@ func TestPoolFitLeavesPinnedAndUnknownJobs(t *testing.T) {
 	}
 	if got := e.claimID(fast); got != "unknown" {
 		t.Fatalf("claimed %q, want the job of unknown duration", got)
-	}
-}
-
-func TestPoolDurationSpec(t *testing.T) {
-	for spec, want := range map[string][2]time.Duration{"-10s": {0, 10 * time.Second}, "10s-5m": {10 * time.Second, 5 * time.Minute}, "5m-": {5 * time.Minute, 0}} {
-		lo, hi, ok, err := broker.PoolDuration("gpu", spec)
-		if err != nil || !ok || lo != want[0] || hi != want[1] {
-			t.Errorf("%q: %v-%v %v %v", spec, lo, hi, ok, err)
-		}
-	}
-	for _, bad := range []string{"10s", "x-5m", "5m-10s"} {
-		if _, _, _, err := broker.PoolDuration("gpu", bad); err == nil || !strings.Contains(err.Error(), "MACHINE_POOL_DURATION") {
-			t.Errorf("%q: err %v", bad, err)
-		}
-	}
-	if _, _, ok, _ := broker.PoolDuration("gpu", ""); ok {
-		t.Error("an unknown pool name without MACHINE_POOL_DURATION has a range")
 	}
 }
 
