@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -124,4 +128,48 @@ func StatsKey(service, requirements string) string {
 		model, _ = many[0].(string)
 	}
 	return service + "|" + model
+}
+
+// DurationStat is one field of KeyDurationStats.
+type DurationStat struct {
+	Service, Model string
+	EWMA           time.Duration
+	Count          int64
+}
+
+// DurationStats returns the duration statistics of these services (all when nil), most
+// counted first, at most limit of them. The hash holds at most MaxDurationStats fields.
+func (b *Broker) DurationStats(ctx context.Context, services []string, limit int) ([]DurationStat, error) {
+	all, err := b.rdb.HGetAll(ctx, KeyDurationStats).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", KeyDurationStats, err)
+	}
+	want := map[string]bool{}
+	for _, s := range services {
+		want[s] = true
+	}
+	var out []DurationStat
+	for field, v := range all {
+		svc, model, _ := strings.Cut(field, "|")
+		if services != nil && !want[svc] {
+			continue
+		}
+		ms, n, ok := strings.Cut(v, ",")
+		ewma, err1 := strconv.ParseInt(ms, 10, 64)
+		count, err2 := strconv.ParseInt(n, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, DurationStat{Service: svc, Model: model, EWMA: time.Duration(ewma) * time.Millisecond, Count: count})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Service+"|"+out[i].Model < out[j].Service+"|"+out[j].Model
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }

@@ -74,6 +74,13 @@ func TestCompletionRecordsDurationStats(t *testing.T) {
 	if _, n := e.stat("simulation|"); n != 1 {
 		t.Fatal("the new key did not replace an old one at the cap")
 	}
+	stats, err := e.b.DurationStats(e.ctx, []string{"simulation"}, 5)
+	if err != nil || len(stats) != 1 || stats[0].Service != "simulation" || stats[0].Model != "" || stats[0].Count != 1 {
+		t.Fatalf("DurationStats(simulation) = %+v, %v", stats, err)
+	}
+	if stats, _ := e.b.DurationStats(e.ctx, nil, 5); len(stats) != 5 {
+		t.Fatalf("DurationStats(all, 5) gave %d", len(stats))
+	}
 }
 
 // The fast pool prefers jobs expected to be short (from jobs:stats:duration) over a heavy job

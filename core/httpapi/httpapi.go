@@ -250,8 +250,18 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"services": services(snap), "slots": slots, "recent_jobs": recent,
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 		"connectors": connectors(snap), "changes": changes(snap),
-		"resources_last_hour": costs(snap.Costs),
+		"resources_last_hour": costs(snap.Costs), "expected_durations": durations(snap.Durations),
 	})
+}
+
+// durations are the expected job durations (jobs:stats:duration) of this machine's services.
+func durations(d []state.Duration) []map[string]any {
+	out := make([]map[string]any, 0, len(d))
+	for _, x := range d {
+		out = append(out, map[string]any{"service": x.Service, "model": x.Model,
+			"ewma_ms": x.EWMA.Milliseconds(), "count": x.Count})
+	}
+	return out
 }
 
 // connectors are the connectors the machine runs or ran, with their state.

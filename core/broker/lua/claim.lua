@@ -344,6 +344,8 @@ local warm = {}
 if type(routing.warm) == 'table' then
   for _, w in ipairs(routing.warm) do warm[w] = true end
 end
+local any_cached, any_warm = type(cached_models) == 'table' and next(cached_models) ~= nil, next(warm) ~= nil
+if not any_cached and not any_warm then affinity_k = 1 end -- nothing to prefer: strict order
 local routed_any = pooled or affinity_k > 1
 
 -- iso_ms reads created_at (ISO, as the API writes it, or epoch ms) as epoch ms; nil if neither.
@@ -415,6 +417,10 @@ local function routed(id, svc, info)
   local c = { id = id, svc = svc, req = info.req }
   if model_hit(c) then
     candidates = { c } -- the first model hit wins: nothing later beats it
+    return 'done'
+  end
+  if not any_cached and warm[svc or ''] then
+    candidates[#candidates + 1] = c -- no model can beat a warm service: choose now
     return 'done'
   end
   candidates[#candidates + 1] = c
