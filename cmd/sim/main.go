@@ -3,8 +3,9 @@
 //
 //	go run ./cmd/sim -scenario fleet [-json] [-quick]
 //
-// Scenarios: fleet (N = 10, 100, 1000 machines; -quick: 10 and 30). `make sim` runs every
-// scenario.
+// Scenarios: fleet (N = 10, 100, 1000 machines; -quick: 10 and 30); pools (a mixed trace on a
+// fleet split into pools with affinity, against the same fleet uniform and FIFO; -quick: a
+// shorter trace). `make sim` runs every scenario.
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 // scenarios by name; each returns its report (a JSON object) and a table for people.
 var scenarios = map[string]func(opts) (map[string]any, string, error){
 	"fleet": fleetScenario,
+	"pools": poolsScenario,
 }
 
 type opts struct {
@@ -26,7 +28,7 @@ type opts struct {
 }
 
 func main() {
-	name := flag.String("scenario", "all", "the scenario to run: fleet, or all")
+	name := flag.String("scenario", "all", "the scenario to run: fleet, pools, or all")
 	asJSON := flag.Bool("json", false, "print one JSON object (every scenario's figures) instead of tables")
 	quick := flag.Bool("quick", false, "small fleets and few jobs, for tests")
 	flag.Parse()
@@ -37,7 +39,7 @@ func main() {
 		}
 		slices.Sort(names)
 	} else if scenarios[*name] == nil {
-		fmt.Fprintf(os.Stderr, "sim: unknown scenario %q; use fleet or all\n", *name)
+		fmt.Fprintf(os.Stderr, "sim: unknown scenario %q; use fleet, pools or all\n", *name)
 		os.Exit(2)
 	} else {
 		names = []string{*name}

@@ -73,6 +73,10 @@ func (w *warmth) since(cut time.Time) []string {
 	return out
 }
 
+// SetClock replaces the broker's clock (time.Now): simulators run a fleet on simulated time.
+// Call it before the slots start.
+func (b *Broker) SetClock(now func() time.Time) { b.now = now }
+
 // SetRouting sets the claim's preferences. Call it before the slots start.
 func (b *Broker) SetRouting(r Routing) { b.routing = r }
 

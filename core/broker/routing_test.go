@@ -84,9 +84,10 @@ func TestCompletionRecordsDurationStats(t *testing.T) {
 }
 
 // The fast pool prefers jobs expected to be short (from jobs:stats:duration) over a heavy job
-// of higher priority, and takes the heavy job once it has waited past the aging threshold.
-// Without aging (the control below) the same job set starves the heavy job: short jobs keep
-// arriving and no heavy pool exists.
+// of higher priority. Once the heavy job has waited past the aging threshold, the fast pool
+// takes it as soon as it has no short job to run; past ten times the threshold, even before
+// short jobs. Without aging (the control) the same job set starves the heavy job: no heavy pool
+// exists.
 func TestPoolPrefersFittingJobsAndAgingPreventsStarvation(t *testing.T) {
 	for _, aging := range []time.Duration{30 * time.Second, 1000 * time.Hour} {
 		t.Run(aging.String(), func(t *testing.T) {
@@ -110,18 +111,39 @@ func TestPoolPrefersFittingJobsAndAgingPreventsStarvation(t *testing.T) {
 			if got := e.claimID(fast); got != "" {
 				t.Fatalf("the fast pool claimed %q while the heavy job is young", got)
 			}
-			// The heavy job has now waited 31 s (its created_at moved back): a short job is
-			// waiting too, but aging puts the heavy job first, in priority order.
+			// The heavy job has now waited 31 s: a short job still goes first, then the heavy one.
 			e.rdb.HSet(e.ctx, "job:heavy", "created_at", iso(born.Add(-31*time.Second)))
 			e.apiJob("short-late", map[string]string{"priority": "50", "created_at": iso(time.Now())})
+			if got := e.claimID(fast); got != "short-late" {
+				t.Fatalf("the fast pool claimed %q, want short-late, which fits it", got)
+			}
 			got := e.claimID(fast)
 			if aging < time.Hour && got != "heavy" {
 				t.Fatalf("the fast pool claimed %q, want the heavy job that waited past aging", got)
 			}
-			if aging > time.Hour && got != "short-late" {
-				t.Fatalf("without aging the fast pool claimed %q, want short-late (the heavy job starves)", got)
+			if aging > time.Hour && got != "" {
+				t.Fatalf("without aging the fast pool claimed %q; the heavy job should starve", got)
 			}
 		})
+	}
+}
+
+// A job that does not fit and has waited ten times the aging threshold goes in plain priority
+// order, even before jobs that fit.
+func TestPoolTakesALongWaitingJobFirst(t *testing.T) {
+	e := newEnv(t)
+	e.rdb.HSet(e.ctx, broker.KeyDurationStats, "simulation|big", "600000,5", "simulation|", "800,9")
+	e.b.SetRouting(broker.Routing{PoolMax: 10 * time.Second, Aging: 30 * time.Second})
+	fast := e.caps(slotCaps{mutate: func(c *broker.Capabilities) { c.Models = map[string][]string{"simulation": {"big"}} }})
+	e.apiJob("heavy", map[string]string{"priority": "90", "requirements": `{"models":["big"]}`, "created_at": iso(time.Now().Add(-59 * time.Second))})
+	e.apiJob("short", map[string]string{"priority": "50", "created_at": iso(time.Now())})
+	if got := e.claimID(fast); got != "short" {
+		t.Fatalf("claimed %q, want the short job while the heavy one waited under 300 s", got)
+	}
+	e.apiJob("short2", map[string]string{"priority": "50", "created_at": iso(time.Now())})
+	e.rdb.HSet(e.ctx, "job:heavy", "created_at", iso(time.Now().Add(-301*time.Second)))
+	if got := e.claimID(fast); got != "heavy" {
+		t.Fatalf("claimed %q, want the heavy job that waited 301 s, in priority order", got)
 	}
 }
 

@@ -48,9 +48,13 @@
 -- Routing (ours; each rule is off unless ARGV[9] sets it, and none changes what may match):
 -- * Pool fit. With pool_min_ms/pool_max_ms, a job without requirements.pool whose expected
 --   duration (the EWMA in jobs:stats:duration for "service|model", written by complete.lua)
---   lies outside [pool_min_ms, pool_max_ms) is passed over, not remembered, until it has waited
---   aging_ms since created_at; then any pool takes it, so no job starves when its pool is
---   missing, empty or busy. A job of unknown duration fits every pool.
+--   lies outside [pool_min_ms, pool_max_ms) does not fit; it is passed over, never remembered.
+--   Once it has waited aging_ms since created_at, the call takes it when it finds no job that
+--   fits (the first such aged job, when the scan ends or the budget runs out); once it has
+--   waited starve_ms (10 × aging_ms) it is taken in plain priority order. So a pool serves
+--   its own jobs first, lends itself to others' backlog when it has nothing of its own, and no
+--   job starves when its pool is missing, empty or busy. A job of unknown duration fits every
+--   pool.
 -- * Affinity. With k > 1, among the first k eligible jobs younger than window_ms the call
 --   takes the first whose models are all in cached[service] (on the machine's disk or in VRAM),
 --   else the first whose service is in warm, else the first. A job older than window_ms ends
@@ -337,6 +341,8 @@ local STATS = 'jobs:stats:duration' -- written by complete.lua
 local pool_min, pool_max = tonumber(routing.pool_min_ms), tonumber(routing.pool_max_ms)
 local pooled = (pool_min or 0) > 0 or (pool_max or 0) > 0
 local aging_ms = tonumber(routing.aging_ms) or 30000
+local starve_ms = tonumber(routing.starve_ms) or 10 * aging_ms
+local fallback = nil -- the first aged job that does not fit the pool
 local affinity_k = math.floor(tonumber(routing.k) or 1)
 local window_ms = tonumber(routing.window_ms) or 0
 local cached_models = type(routing.cached) == 'table' and routing.cached or caps.models
@@ -401,12 +407,15 @@ end
 
 local function routed(id, svc, info)
   local age = now_ms - (iso_ms(info.created) or 0) -- unreadable created_at: old, strict order
-  if pooled and age < aging_ms then
+  if pooled and age < starve_ms then
     local req = info.req
     local target = type(req.positive_requirements) == 'table' and req.positive_requirements or req
     if target.pool == nil then
       local ms = expected_ms(stats_key(svc, req))
-      if ms and (ms < (pool_min or 0) or ((pool_max or 0) > 0 and ms >= pool_max)) then return 'skip' end
+      if ms and (ms < (pool_min or 0) or ((pool_max or 0) > 0 and ms >= pool_max)) then
+        if age >= aging_ms and not fallback then fallback = id end
+        return 'skip'
+      end
     end
   end
   if affinity_k <= 1 then return 'take' end
@@ -431,7 +440,7 @@ end
 -- choose picks among the candidates: a model hit (always alone), else the first warm service,
 -- else the first.
 local function choose()
-  if #candidates == 0 then return nil end
+  if #candidates == 0 then return fallback end
   for _, c in ipairs(candidates) do
     if warm[c.svc or ''] then return c.id end
   end
@@ -474,7 +483,7 @@ local function scan(from)
     local removed = 0
     for i = 1, got do
       if spent >= budget then
-        if #candidates > 0 then return choose() end
+        if #candidates > 0 or fallback then return choose() end
         return nil, pos + i - 1 - removed
       end
       spent = spent + COST_ID
@@ -511,7 +520,7 @@ local function scan(from)
 end
 
 local id, next_pos = scan(start)
-if not id and #candidates > 0 then id, next_pos = choose(), 0 end
+if not id and (#candidates > 0 or fallback) then id, next_pos = choose(), 0 end
 remember()
 if not id then return { '', next_pos } end
 local score = redis.call('ZSCORE', pending, id) -- kept so the reaper can put the job back in place
