@@ -25,3 +25,22 @@ func TestQuickFleetScenario(t *testing.T) {
 		}
 	}
 }
+
+// The quick pools scenario runs the trace through the real claim and completion scripts on
+// both fleets and reports every figure; no job starves (a count, not a time).
+func TestQuickPoolsScenario(t *testing.T) {
+	report, table, err := poolsScenario(opts{quick: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + table)
+	for _, k := range []string{"fast_p95_wait_s", "baseline_fast_p95_wait_s", "affinity_model_hit_rate",
+		"baseline_affinity_model_hit_rate", "pool_utilization_min", "starved_jobs"} {
+		if _, ok := report[k]; !ok {
+			t.Errorf("the report has no %s", k)
+		}
+	}
+	if n := report["starved_jobs"].(int); n != 0 {
+		t.Errorf("%d jobs starved", n)
+	}
+}

@@ -207,3 +207,23 @@ func TestAffinityWithinTheWindow(t *testing.T) {
 		t.Fatalf("claimed %q, want o2, whose service is warm", got)
 	}
 }
+
+// With no job that fits, the pool takes the aged job whose expected duration lies nearest its
+// range: a fast pool lends itself to a standard job before a heavy one of higher priority.
+func TestPoolLendsItselfToTheNearestAgedJob(t *testing.T) {
+	e := newEnv(t)
+	e.rdb.HSet(e.ctx, broker.KeyDurationStats, "simulation|video", "600000,5", "simulation|sd", "60000,5")
+	e.b.SetRouting(broker.Routing{PoolMax: 10 * time.Second, Aging: 30 * time.Second})
+	fast := e.caps(slotCaps{mutate: func(c *broker.Capabilities) {
+		c.Models = map[string][]string{"simulation": {"video", "sd"}}
+	}})
+	aged := iso(time.Now().Add(-40 * time.Second))
+	e.apiJob("heavy", map[string]string{"priority": "90", "requirements": `{"models":["video"]}`, "created_at": aged})
+	e.apiJob("standard", map[string]string{"priority": "50", "requirements": `{"models":["sd"]}`, "created_at": aged})
+	if got := e.claimID(fast); got != "standard" {
+		t.Fatalf("claimed %q, want the standard job, nearer the fast pool than the heavy one", got)
+	}
+	if got := e.claimID(fast); got != "heavy" {
+		t.Fatalf("claimed %q, want the heavy job next", got)
+	}
+}

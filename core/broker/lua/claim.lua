@@ -50,7 +50,9 @@
 --   duration (the EWMA in jobs:stats:duration for "service|model", written by complete.lua)
 --   lies outside [pool_min_ms, pool_max_ms) does not fit; it is passed over, never remembered.
 --   Once it has waited aging_ms since created_at, the call takes it when it finds no job that
---   fits (the first such aged job, when the scan ends or the budget runs out); once it has
+--   fits (of such aged jobs the one whose expected duration lies nearest the range, the first
+--   of equals, when the scan ends or the budget runs out), so a fast pool lends itself to
+--   standard jobs before heavy ones; once it has
 --   waited starve_ms (10 × aging_ms) it is taken in plain priority order. So a pool serves
 --   its own jobs first, lends itself to others' backlog when it has nothing of its own, and no
 --   job starves when its pool is missing, empty or busy. A job of unknown duration fits every
@@ -342,7 +344,7 @@ local pool_min, pool_max = tonumber(routing.pool_min_ms), tonumber(routing.pool_
 local pooled = (pool_min or 0) > 0 or (pool_max or 0) > 0
 local aging_ms = tonumber(routing.aging_ms) or 30000
 local starve_ms = tonumber(routing.starve_ms) or 10 * aging_ms
-local fallback = nil -- the first aged job that does not fit the pool
+local fallback, fallback_gap = nil, nil -- the aged job that does not fit the pool, nearest its range
 local affinity_k = math.floor(tonumber(routing.k) or 1)
 local window_ms = tonumber(routing.window_ms) or 0
 local cached_models = type(routing.cached) == 'table' and routing.cached or caps.models
@@ -413,7 +415,8 @@ local function routed(id, svc, info)
     if target.pool == nil then
       local ms = expected_ms(stats_key(svc, req))
       if ms and (ms < (pool_min or 0) or ((pool_max or 0) > 0 and ms >= pool_max)) then
-        if age >= aging_ms and not fallback then fallback = id end
+        local gap = ms < (pool_min or 0) and pool_min - ms or ms - pool_max
+        if age >= aging_ms and (not fallback or gap < fallback_gap) then fallback, fallback_gap = id, gap end
         return 'skip'
       end
     end
