@@ -31,7 +31,7 @@ const (
 var poolSizes = []struct {
 	name     string
 	machines int
-}{{"fast", 4}, {"standard", 8}, {"heavy", 4}}
+}{{"fast", 6}, {"standard", 8}, {"heavy", 4}}
 
 type simJob struct {
 	id, service, model string
@@ -185,7 +185,15 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (po
 		}
 		lo, hi, _, _ := config.PoolDuration(m.pool, "")
 		return broker.Routing{PoolMin: lo, PoolMax: hi, Aging: 30 * time.Second, AffinityK: 8, AffinityWindow: 10 * time.Second,
-			Cached: map[string][]string{"gpu": slices.Clone(m.cache)}}
+			Cached: map[string][]string{"gpu": slices.Clone(m.cache)}, MayLend: func() bool { // MACHINE_POOL_RESERVE=1
+				idle := 0
+				for _, b := range m.busy {
+					if b < 0 {
+						idle++
+					}
+				}
+				return idle > 1
+			}}
 	}
 	byID := map[string]simJob{}
 	waits, claimed := map[string]int{}, 0

@@ -38,6 +38,10 @@ type Routing struct {
 	Cached map[string][]string
 	// WarmFor is how long after a completion a service counts as warm (0: 5 minutes).
 	WarmFor time.Duration
+	// MayLend, when set, says whether this claim may take an aged job that does not fit the
+	// pool (false: the machine keeps its remaining idle slots for its own pool's jobs). Nil:
+	// always.
+	MayLend func() bool
 }
 
 // warmth remembers when this machine last completed a job of each service.
@@ -93,6 +97,9 @@ func (b *Broker) routingArg(now time.Time) []byte {
 	arg := map[string]any{"aging_ms": aging.Milliseconds()}
 	if r.PoolMin > 0 || r.PoolMax > 0 {
 		arg["pool_min_ms"], arg["pool_max_ms"] = r.PoolMin.Milliseconds(), r.PoolMax.Milliseconds()
+		if r.MayLend != nil && !r.MayLend() {
+			arg["lend"] = false
+		}
 	}
 	if r.AffinityK > 1 {
 		warmFor := r.WarmFor

@@ -227,3 +227,21 @@ func TestPoolLendsItselfToTheNearestAgedJob(t *testing.T) {
 		t.Fatalf("claimed %q, want the heavy job next", got)
 	}
 }
+
+// A machine that keeps its idle slots for its own pool (MayLend false) does not take an aged job
+// of another pool, until that job has waited ten times the aging threshold.
+func TestPoolReserveKeepsSlotsForItsOwnJobs(t *testing.T) {
+	e := newEnv(t)
+	e.rdb.HSet(e.ctx, broker.KeyDurationStats, "simulation|video", "600000,5")
+	lend := false
+	e.b.SetRouting(broker.Routing{PoolMax: 10 * time.Second, Aging: 30 * time.Second, MayLend: func() bool { return lend }})
+	fast := e.caps(slotCaps{mutate: func(c *broker.Capabilities) { c.Models = map[string][]string{"simulation": {"video"}} }})
+	e.apiJob("heavy", map[string]string{"requirements": `{"models":["video"]}`, "created_at": iso(time.Now().Add(-40 * time.Second))})
+	if got := e.claimID(fast); got != "" {
+		t.Fatalf("claimed %q with no slot to lend", got)
+	}
+	lend = true
+	if got := e.claimID(fast); got != "heavy" {
+		t.Fatalf("claimed %q, want the aged heavy job once a slot may be lent", got)
+	}
+}

@@ -29,6 +29,7 @@ type Config struct {
 	// range of a known pool name (fast, standard, heavy), else none.
 	PoolMin, PoolMax time.Duration
 	PoolAging        time.Duration // MACHINE_POOL_AGING (30 s)
+	PoolReserve      int           // MACHINE_POOL_RESERVE (0): idle slots never lent to other pools' jobs
 	AffinityK        int           // MACHINE_AFFINITY_K (8; 1: no affinity)
 	AffinityWindow   time.Duration // MACHINE_AFFINITY_WINDOW (10 s)
 

@@ -19,11 +19,11 @@ func TestPoolRouting(t *testing.T) {
 		t.Fatalf("fast pool: %v-%v aging %v k %d window %v", c.PoolMin, c.PoolMax, c.PoolAging, c.AffinityK, c.AffinityWindow)
 	}
 	c, err = load(map[string]string{"WORKER_CONNECTORS": "mock", "MACHINE_POOL": "gpu-a", "MACHINE_POOL_DURATION": "10s-5m",
-		"MACHINE_POOL_AGING": "1m", "MACHINE_AFFINITY_K": "1"})
+		"MACHINE_POOL_AGING": "1m", "MACHINE_AFFINITY_K": "1", "MACHINE_POOL_RESERVE": "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PoolMin != 10*time.Second || c.PoolMax != 5*time.Minute || c.PoolAging != time.Minute || c.AffinityK != 1 {
+	if c.PoolMin != 10*time.Second || c.PoolMax != 5*time.Minute || c.PoolAging != time.Minute || c.AffinityK != 1 || c.PoolReserve != 1 {
 		t.Fatalf("gpu-a: %v-%v aging %v k %d", c.PoolMin, c.PoolMax, c.PoolAging, c.AffinityK)
 	}
 	if _, err := load(map[string]string{"WORKER_CONNECTORS": "mock", "MACHINE_POOL_DURATION": "5m-10s"}); err == nil ||

@@ -52,7 +52,8 @@
 --   Once it has waited aging_ms since created_at, the call takes it when it finds no job that
 --   fits (of such aged jobs the one whose expected duration lies nearest the range, the first
 --   of equals, when the scan ends or the budget runs out), so a fast pool lends itself to
---   standard jobs before heavy ones; once it has
+--   standard jobs before heavy ones; never when lend is false (the machine keeps its last
+--   idle slots for its own pool: MACHINE_POOL_RESERVE); once it has
 --   waited starve_ms (10 × aging_ms) it is taken in plain priority order. So a pool serves
 --   its own jobs first, lends itself to others' backlog when it has nothing of its own, and no
 --   job starves when its pool is missing, empty or busy. A job of unknown duration fits every
@@ -416,7 +417,9 @@ local function routed(id, svc, info)
       local ms = expected_ms(stats_key(svc, req))
       if ms and (ms < (pool_min or 0) or ((pool_max or 0) > 0 and ms >= pool_max)) then
         local gap = ms < (pool_min or 0) and pool_min - ms or ms - pool_max
-        if age >= aging_ms and (not fallback or gap < fallback_gap) then fallback, fallback_gap = id, gap end
+        if age >= aging_ms and routing.lend ~= false and (not fallback or gap < fallback_gap) then
+          fallback, fallback_gap = id, gap
+        end
         return 'skip'
       end
     end
