@@ -1,11 +1,13 @@
 // Command sim runs simulated fleets of machine cores against a real redis-server and prints
 // what they cost Redis and how fast they pick jobs up.
 //
-//	go run ./cmd/sim -scenario fleet|demand [-json] [-quick]
+//	go run ./cmd/sim -scenario fleet|demand|pools [-json] [-quick]
 //
 // Scenarios: fleet (N = 10, 100, 1000 machines; -quick: 10 and 30); demand (a job trace
 // replayed against the demand tracker, model cache and autoscaler, and against the static
-// baseline; -quick: a 40-minute trace). `make sim` runs every scenario.
+// baseline; -quick: a 40-minute trace); pools (a mixed trace on a fleet split into pools with
+// affinity, against the same fleet uniform and FIFO; -quick: a shorter trace). `make sim` runs
+// every scenario.
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 var scenarios = map[string]func(opts) (map[string]any, string, error){
 	"demand": demandScenario,
 	"fleet":  fleetScenario,
+	"pools":  poolsScenario,
 }
 
 type opts struct {
@@ -28,7 +31,7 @@ type opts struct {
 }
 
 func main() {
-	name := flag.String("scenario", "all", "the scenario to run: fleet, demand, or all")
+	name := flag.String("scenario", "all", "the scenario to run: fleet, demand, pools, or all")
 	asJSON := flag.Bool("json", false, "print one JSON object (every scenario's figures) instead of tables")
 	quick := flag.Bool("quick", false, "small fleets and few jobs, for tests")
 	flag.Parse()
@@ -39,7 +42,7 @@ func main() {
 		}
 		slices.Sort(names)
 	} else if scenarios[*name] == nil {
-		fmt.Fprintf(os.Stderr, "sim: unknown scenario %q; use fleet, demand or all\n", *name)
+		fmt.Fprintf(os.Stderr, "sim: unknown scenario %q; use fleet, demand, pools or all\n", *name)
 		os.Exit(2)
 	} else {
 		names = []string{*name}

@@ -6,41 +6,21 @@ import (
 
 // The quick fleet scenario runs real machines' slots and wake-up code against a real
 // redis-server and reports every figure; a job costs at most 3 claim scripts at every size
-// (a count, not a time).
-func TestQuickFleetScenario(t *testing.T) {
-	report, table, err := fleetScenario(opts{quick: true})
+// The quick pools scenario runs the trace through the real claim and completion scripts on
+// both fleets and reports every figure; no job starves (a count, not a time).
+func TestQuickPoolsScenario(t *testing.T) {
+	report, table, err := poolsScenario(opts{quick: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log("\n" + table)
-	for _, k := range []string{"fleet_machines", "claim_calls_per_job", "redis_cpu_us_per_job", "pickup_p50_ms",
-		"pickup_p99_ms", "small_fleet_redis_cpu_us_per_job"} {
+	for _, k := range []string{"fast_p95_wait_s", "baseline_fast_p95_wait_s", "affinity_model_hit_rate",
+		"baseline_affinity_model_hit_rate", "pool_utilization_min", "starved_jobs"} {
 		if _, ok := report[k]; !ok {
 			t.Errorf("the report has no %s", k)
 		}
 	}
-	for _, s := range report["fleet_sizes"].([]fleetSize) {
-		if s.ClaimCallsPerJob > 3 {
-			t.Errorf("%d machines: %.2f claim scripts a job, want at most 3", s.Machines, s.ClaimCallsPerJob)
-		}
-	}
-}
-
-// The quick demand scenario runs through cmd/sim and reports the demand-aware and baseline
-// figures under the simulator's keys.
-func TestQuickDemandScenario(t *testing.T) {
-	report, table, err := demandScenario(opts{quick: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log("\n" + table)
-	for _, k := range []string{"demand_jobs", "model_cache_hit_rate", "baseline_model_cache_hit_rate",
-		"demand_shift_first_claim_s", "baseline_demand_shift_first_claim_s", "flaps", "autoscale_decisions"} {
-		if _, ok := report[k]; !ok {
-			t.Errorf("the report has no %s", k)
-		}
-	}
-	if _, ok := report["jobs"]; ok {
-		t.Error(`the report keeps "jobs", which the fleet scenario's figures could be confused with`)
+	if n := report["starved_jobs"].(int); n != 0 {
+		t.Errorf("%d jobs starved", n)
 	}
 }

@@ -81,6 +81,8 @@ type Broker struct {
 	// machineID and version go into attestations (SetIdentity).
 	machineID, version string
 	memory             *memory // what the claim script must forget of its non-matches
+	routing            Routing // the claim's preferences (SetRouting)
+	warm               warmth  // services this machine completed recently (affinity)
 }
 
 // New returns a broker over an open Redis client.
@@ -123,7 +125,7 @@ func (b *Broker) Claim(ctx context.Context, caps []byte, scanLimit int, cursor i
 	now, fp := b.now(), fingerprintOf(caps)
 	forget, all := b.memory.take(fp)
 	args := append([]any{caps, scanLimit, cursor, b.policy.Lease.Milliseconds(), int64(b.policy.AvoidLastWorker.Seconds()),
-		fp, ISO(now), now.UnixMilli()}, forgetArgs(forget, all)...)
+		fp, ISO(now), now.UnixMilli(), b.routingArg(now)}, forgetArgs(forget, all)...)
 	res, err := claimScript.Run(ctx, b.rdb, nil, args...).Slice()
 	if err != nil {
 		b.memory.lost(fp)
@@ -245,7 +247,12 @@ func (b *Broker) Complete(ctx context.Context, j *job.Job, workerID string, resu
 		return fmt.Errorf("complete %s: %w", j.ID, err)
 	}
 	n, err := completeScript.Run(ctx, b.rdb, nil, j.ID, workerID, ISO(now), stored, msg,
-		workerStatusMsg(workerID, "busy", "idle", now), key, attestation).Int64()
+		workerStatusMsg(workerID, "busy", "idle", now), key, attestation,
+		now.UnixMilli(), StatsKey(j.Fields["service_required"], j.Fields["requirements"]),
+		MaxDurationStats, int64(DurationStatsTTL.Seconds())).Int64()
+	if err == nil && n == 1 {
+		b.warm.ran(j.Fields["service_required"], now)
+	}
 	return owned(n, err, "complete", j.ID)
 }
 

@@ -25,6 +25,14 @@ type Config struct {
 	MachineType string // MACHINE_TYPE
 	Pool        string // MACHINE_POOL
 
+	// The claim's routing (broker.Routing). PoolMin/PoolMax: MACHINE_POOL_DURATION, else the
+	// range of a known pool name (fast, standard, heavy), else none.
+	PoolMin, PoolMax time.Duration
+	PoolAging        time.Duration // MACHINE_POOL_AGING (30 s)
+	PoolReserve      int           // MACHINE_POOL_RESERVE (0): idle slots never lent to other pools' jobs
+	AffinityK        int           // MACHINE_AFFINITY_K (8; 1: no affinity)
+	AffinityWindow   time.Duration // MACHINE_AFFINITY_WINDOW (10 s)
+
 	Connectors []Connector // WORKER_CONNECTORS (alias WORKERS)
 
 	GPUCount        int           // MACHINE_GPU_COUNT

@@ -66,6 +66,7 @@ func Load(env Lookup) (*Config, error) {
 	}
 	c.MachineType = r.str("MACHINE_TYPE", "")
 	c.Pool = r.str("MACHINE_POOL", "")
+	r.loadRouting(c)
 
 	c.gpuCountSet = r.str("MACHINE_GPU_COUNT", "") != ""
 	c.gpuModelSet = r.str("MACHINE_GPU_MODEL", "") != ""

@@ -251,6 +251,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 		"connectors": connectors(snap), "changes": changes(snap),
 		"resources_last_hour": costs(snap.Costs), "autoscaler": autoscaler(snap.Autoscaler),
+		"expected_durations": durations(snap.Durations),
 	})
 }
 
@@ -266,6 +267,16 @@ func autoscaler(a state.Autoscaler) map[string]any {
 		pending = map[string]int{}
 	}
 	return map[string]any{"on": a.On, "note": a.Note, "queue_length": a.QueueLength, "pending": pending, "decisions": ds}
+}
+
+// durations are the expected job durations (jobs:stats:duration) of this machine's services.
+func durations(d []state.Duration) []map[string]any {
+	out := make([]map[string]any, 0, len(d))
+	for _, x := range d {
+		out = append(out, map[string]any{"service": x.Service, "model": x.Model,
+			"ewma_ms": x.EWMA.Milliseconds(), "count": x.Count})
+	}
+	return out
 }
 
 // connectors are the connectors the machine runs or ran, with their state.

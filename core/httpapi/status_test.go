@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/httpapi"
@@ -20,6 +21,7 @@ func TestStatusShowsConnectorsChangesAndResources(t *testing.T) {
 	store.SetChange(state.Change{ID: 1, What: "enable simulation", State: state.ChangeDone})
 	wh := 1.5
 	store.SetCosts([]state.ServiceCost{{Service: "simulation", Jobs: 3, WhMean: &wh}})
+	store.SetDurations([]state.Duration{{Service: "simulation", Model: "big", EWMA: 1500 * time.Millisecond, Count: 4}})
 	srv := httptest.NewServer(httpapi.New(httpapi.Params{Store: store, Metrics: metrics.New().Handler()}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/status")
@@ -31,6 +33,7 @@ func TestStatusShowsConnectorsChangesAndResources(t *testing.T) {
 		Connectors []map[string]any `json:"connectors"`
 		Changes    []map[string]any `json:"changes"`
 		Resources  []map[string]any `json:"resources_last_hour"`
+		Durations  []map[string]any `json:"expected_durations"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		t.Fatal(err)
@@ -39,6 +42,10 @@ func TestStatusShowsConnectorsChangesAndResources(t *testing.T) {
 		len(body.Changes) != 1 || body.Changes[0]["state"] != "done" ||
 		len(body.Resources) != 1 || body.Resources[0]["jobs"] != 3.0 || body.Resources[0]["gpu_energy_wh_mean"] != 1.5 {
 		t.Fatalf("/status = %+v", body)
+	}
+	if d := body.Durations; len(d) != 1 || d[0]["service"] != "simulation" || d[0]["model"] != "big" ||
+		d[0]["ewma_ms"] != 1500.0 || d[0]["count"] != 4.0 {
+		t.Fatalf("/status expected_durations = %v", d)
 	}
 }
 

@@ -19,6 +19,8 @@ const (
 	// it scans the shared queue, so not often.
 	queueDepthEvery = 10 * time.Second
 	queueDepthScan  = 10000
+	// durationsShown bounds the expected durations /status lists.
+	durationsShown = 20
 	// reapEvery is how often every machine offers to return jobs with expired leases (a Redis
 	// lock keeps it to one machine at a time); leases are renewed every third of their length,
 	// but not more often than minRenewEvery.

@@ -65,7 +65,8 @@ func (l *liveness) start(wg *sync.WaitGroup) {
 
 func (l *liveness) shutdown() { l.loop.stop() }
 
-// queueDepth counts the pending jobs of the services this machine serves, for the console.
+// queueDepth counts the pending jobs of the services this machine serves, for the console, and
+// reads the expected durations of their jobs (jobs:stats:duration), for /status.
 type queueDepth struct {
 	p    queueDepthParams // immutable
 	loop loop
@@ -84,6 +85,13 @@ func (q *queueDepth) start(wg *sync.WaitGroup) {
 		count := func(ctx context.Context) {
 			if n, _, err := q.p.broker.PendingFor(ctx, q.p.services(), queueDepthScan); err == nil {
 				q.p.store.SetQueueDepth(n)
+			}
+			if stats, err := q.p.broker.DurationStats(ctx, q.p.services(), durationsShown); err == nil {
+				d := make([]state.Duration, 0, len(stats))
+				for _, s := range stats {
+					d = append(d, state.Duration{Service: s.Service, Model: s.Model, EWMA: s.EWMA, Count: s.Count})
+				}
+				q.p.store.SetDurations(d)
 			}
 		}
 		count(ctx)

@@ -212,6 +212,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax, MaxJobBytes: m.cfg.MaxJobBytes})
 	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
+	b.SetRouting(broker.Routing{PoolMin: m.cfg.PoolMin, PoolMax: m.cfg.PoolMax, Aging: m.cfg.PoolAging,
+		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, MayLend: m.mayLend})
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
@@ -425,4 +427,19 @@ func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervi
 		}
 	}()
 	return srv
+}
+
+// mayLend says whether an idle slot may take an aged job of another pool: only while more than
+// MACHINE_POOL_RESERVE slots are idle (the claiming slot among them).
+func (m *Machine) mayLend() bool {
+	if m.cfg.PoolReserve <= 0 {
+		return true
+	}
+	idle := 0
+	for _, s := range m.store.Snapshot().Slots {
+		if s.Status == state.SlotIdle {
+			idle++
+		}
+	}
+	return idle > m.cfg.PoolReserve
 }

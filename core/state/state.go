@@ -104,6 +104,9 @@ type Snapshot struct {
 	Changes    []Change
 	// Costs summarize the jobs' resource records per service over the last hour.
 	Costs []ServiceCost
+	// Durations are the fleet's expected job durations (jobs:stats:duration) for this
+	// machine's services, most counted first, a few at most.
+	Durations []Duration
 	// Ended counts the jobs ended (completed or failed) since start; Trends is the recent history
 	// the console graphs.
 	Ended  uint64
@@ -184,6 +187,7 @@ func (s *Store) Snapshot() Snapshot {
 	c.Connectors = slices.Clone(s.snap.Connectors)
 	c.Changes = slices.Clone(s.snap.Changes)
 	c.Costs = slices.Clone(s.snap.Costs)
+	c.Durations = slices.Clone(s.snap.Durations)
 	return c
 }
 
@@ -277,6 +281,23 @@ func (s *Store) SetQueueDepth(n int64) {
 	s.mu.Unlock()
 	if !same {
 		s.update(false, func(snap *Snapshot) { snap.QueueDepth = n })
+	}
+}
+
+// Duration is the expected duration of one kind of job: an EWMA over the fleet's completions.
+type Duration struct {
+	Service, Model string
+	EWMA           time.Duration
+	Count          int64
+}
+
+// SetDurations records the expected job durations the claim's pool fit uses.
+func (s *Store) SetDurations(d []Duration) {
+	s.mu.Lock()
+	same := slices.Equal(s.snap.Durations, d)
+	s.mu.Unlock()
+	if !same {
+		s.update(false, func(snap *Snapshot) { snap.Durations = slices.Clone(d) })
 	}
 }
 

@@ -75,6 +75,8 @@ type Status struct {
 type MachineStatus struct {
 	Phase    string `json:"phase"`
 	UptimeMS int64  `json:"uptime_ms"`
+	// Pool is MACHINE_POOL (ours, additive): absent when the machine has none.
+	Pool string `json:"pool,omitempty"`
 }
 
 // WorkerStatus is one slot's live state.
@@ -115,7 +117,8 @@ func Build(p *plan.Plan, snap state.Snapshot, updateType, healthURL, version str
 			Workers: map[string]WorkerStructure{}, Services: map[string]ServiceStructure{},
 		},
 		Status: Status{
-			Machine: MachineStatus{Phase: monitorPhase(snap.Phase), UptimeMS: now.Sub(snap.StartedAt).Milliseconds()},
+			Machine: MachineStatus{Phase: monitorPhase(snap.Phase), UptimeMS: now.Sub(snap.StartedAt).Milliseconds(),
+				Pool: snap.Pool},
 			Workers: map[string]WorkerStatus{}, Services: map[string]ServiceStatus{},
 		},
 	}

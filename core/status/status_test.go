@@ -285,3 +285,35 @@ func TestPublisherShutdown(t *testing.T) {
 		t.Errorf("shutdown message = %+v", down)
 	}
 }
+
+// MACHINE_POOL reaches machine:status as status.machine.pool (additive), and a machine without
+// a pool sends no pool field.
+func TestMessageCarriesPool(t *testing.T) {
+	p := testPlan(t)
+	for _, pool := range []string{"fast", ""} {
+		st := state.New("box", pool, nil)
+		st.SetPhase(state.Ready)
+		raw, err := json.Marshal(status.Build(p, st.Snapshot(), status.Periodic, "", "v1", time.Now(), nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Status struct {
+				Machine map[string]any `json:"machine"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		got, has := m.Status.Machine["pool"]
+		if pool == "" && has {
+			t.Errorf("a machine without a pool sent status.machine.pool = %v", got)
+		}
+		if pool != "" && got != pool {
+			t.Errorf("status.machine.pool = %v, want %q", got, pool)
+		}
+		if m.Status.Machine["phase"] != "ready" {
+			t.Errorf("status.machine lost its phase: %v", m.Status.Machine)
+		}
+	}
+}

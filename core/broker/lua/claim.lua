@@ -39,10 +39,30 @@
 --         (other workers take it first; after that any worker may)
 -- ARGV[6] capability fingerprint (names the memory of non-matches)
 -- ARGV[7] now, ISO (failed_at of a job failed closed); ARGV[8] now, epoch ms
--- ARGV[9] "1": forget every non-match of this capability set (messages may have been missed)
--- ARGV[10..] ids written to jobs:pending again (job_submitted, job_requeued): forget their
+-- ARGV[9] routing JSON ("{}": none; see Routing below and broker.Routing)
+-- ARGV[10] "1": forget every non-match of this capability set (messages may have been missed)
+-- ARGV[11..] ids written to jobs:pending again (job_submitted, job_requeued): forget their
 --         non-matches and cached services
 -- Returns {claimed JSON {"jobId","job"} or "", position where the next call starts}.
+--
+-- Routing (ours; each rule is off unless ARGV[9] sets it, and none changes what may match):
+-- * Pool fit. With pool_min_ms/pool_max_ms, a job without requirements.pool whose expected
+--   duration (the EWMA in jobs:stats:duration for "service|model", written by complete.lua)
+--   lies outside [pool_min_ms, pool_max_ms) does not fit; it is passed over, never remembered.
+--   Once it has waited aging_ms since created_at, the call takes it when it finds no job that
+--   fits (of such aged jobs the one whose expected duration lies nearest the range, the first
+--   of equals, when the scan ends or the budget runs out), so a fast pool lends itself to
+--   standard jobs before heavy ones; never when lend is false (the machine keeps its last
+--   idle slots for its own pool: MACHINE_POOL_RESERVE); once it has
+--   waited starve_ms (10 × aging_ms) it is taken in plain priority order. So a pool serves
+--   its own jobs first, lends itself to others' backlog when it has nothing of its own, and no
+--   job starves when its pool is missing, empty or busy. A job of unknown duration fits every
+--   pool.
+-- * Affinity. With k > 1, among the first k eligible jobs younger than window_ms the call
+--   takes the first whose models are all in cached[service] (on the machine's disk or in VRAM),
+--   else the first whose service is in warm, else the first. A job older than window_ms ends
+--   the choice: it is taken if it comes first, and otherwise only jobs before it are chosen
+--   from, so priority order is bent only among young jobs, never for old ones.
 
 local caps = cjson.decode(ARGV[1])
 local budget = math.max(tonumber(ARGV[2]) or 500, 1)
@@ -56,6 +76,7 @@ local worker_id = caps.worker_id
 local pending = 'jobs:pending'
 local svc_cache = 'jobs:pending:service'
 local quarantine_key = 'jobs:quarantine'
+local routing = cjson.decode(ARGV[9] or '{}')
 local ANY = '\0' -- cached marker of a job without service_required: every worker may take it
 
 local COST_ID, COST_SERVICE, COST_READ, COST_DECODE = 1, 1, 5, 8
@@ -250,7 +271,7 @@ end
 -- look reads one job and decides. It returns 'claim', 'other' (another service: cache it),
 -- 'nomatch' (remember it), 'wait' (not now: do not remember) or 'gone' (no longer pending).
 local FIELDS = { 'id', 'service_required', 'workflow_id', 'requirements', 'customer_id',
-                 'retry_after_unix', 'last_failed_worker', 'failed_at_unix' }
+                 'retry_after_unix', 'last_failed_worker', 'failed_at_unix', 'created_at' }
 local function look(id)
   spent = spent + COST_READ
   local key = 'job:' .. id
@@ -298,7 +319,7 @@ local function look(id)
     fail_closed(id, 'its requirements could not be evaluated (' .. tostring(matched) .. ')')
     return 'gone'
   end
-  if matched then return 'claim', svc end
+  if matched then return 'claim', svc, { req = req, created = opt(f[9]) } end
   if personal then return 'wait', svc end
   return 'nomatch', svc
 end
@@ -317,11 +338,126 @@ local function remember()
   end
 end
 
-if ARGV[9] == '1' then
+-- Routing (see the header). routed() says what to do with a job the slot may take:
+-- 'take' (claim it now), 'keep' (a candidate: keep looking) or 'skip' (passed over for now).
+local STATS = 'jobs:stats:duration' -- written by complete.lua
+local pool_min, pool_max = tonumber(routing.pool_min_ms), tonumber(routing.pool_max_ms)
+local pooled = (pool_min or 0) > 0 or (pool_max or 0) > 0
+local aging_ms = tonumber(routing.aging_ms) or 30000
+local starve_ms = tonumber(routing.starve_ms) or 10 * aging_ms
+local fallback, fallback_gap = nil, nil -- the aged job that does not fit the pool, nearest its range
+local affinity_k = math.floor(tonumber(routing.k) or 1)
+local window_ms = tonumber(routing.window_ms) or 0
+local cached_models = type(routing.cached) == 'table' and routing.cached or caps.models
+local warm = {}
+if type(routing.warm) == 'table' then
+  for _, w in ipairs(routing.warm) do warm[w] = true end
+end
+local any_cached, any_warm = type(cached_models) == 'table' and next(cached_models) ~= nil, next(warm) ~= nil
+if not any_cached and not any_warm then affinity_k = 1 end -- nothing to prefer: strict order
+local routed_any = pooled or affinity_k > 1
+
+-- iso_ms reads created_at (ISO, as the API writes it, or epoch ms) as epoch ms; nil if neither.
+local function iso_ms(v)
+  local n = tonumber(v)
+  if n then return n end
+  local y, mo, d, h, mi, sec = string.match(v or '', '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d%.]+)')
+  if not y then return nil end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo <= 2 then y = y - 1 end -- days from the civil date (H. Hinnant's algorithm)
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
+  local days = era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+  return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + math.floor((tonumber(sec) or 0) * 1000)
+end
+
+-- job_models lists the models a job's requirements name ({} for none).
+local function job_models(req)
+  local pos = type(req.positive_requirements) == 'table' and req.positive_requirements or req
+  local m = pos.models
+  if type(m) == 'string' and m ~= 'all' then return { m } end
+  if type(m) == 'table' then return m end
+  return {}
+end
+
+-- stats_key names a job's duration statistics: "service|first model" (the model is "" for none).
+local function stats_key(svc, req)
+  local m = job_models(req)[1]
+  return (svc or '') .. '|' .. (type(m) == 'string' and m or '')
+end
+
+local expected = {} -- stats key -> expected ms (false: unknown), read once per call
+local function expected_ms(key)
+  if expected[key] == nil then
+    spent = spent + COST_ID
+    local v = redis.call('HGET', STATS, key)
+    expected[key] = v and tonumber(string.match(v, '^[^,]+')) or false
+  end
+  return expected[key]
+end
+
+local candidates = {}
+local function model_hit(c)
+  local models = job_models(c.req)
+  if #models == 0 then return false end
+  local have = type(cached_models) == 'table' and cached_models[c.svc or ''] or nil
+  for _, m in ipairs(models) do
+    if not contains(have, m) then return false end
+  end
+  return true
+end
+
+local function routed(id, svc, info)
+  local age = now_ms - (iso_ms(info.created) or 0) -- unreadable created_at: old, strict order
+  if pooled and age < starve_ms then
+    local req = info.req
+    local target = type(req.positive_requirements) == 'table' and req.positive_requirements or req
+    if target.pool == nil then
+      local ms = expected_ms(stats_key(svc, req))
+      if ms and (ms < (pool_min or 0) or ((pool_max or 0) > 0 and ms >= pool_max)) then
+        local gap = ms < (pool_min or 0) and pool_min - ms or ms - pool_max
+        if age >= aging_ms and routing.lend ~= false and (not fallback or gap < fallback_gap) then
+          fallback, fallback_gap = id, gap
+        end
+        return 'skip'
+      end
+    end
+  end
+  if affinity_k <= 1 then return 'take' end
+  if age >= window_ms then
+    if #candidates == 0 then return 'take' end
+    return 'done'
+  end
+  local c = { id = id, svc = svc, req = info.req }
+  if model_hit(c) then
+    candidates = { c } -- the first model hit wins: nothing later beats it
+    return 'done'
+  end
+  if not any_cached and warm[svc or ''] then
+    candidates[#candidates + 1] = c -- no model can beat a warm service: choose now
+    return 'done'
+  end
+  candidates[#candidates + 1] = c
+  if #candidates >= affinity_k then return 'done' end
+  return 'keep'
+end
+
+-- choose picks among the candidates: a model hit (always alone), else the first warm service,
+-- else the first.
+local function choose()
+  if #candidates == 0 then return fallback end
+  for _, c in ipairs(candidates) do
+    if warm[c.svc or ''] then return c.id end
+  end
+  return candidates[1].id
+end
+
+if ARGV[10] == '1' then
   redis.call('DEL', memo)
 end
-if #ARGV > 9 then
-  local ids = { unpack(ARGV, 10) }
+if #ARGV > 10 then
+  local ids = { unpack(ARGV, 11) }
   redis.call('SREM', memo, unpack(ids))
   redis.call('HDEL', svc_cache, unpack(ids))
   spent = spent + math.min(#ids, math.floor(budget / 2)) -- the scan always gets half the budget
@@ -352,7 +488,10 @@ local function scan(from)
     end
     local removed = 0
     for i = 1, got do
-      if spent >= budget then return nil, pos + i - 1 - removed end
+      if spent >= budget then
+        if #candidates > 0 or fallback then return choose() end
+        return nil, pos + i - 1 - removed
+      end
       spent = spent + COST_ID
       if skip[i] == 0 then
         spent = spent + COST_SERVICE
@@ -361,7 +500,12 @@ local function scan(from)
         if svc and svc ~= ANY and not services[svc] then
           forgot[#forgot + 1] = id -- another service's job: this capability set never reads it
         else
-          local verdict, found = look(id)
+          local verdict, found, info = look(id)
+          if verdict == 'claim' and routed_any then
+            local r = routed(id, found, info)
+            if r == 'take' then verdict = 'claim' else verdict = 'wait' end
+            if r == 'done' then return choose() end
+          end
           if verdict == 'gone' then
             removed = removed + 1
           else
@@ -382,6 +526,7 @@ local function scan(from)
 end
 
 local id, next_pos = scan(start)
+if not id and (#candidates > 0 or fallback) then id, next_pos = choose(), 0 end
 remember()
 if not id then return { '', next_pos } end
 local score = redis.call('ZSCORE', pending, id) -- kept so the reaper can put the job back in place
