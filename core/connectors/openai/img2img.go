@@ -95,13 +95,7 @@ func (c *Connector) img2img(ctx context.Context, j *job.Job) (map[string]any, ma
 	if len(out.Data) == 0 || out.Data[0].B64 == "" {
 		return nil, nil, fmt.Errorf("OpenAI returned no edited image")
 	}
-	png, err := base64.StdEncoding.DecodeString(out.Data[0].B64)
-	if err != nil {
-		return nil, nil, fmt.Errorf("OpenAI's edited image is not valid base64: %w", err)
-	}
-	end := job.Mark(ctx, job.PhaseUpload)
-	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
-	end()
+	saved, err := c.savePNG(ctx, j, out.Data[0].B64, "edited image")
 	if err != nil {
 		return nil, nil, err
 	}

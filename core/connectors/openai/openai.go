@@ -194,18 +194,24 @@ func (c *Connector) image(ctx context.Context, j *job.Job) (map[string]any, map[
 	if len(out.Data) == 0 || out.Data[0].B64 == "" {
 		return nil, nil, fmt.Errorf("OpenAI returned no image")
 	}
-	png, err := base64.StdEncoding.DecodeString(out.Data[0].B64)
-	if err != nil {
-		return nil, nil, fmt.Errorf("OpenAI's image is not valid base64: %w", err)
-	}
-	end := job.Mark(ctx, job.PhaseUpload)
-	saved, err := c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
-	end()
+	saved, err := c.savePNG(ctx, j, out.Data[0].B64, "image")
 	if err != nil {
 		return nil, nil, err
 	}
 	return map[string]any{"image_url": saved.URL, "mime_type": saved.MimeType, "content_type": "image", "model": model,
 		"size_bytes": saved.Size}, out.Usage, nil
+}
+
+// savePNG decodes an image OpenAI returned in base64 (what: "image", "edited image") and stores
+// it where the job's ctx.storage says, timed as the job's upload.
+func (c *Connector) savePNG(ctx context.Context, j *job.Job, b64, what string) (assets.Saved, error) {
+	png, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return assets.Saved{}, fmt.Errorf("OpenAI's %s is not valid base64: %w", what, err)
+	}
+	end := job.Mark(ctx, job.PhaseUpload)
+	defer end()
+	return c.s.Assets.Save(ctx, j.ID, j.Ctx, ".png", png)
 }
 
 // emPropsKeys are payload keys of the EmProps platform that must not reach OpenAI.
