@@ -45,7 +45,7 @@ func NewServer(h http.Handler, lim Limits) *Server {
 	lim.ReadTimeout = orDefault(lim.ReadTimeout, d.ReadTimeout)
 	lim.WriteTimeout = orDefault(lim.WriteTimeout, d.WriteTimeout)
 	lim.IdleTimeout = orDefault(lim.IdleTimeout, d.IdleTimeout)
-	conns := &connLimiter{max: lim.MaxConns, open: map[net.Conn]*connEntry{}}
+	conns := &connLimiter{max: lim.MaxConns, open: map[net.Conn]*connEntry{}, freed: make(chan struct{}, 1)}
 	return &Server{conns: conns, srv: &http.Server{
 		Handler: h, ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
 		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes,
@@ -86,6 +86,8 @@ type connLimiter struct {
 	mu   sync.Mutex
 	open map[net.Conn]*connEntry
 	seq  uint64 // orders connections by when they last became evictable
+
+	freed chan struct{} // signalled when a connection becomes idle or closes
 }
 
 type connEntry struct {
@@ -128,17 +130,32 @@ func (l *connLimiter) track(c net.Conn, st http.ConnState) {
 	switch {
 	case st == http.StateClosed || st == http.StateHijacked:
 		delete(l.open, c)
+		l.signal()
 	case !ok: // evicted, or refused: the server finds out when it next reads
 	case st == http.StateActive:
 		e.busy = true
 	case st == http.StateIdle:
 		l.seq++
 		e.busy, e.since = false, l.seq
+		l.signal()
 	}
 }
 
-// limitListener admits each accepted connection through the limiter. It never blocks on the
-// cap, so a probe's connection is never stuck in the kernel's queue behind idle ones.
+func (l *connLimiter) signal() {
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
+}
+
+// busyWait is how long a newcomer waits, when every connection is running a request, for one
+// to finish before it is refused: a keep-alive connection that has just written its answer is
+// marked idle a moment after the client has read it.
+const busyWait = 250 * time.Millisecond
+
+// limitListener admits each accepted connection through the limiter. It never waits on idle
+// connections, so a probe's connection is never stuck in the kernel's queue behind them; only
+// when every connection is running a request does it wait, at most busyWait, for one to end.
 type limitListener struct {
 	net.Listener
 	conns *connLimiter
@@ -153,6 +170,25 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if l.conns.admit(c) {
 			return c, nil
 		}
+		if l.waitAdmit(c) {
+			return c, nil
+		}
 		_ = c.Close()
+	}
+}
+
+// waitAdmit retries admitting c while connections become idle or close, for at most busyWait.
+func (l *limitListener) waitAdmit(c net.Conn) bool {
+	deadline := time.NewTimer(busyWait)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-l.conns.freed:
+			if l.conns.admit(c) {
+				return true
+			}
+		case <-deadline.C:
+			return l.conns.admit(c)
+		}
 	}
 }
