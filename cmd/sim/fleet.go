@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,16 +36,11 @@ func fleetScenario(o opts) (map[string]any, string, error) {
 	if o.quick {
 		sizes, jobs = []int{10, 30}, 100
 	}
-	dir, err := os.MkdirTemp("", "sim-fleet")
+	srv, stop, err := redistest.StartTemp("sim-fleet")
 	if err != nil {
 		return nil, "", err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := redistest.StartServer(dir)
-	if err != nil {
-		return nil, "", err
-	}
-	defer srv.Stop()
+	defer stop()
 	var results []fleetSize
 	for _, n := range sizes {
 		r, err := runFleet(srv.Addr, n, jobs, rate)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -96,16 +95,11 @@ func poolsScenario(o opts) (map[string]any, string, error) {
 	if o.quick {
 		span, warm = 240, 60
 	}
-	dir, err := os.MkdirTemp("", "sim-pools")
+	srv, stop, err := redistest.StartTemp("sim-pools")
 	if err != nil {
 		return nil, "", err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := redistest.StartServer(dir)
-	if err != nil {
-		return nil, "", err
-	}
-	defer srv.Stop()
+	defer stop()
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	jobs := trace(7, span)

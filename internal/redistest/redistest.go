@@ -46,6 +46,20 @@ func Start(t TB) *Server {
 	return s
 }
 
+// StartTemp starts a redis-server in a fresh temporary directory (named after prefix); stop
+// stops the server and removes the directory.
+func StartTemp(prefix string) (srv *Server, stop func(), err error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	if srv, err = StartServer(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return srv, func() { srv.Stop(); _ = os.RemoveAll(dir) }, nil
+}
+
 // StartServer starts a redis-server with its files in dir.
 func StartServer(dir string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
