@@ -207,7 +207,7 @@ func decideOne(p Policy, now time.Time, c Connector, h Headroom, hist History) (
 				why = "429s or an open breaker"
 			}
 			return Decision{Kind: Resize, Connector: c.Name, Count: c.Slots - 1,
-				Reason: fmt.Sprintf("throttled (%s): one slot fewer until the API recovers", why)}, true
+				Reason: fmt.Sprintf("throttled by the API (%s); one slot fewer until it recovers", why)}, true
 		}
 		return Decision{}, false
 	}

@@ -53,7 +53,7 @@ func TestDecide(t *testing.T) {
 			roomy, autoscale.History{Last: map[string]autoscale.Change{"openai": {At: t0.Add(-time.Minute), Direction: -1}}}, "", ""},
 		{"still throttled a cooldown later: one more slot fewer", autoscale.Connector{Name: "openai", Enabled: true, Slots: 3, Busy: 3, Pending: 9,
 			Throttled: true, ThrottledWhy: "breaker open"},
-			roomy, autoscale.History{Last: map[string]autoscale.Change{"openai": {At: t0.Add(-3 * time.Minute), Direction: -1}}}, "resize openai to 2 slot(s)", "throttled (breaker open)"},
+			roomy, autoscale.History{Last: map[string]autoscale.Change{"openai": {At: t0.Add(-3 * time.Minute), Direction: -1}}}, "resize openai to 2 slot(s)", "throttled by the API (breaker open)"},
 		{"throttled at min: nothing", autoscale.Connector{Name: "openai", Enabled: true, Slots: 1, Busy: 1, Pending: 9, Throttled: true},
 			roomy, autoscale.History{}, "", ""},
 		{"low load not yet long enough", autoscale.Connector{Name: "openai", Enabled: true, Slots: 4, Busy: 1},

@@ -36,7 +36,7 @@ func (m *Machine) throttleLocked(connector string) *throttle.Recorder {
 			switch s.Breaker {
 			case throttle.Open:
 				open.Set(1)
-				m.log.Warn("connector circuit breaker open: its jobs are left to other machines for a while",
+				m.log.Warn("connector circuit breaker open; its jobs are left to other machines for a while",
 					"connector", connector, "last_error", lastError(s))
 			case throttle.HalfOpen:
 				open.Set(0.5)

@@ -3,6 +3,7 @@ package machine_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -70,7 +71,7 @@ func TestThrottledConnectorShrinksOnce(t *testing.T) {
 	snap := h.m.Store().Snapshot()
 	d := snap.Autoscaler.Decisions[0]
 	if d.Kind != "resize" || d.Connector != "openai" || d.From != 3 || d.Count != 2 ||
-		!strings.Contains(d.Reason, "throttled (") || !strings.Contains(d.Reason, "× 429 in the last minute)") || d.Change == 0 {
+		!strings.Contains(d.Reason, "throttled by the API (") || !strings.Contains(d.Reason, "× 429 in the last minute)") || d.Change == 0 {
 		t.Fatalf("the decision = %+v, want resize openai 3→2, throttled by 429s", d)
 	}
 	h.waitFor("openai to run 2 slots", func() bool { return len(h.m.Plan().SlotsFor("openai")) == 2 })
@@ -100,7 +101,7 @@ func TestThrottledConnectorShrinksOnce(t *testing.T) {
 
 	body := get(t, "http://"+h.m.HTTPAddr()+"/status")
 	if !strings.Contains(body, `"rate_limited_total":7`) || !strings.Contains(body, `"breaker":"closed"`) ||
-		!strings.Contains(body, `× 429 in the last minute): one slot fewer`) {
+		!strings.Contains(body, `× 429 in the last minute); one slot fewer`) {
 		t.Errorf("/status lacks the throttle record or the decision:\n%s", grep(body, "throttle"))
 	}
 	if strings.Contains(body, key) || strings.Contains(body, key[:len(key)/2]) {
@@ -124,7 +125,26 @@ func TestThrottledConnectorShrinksOnce(t *testing.T) {
 		t.Errorf("the console's openai connector lacks its throttle: %+v", h.m.Control().Snapshot().Connectors)
 	}
 	recs := logs.records("autoscaler decision")
-	if len(recs) != 1 || recs[0]["connector"] != "openai" || !strings.Contains(recs[0]["reason"].(string), "throttled") {
+	if len(recs) != 1 || recs[0]["connector"] != "openai" || !strings.Contains(fmt.Sprint(recs[0]["reason"]), "throttled") {
 		t.Errorf("the JSON log's decisions: %v", recs)
+	}
+
+	// Five 500s in a row open the breaker: the record, the metric and the log say so.
+	fake.FailNext(1000)
+	h.submit("openai_text", `{"prompt":"down"}`)
+	h.submit("openai_text", `{"prompt":"down too"}`)
+	h.waitFor("the breaker to open", func() bool {
+		tr, _ := h.m.Store().Snapshot().Throttle("openai")
+		return tr.Breaker == "open"
+	})
+	if m := get(t, "http://"+h.m.HTTPAddr()+"/metrics"); !strings.Contains(m, `machine_connector_breaker_open{connector="openai"} 1`) {
+		t.Errorf("the breaker metric:\n%s", grep(m, "machine_connector_breaker_open"))
+	}
+	if body := get(t, "http://"+h.m.HTTPAddr()+"/status"); !strings.Contains(body, `"breaker":"open"`) || !strings.Contains(body, `"why":"breaker open"`) {
+		t.Errorf("/status does not show the open breaker:\n%s", grep(body, "breaker"))
+	}
+	opened := logs.records("connector circuit breaker open; its jobs are left to other machines for a while")
+	if len(opened) != 1 || opened[0]["connector"] != "openai" || !strings.Contains(fmt.Sprint(opened[0]["last_error"]), "500") {
+		t.Errorf("the breaker's log lines: %v", opened)
 	}
 }

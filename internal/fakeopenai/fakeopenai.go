@@ -42,6 +42,13 @@ func (s *Server) RateLimit(n int) {
 	s.RateLimited = n
 }
 
+// FailNext makes the fake answer the next n requests with 500, while it serves.
+func (s *Server) FailNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ServerErrors = n
+}
+
 // Answered429 returns how many 429s the fake answered.
 func (s *Server) Answered429() int {
 	s.mu.Lock()
