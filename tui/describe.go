@@ -332,10 +332,15 @@ func (m *Model) describeConnector() []string {
 	}
 	c := m.snap.Connectors[i]
 	out := []string{m.heading("Connector "+name) + "  " + string(c.State), "",
-		m.kv("slots", fmt.Sprintf("%d (%d busy)", c.Slots, c.Busy)), m.kv("done", fmt.Sprint(c.Done)), m.kv("failed", fmt.Sprint(c.Failed)),
-		m.kv("rate limit", "not recorded"), m.kv("breaker", "not recorded"),
-		"", m.heading("Slots")}
+		m.kv("slots", fmt.Sprintf("%d (%d busy)", c.Slots, c.Busy)), m.kv("done", fmt.Sprint(c.Done)), m.kv("failed", fmt.Sprint(c.Failed))}
+	out = append(out, m.throttleLines(c.Throttle)...)
+	out = append(out, "", m.heading("Slots"))
 	var errs []string
+	if c.Throttle != nil {
+		for _, e := range c.Throttle.Errors {
+			errs = append(errs, wrapText(stamp(e.AtMS)+"  "+e.Text, m.width, "  ")...)
+		}
+	}
 	for _, sl := range m.snap.Slots {
 		if sl.Connector != name {
 			continue
@@ -361,6 +366,38 @@ func (m *Model) describeConnector() []string {
 		out = append(out, m.styles.bad.Render(e))
 	}
 	return out
+}
+
+// throttleLines are a connector's rate-limit and breaker lines: how its remote API pushes back.
+func (m *Model) throttleLines(t *control.Throttle) []string {
+	if t == nil {
+		none := m.styles.dim.Render("none (only remote API connectors report it)")
+		return []string{m.kv("rate limit", none), m.kv("breaker", m.styles.dim.Render("none"))}
+	}
+	limit := fmt.Sprintf("%d × 429 in the last minute, %d since start", t.RateLimited1m, t.RateLimitedTotal)
+	if t.RateLimited1m > 0 {
+		limit = m.styles.warn.Render(limit)
+	}
+	retry := m.styles.dim.Render("never asked")
+	if t.RetryAfterAtMS != 0 {
+		retry = "none given"
+		if t.RetryAfterMS > 0 {
+			retry = dur(t.RetryAfterMS)
+		}
+		retry += ", last 429 at " + stamp(t.RetryAfterAtMS)
+	}
+	breaker := t.Breaker + " since " + stamp(t.BreakerSinceMS)
+	switch t.Breaker {
+	case "open":
+		breaker = m.styles.bad.Render(breaker + ": its jobs are left to other machines")
+	case "half-open":
+		breaker = m.styles.warn.Render(breaker + ": trying one request")
+	}
+	state := m.styles.dim.Render("not throttled")
+	if t.Throttled {
+		state = m.styles.warn.Render("throttled: " + t.Why)
+	}
+	return []string{m.kv("rate limit", limit), m.kv("Retry-After", retry), m.kv("breaker", breaker), m.kv("throttle", state)}
 }
 
 func gpuOf(i int) string {

@@ -34,6 +34,7 @@ func TestDescribeViews(t *testing.T) {
 		{"gpu", []string{"enter"}, "Health events"},
 		{"service", []string{"tab", "enter"}, "Restarts"},
 		{"connector", []string{"tab", "tab", "enter"}, "Last errors"},
+		{"api-connector", []string{"tab", "tab", "j", "enter"}, "rate_limit_exceeded"},
 		{"job", []string{"tab", "tab", "tab", "enter"}, "Job 7f3a9c21"},
 		{"failed-job", []string{"tab", "tab", "tab", "j", "j", "enter"}, "Job deadbeef-bbbb"},
 	}

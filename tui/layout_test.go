@@ -56,6 +56,10 @@ func busy() (control.Snapshot, []string) {
 		{ID: "gpu-box-17-worker-comfyui-1", Connector: "comfyui", GPU: 1, Status: "idle", Completed: 58, Failed: 2, IdleMS: 4000,
 			LastError: "execution_error: CUDA out of memory"},
 	}
+	snap.Connectors[1].Throttle = &control.Throttle{Throttled: true, Why: "3 × 429 in the last minute", RateLimited1m: 3,
+		RateLimitedTotal: 12, RetryAfterMS: 20000, RetryAfterAtMS: 1767225601000, Breaker: "closed", BreakerSinceMS: 1767225000000,
+		Errors: []control.APIError{{AtMS: 1767225601000, Text: "OpenAI answered 429 Too Many Requests: " +
+			`{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-*** on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms.","type":"requests","code":"rate_limit_exceeded"}}`}}}
 	snap.Jobs = append(snap.Jobs, control.Job{ID: "a1b2c3d4-0000", Slot: "gpu-box-17-worker-simulation-1", Connector: "simulation",
 		Service: "simulation", GPU: 1, Progress: 55, Message: "step 22/40", ElapsedMS: 8000})
 	snap.GPUs[1].Jobs = []string{"a1b2c3d4-0000"}
@@ -103,7 +107,7 @@ type describeTarget struct {
 }
 
 func describeTargets() []describeTarget {
-	return []describeTarget{{tui.DescribeGPU, "0"}, {tui.DescribeService, "comfyui-gpu0"}, {tui.DescribeConnector, "comfyui"},
+	return []describeTarget{{tui.DescribeGPU, "0"}, {tui.DescribeService, "comfyui-gpu0"}, {tui.DescribeConnector, "comfyui"}, {tui.DescribeConnector, "openai"},
 		{tui.DescribeJob, "7f3a9c21-5e0b-4d7e-9a1c-2b8d6e4f0a13"}, {tui.DescribeJob, "deadbeef-bbbb"}}
 }
 

@@ -92,7 +92,10 @@ type Connector struct {
 	Pending   int       // queued jobs for its services (core/demand)
 	LastJob   time.Time // when a job last ran on it; zero: never
 	GPU       bool      // needs GPU headroom to grow
-	Throttled bool      // recent 429s or an open circuit breaker (API connectors)
+	Throttled bool      // recent 429s or a breaker that is not closed (API connectors)
+	// ThrottledWhy says how the API pushes back ("3 × 429 in the last minute", "breaker open"),
+	// for the decision's reason.
+	ThrottledWhy string
 }
 
 // History is what Decide remembers between calls; the zero value is empty. Decide returns the
@@ -193,10 +196,18 @@ func decideOne(p Policy, now time.Time, c Connector, h Headroom, hist History) (
 	if !sized {
 		return Decision{}, false
 	}
+	// Throttled: one slot fewer per Cooldown while the API keeps pushing back (a burst of 429s
+	// counts for a minute, and one slot fewer is one step, not a slide to Min), and no growth.
 	if c.Throttled {
-		if c.Slots > b.Min && canTurn(-1) {
+		last, changed := hist.Last[c.Name]
+		shrankLately := changed && last.Direction < 0 && now.Sub(last.At) < p.Cooldown
+		if c.Slots > b.Min && !shrankLately && canTurn(-1) {
+			why := c.ThrottledWhy
+			if why == "" {
+				why = "429s or an open breaker"
+			}
 			return Decision{Kind: Resize, Connector: c.Name, Count: c.Slots - 1,
-				Reason: "throttled (429s or an open breaker): one slot fewer until the API recovers"}, true
+				Reason: fmt.Sprintf("throttled by the API (%s); one slot fewer until it recovers", why)}, true
 		}
 		return Decision{}, false
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emp-job-queue/machine/core/assets"
 	"github.com/emp-job-queue/machine/core/config"
+	"github.com/emp-job-queue/machine/core/connectors/throttle"
 	"github.com/emp-job-queue/machine/core/netguard"
 	"github.com/emp-job-queue/machine/core/supervisor"
 )
@@ -54,6 +55,9 @@ type Env struct {
 	// Network is what the traffic a job causes (browser pages, downloaded outputs) may reach:
 	// public addresses and the networks the operator allows, never the machine's own HTTP port.
 	Network netguard.Policy
+	// Throttle is where an API connector's client reports 429s, its breaker's state and its
+	// failed requests (remote.Options.Observer); nil records nothing. One per connector.
+	Throttle *throttle.Recorder
 }
 
 // ServiceKind is an internal service a connector needs the machine to install and supervise.

@@ -124,6 +124,9 @@ type Connector struct {
 	Slots  int                  `json:"slots"`
 	Done   uint64               `json:"done"`
 	Failed uint64               `json:"failed"`
+	// Throttle is how the connector's remote API pushes back; nil for connectors that are no
+	// remote API (or have not sent a request yet).
+	Throttle *Throttle `json:"throttle,omitempty"`
 }
 
 // Change is a change of the running layout and how it went.

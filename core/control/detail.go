@@ -107,3 +107,22 @@ type Slot struct {
 	LastError string `json:"last_error,omitempty"`
 	IdleMS    int64  `json:"idle_ms"` // since its last activity
 }
+
+// Throttle is a remote API connector's rate-limit and breaker state and its last errors.
+type Throttle struct {
+	Throttled        bool       `json:"throttled"`     // a 429 in the last minute or a breaker not closed
+	Why              string     `json:"why,omitempty"` // e.g. "3 × 429 in the last minute", "breaker open"
+	RateLimited1m    int        `json:"rate_limited_1m"`
+	RateLimitedTotal uint64     `json:"rate_limited_total"`
+	RetryAfterMS     int64      `json:"retry_after_ms"`    // what the last 429 asked for (0: nothing)
+	RetryAfterAtMS   int64      `json:"retry_after_at_ms"` // Unix ms of the last 429; 0: none yet
+	Breaker          string     `json:"breaker"`           // closed, half-open, open
+	BreakerSinceMS   int64      `json:"breaker_since_ms"`  // Unix ms
+	Errors           []APIError `json:"errors"`            // failed requests, oldest first
+}
+
+// APIError is one failed request to a remote API, its secrets cut.
+type APIError struct {
+	AtMS int64  `json:"at_ms"` // Unix ms
+	Text string `json:"text"`
+}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/connectors/throttle"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/state"
 	"github.com/emp-job-queue/machine/gpu"
@@ -282,10 +283,34 @@ func durations(d []state.Duration) []map[string]any {
 // connectors are the connectors the machine runs or ran, with their state.
 func connectors(snap state.Snapshot) []map[string]any {
 	out := make([]map[string]any, 0, len(snap.Connectors))
+	now := time.Now()
 	for _, c := range snap.Connectors {
-		out = append(out, map[string]any{"name": c.Name, "state": c.State, "slots": c.Slots, "error": c.Error})
+		row := map[string]any{"name": c.Name, "state": c.State, "slots": c.Slots, "error": c.Error}
+		if t, ok := snap.Throttle(c.Name); ok {
+			row["throttle"] = throttleView(t, now)
+		}
+		out = append(out, row)
 	}
 	return out
+}
+
+// throttleView is how a remote API connector's API pushes back: 429s, Retry-After, the circuit
+// breaker and the last errors (their secrets cut where they were recorded).
+func throttleView(t throttle.State, now time.Time) map[string]any {
+	errs := make([]map[string]any, 0, len(t.Errors))
+	for _, e := range t.Errors {
+		errs = append(errs, map[string]any{"at": e.At.UTC().Format(time.RFC3339Nano), "error": e.Text})
+	}
+	v := map[string]any{"throttled": t.Throttled(now), "why": t.Why(now),
+		"rate_limited_last_minute": t.RecentRateLimits(now), "rate_limited_total": t.RateLimitedTotal,
+		"breaker": t.Breaker, "last_errors": errs}
+	if !t.BreakerSince.IsZero() {
+		v["breaker_since"] = t.BreakerSince.UTC().Format(time.RFC3339Nano)
+	}
+	if !t.RetryAfterAt.IsZero() {
+		v["retry_after_s"], v["retry_after_at"] = t.RetryAfter.Seconds(), t.RetryAfterAt.UTC().Format(time.RFC3339Nano)
+	}
+	return v
 }
 
 // changes are the recent changes of the running layout and how they went.

@@ -25,8 +25,9 @@ import (
 // bounded ones and stops idle ones, each decision sent to the reconciler as one typed change.
 // Every decision, its reason and its outcome are in the state store, the metrics and the log.
 //
-// Throttling is not known here (the connectors' breakers are not read yet): every connector
-// counts as not throttled.
+// A remote API connector is throttled while its throttle record (core/connectors/throttle, in
+// the state store) has a 429 within the last minute or a breaker that is not closed; the
+// autoscaler then takes one slot off it per cooldown and does not grow it.
 type autoscaler struct {
 	p       autoscalerParams // immutable
 	loop    loop
@@ -175,6 +176,9 @@ func (a *autoscaler) connectors(snap state.Snapshot, now time.Time) []autoscale.
 		}
 		for _, svc := range desc.JobServices {
 			c.Pending += a.tracker.PendingFor(svc)
+		}
+		if t, ok := snap.Throttle(name); ok && t.Throttled(now) {
+			c.Throttled, c.ThrottledWhy = true, t.Why(now)
 		}
 		out = append(out, c)
 	}

@@ -2,12 +2,17 @@ package machine_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emp-job-queue/machine/core/state"
+	"github.com/emp-job-queue/machine/internal/testutil"
 )
 
 // With MACHINE_AUTOSCALE on and mock allowed but not configured, mock jobs make the machine
@@ -99,4 +104,65 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// Pre-warm and idle eviction with a real supervised service: ollama is allowed but not
+// configured; text_generation jobs waiting in Redis make the autoscaler enable it, which
+// installs it (the in-repo fake ollama binary, its model pulled) and starts `ollama serve` as a
+// child process whose port answers; the jobs complete on it; once it is idle past
+// MACHINE_SERVICE_IDLE_TTL the autoscaler disables it, and the child process is gone and its
+// port closed.
+func TestAutoscalerPrewarmsAndEvictsARealService(t *testing.T) {
+	dir := t.TempDir()
+	bin := fakeBinary(t, "../../internal/fakeollama/cmd", dir, "ollama")
+	port := testutil.Port(t)
+	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation:1", "MACHINE_AUTOSCALE": "on",
+		"MACHINE_ALLOWED_CONNECTORS": "ollama", "MACHINE_SERVICE_IDLE_TTL": "1s", "MACHINE_AUTOSCALE_COOLDOWN": "100ms",
+		"MACHINE_GPU_SAMPLE_INTERVAL_MS": "100", "OLLAMA_BIN": bin, "OLLAMA_BASE_PORT": fmt.Sprint(port),
+		"OLLAMA_DEFAULT_MODELS": "llama3.2", "OLLAMA_MODELS": filepath.Join(dir, "models")})
+	if _, ok := h.m.Store().Snapshot().Service("ollama"); ok || serviceAnswers(port) {
+		t.Fatal("ollama runs at boot; it should start only on demand")
+	}
+	ids := []string{h.submit("text_generation", `{"prompt":"one","max_tokens":3}`), h.submit("text_generation", `{"prompt":"two","max_tokens":3}`)}
+	var pid int
+	h.waitFor("the pre-warmed ollama service to be ready", func() bool {
+		st, ok := h.m.Store().Snapshot().Service("ollama")
+		pid = st.PID
+		return ok && st.State == "ready" && st.PID > 0
+	})
+	if err := syscall.Kill(pid, 0); err != nil || !serviceAnswers(port) {
+		t.Fatalf("the ollama child (pid %d) is not running (%v) or its port %d does not answer", pid, err, port)
+	}
+	for _, id := range ids {
+		h.waitFor("job "+id, func() bool { return h.status(id) == "completed" })
+	}
+	if ds := h.m.Store().Snapshot().Autoscaler.Decisions; len(ds) == 0 || ds[0].Kind != "enable" || ds[0].Connector != "ollama" ||
+		!strings.Contains(ds[0].Reason, "pre-warm") {
+		t.Fatalf("the first decision = %+v, want enable ollama (pre-warm)", ds)
+	}
+	h.waitFor("the idle ollama connector to be disabled and its service removed", func() bool {
+		snap := h.m.Store().Snapshot()
+		c, ok := snap.Connector("ollama")
+		_, running := snap.Service("ollama")
+		return ok && c.State == state.ConnectorDisabled && !running
+	})
+	h.waitFor("the ollama child process to exit", func() bool { return syscall.Kill(pid, 0) == syscall.ESRCH })
+	if serviceAnswers(port) {
+		t.Errorf("port %d still answers after the eviction", port)
+	}
+	ds := h.m.Store().Snapshot().Autoscaler.Decisions
+	if last := ds[len(ds)-1]; last.Kind != "disable" || last.Connector != "ollama" || !strings.Contains(last.Reason, "MACHINE_SERVICE_IDLE_TTL") {
+		t.Errorf("the last decision = %+v, want disable ollama (idle)", last)
+	}
+}
+
+// serviceAnswers says whether an HTTP server answers on the local port.
+func serviceAnswers(port int) bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/connectors/throttle"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/state"
@@ -43,6 +44,11 @@ func addDetail(out *control.Snapshot, snap state.Snapshot, sampler *gpu.Sampler,
 				d.PowerHistory = rounded(sampler.History(r.Index, gpu.Power), 1)
 			}
 			g.Detail = d
+		}
+	}
+	for i := range out.Connectors {
+		if t, ok := snap.Throttle(out.Connectors[i].Name); ok {
+			out.Connectors[i].Throttle = throttleView(t, now)
 		}
 	}
 	for i := range out.Services {
@@ -133,4 +139,20 @@ func resourceFields(r *job.Resources) map[string]any {
 		return nil
 	}
 	return out
+}
+
+// throttleView is a remote API connector's throttle record as the console shows it.
+func throttleView(t throttle.State, now time.Time) *control.Throttle {
+	v := &control.Throttle{Throttled: t.Throttled(now), Why: t.Why(now), RateLimited1m: t.RecentRateLimits(now),
+		RateLimitedTotal: t.RateLimitedTotal, RetryAfterMS: t.RetryAfter.Milliseconds(), Breaker: string(t.Breaker)}
+	if !t.RetryAfterAt.IsZero() {
+		v.RetryAfterAtMS = t.RetryAfterAt.UnixMilli()
+	}
+	if !t.BreakerSince.IsZero() {
+		v.BreakerSinceMS = t.BreakerSince.UnixMilli()
+	}
+	for _, e := range t.Errors {
+		v.Errors = append(v.Errors, control.APIError{AtMS: e.At.UnixMilli(), Text: e.Text})
+	}
+	return v
 }

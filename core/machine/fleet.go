@@ -173,7 +173,7 @@ func (m *Machine) connector(slot plan.Slot, svc *plan.Service) connectors.Connec
 	c, ok := m.conns[key]
 	if !ok {
 		d, _ := registry.Lookup(slot.Connector) // the plan knows only registered connectors
-		env := connectors.Env{Config: m.cfg, Assets: m.assets, Network: jobNetwork(m.cfg)}
+		env := connectors.Env{Config: m.cfg, Assets: m.assets, Network: jobNetwork(m.cfg), Throttle: m.throttleLocked(slot.Connector)}
 		if svc != nil {
 			env.ServiceURL = fmt.Sprintf("http://127.0.0.1:%d", svc.Port)
 		}

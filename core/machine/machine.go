@@ -21,6 +21,7 @@ import (
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
 	"github.com/emp-job-queue/machine/core/connectors/registry"
+	"github.com/emp-job-queue/machine/core/connectors/throttle"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/embedded"
 	"github.com/emp-job-queue/machine/core/httpapi"
@@ -84,10 +85,11 @@ type Machine struct {
 	gpus    gpu.Source
 	assets  assets.Saver // where connectors store outputs
 
-	mu       sync.Mutex
-	stopJobs context.CancelFunc // set while Run drains
-	httpAddr string
-	conns    map[string]connectors.Connector // shared connectors, by name and service
+	mu        sync.Mutex
+	stopJobs  context.CancelFunc // set while Run drains
+	httpAddr  string
+	conns     map[string]connectors.Connector // shared connectors, by name and service
+	throttles map[string]*throttle.Recorder   // remote APIs' throttle records, by connector
 
 	cur      atomic.Pointer[layout]     // the connectors and plan in force
 	rec      atomic.Pointer[reconciler] // changes the layout, while Run runs

@@ -28,6 +28,10 @@ type Metrics struct {
 	// AutoscaleDecisions counts the autoscaler's decisions by connector and kind (enable,
 	// resize, disable), applied or refused.
 	AutoscaleDecisions *prometheus.CounterVec
+	// ConnectorThrottled counts the 429s remote API connectors got; ConnectorBreakerOpen is 1
+	// while a connector's circuit breaker is open, 0.5 half-open, 0 closed.
+	ConnectorThrottled   *prometheus.CounterVec
+	ConnectorBreakerOpen *prometheus.GaugeVec
 
 	gpu     map[string]*prometheus.GaugeVec // by gpu index and model
 	host    *prometheus.GaugeVec            // by resource
@@ -77,6 +81,12 @@ func New() *Metrics {
 		AutoscaleDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "machine_autoscale_decisions_total", Help: "Autoscaler decisions, by connector and kind (enable, resize, disable).",
 		}, []string{"connector", "kind"}),
+		ConnectorThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "machine_connector_throttled_total", Help: "429 (rate limited) answers remote API connectors got, by connector.",
+		}, []string{"connector"}),
+		ConnectorBreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "machine_connector_breaker_open", Help: "1 while a remote API connector's circuit breaker is open (its jobs are not claimed), 0.5 half-open, 0 closed.",
+		}, []string{"connector"}),
 	}
 	m.gpu = map[string]*prometheus.GaugeVec{}
 	for _, g := range gpuGauges {
@@ -92,6 +102,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.host, m.service)
 	m.resources = newJobResources(m.Registry)
 	m.Registry.MustRegister(m.Jobs, m.JobDuration, m.ClaimTime, m.SlotsBusy, m.BrokerUp, m.ClaimErrors, m.ClaimFailing, m.AutoscaleDecisions,
+		m.ConnectorThrottled, m.ConnectorBreakerOpen,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

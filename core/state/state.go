@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/connectors/throttle"
 	"github.com/emp-job-queue/machine/core/job"
 )
 
@@ -113,6 +114,9 @@ type Snapshot struct {
 	Trends Trends
 	// Autoscaler is the demand-aware autoscaler's state and recent decisions.
 	Autoscaler Autoscaler
+	// Throttles are the remote API connectors' throttle records, by connector; the map is
+	// replaced, never changed, so snapshots share it.
+	Throttles map[string]throttle.State
 }
 
 // Service returns a supervised service's status.

@@ -16,7 +16,8 @@ import (
 type Server struct {
 	Key          string // the API key it accepts
 	mu           sync.Mutex
-	RateLimited  int  // answer this many requests with 429 Retry-After: 1 first
+	RateLimited  int  // answer this many requests with 429 Retry-After: 1 first (RateLimit while serving)
+	Throttled    int  // 429s answered so far
 	ServerErrors int  // then this many with 500
 	Malformed    bool // answer 200 with a body that is not JSON
 	Requests     int
@@ -33,6 +34,27 @@ type Edit struct {
 
 // New returns a fake accepting key.
 func New(key string) *Server { return &Server{Key: key, responses: map[string]int{}} }
+
+// RateLimit makes the fake answer the next n requests with 429, while it serves.
+func (s *Server) RateLimit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.RateLimited = n
+}
+
+// FailNext makes the fake answer the next n requests with 500, while it serves.
+func (s *Server) FailNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ServerErrors = n
+}
+
+// Answered429 returns how many 429s the fake answered.
+func (s *Server) Answered429() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Throttled
+}
 
 // PNG is the image the fake generates.
 var PNG = []byte("\x89PNG\r\n\x1a\nfake image bytes")
@@ -68,9 +90,16 @@ func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case s.RateLimited > 0:
 		s.RateLimited--
-		w.Header().Set("Retry-After", "1")
+		s.Throttled++
+		// OpenAI's 429: Retry-After, its x-ratelimit headers and the error object.
+		h := w.Header()
+		h.Set("Retry-After", "1")
+		h.Set("X-Ratelimit-Limit-Requests", "500")
+		h.Set("X-Ratelimit-Remaining-Requests", "0")
+		h.Set("X-Ratelimit-Reset-Requests", "1s")
+		h.Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusTooManyRequests)
-		_, _ = w.Write([]byte(`{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`))
+		_, _ = w.Write([]byte(`{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-fake on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 1s.","type":"requests","param":null,"code":"rate_limit_exceeded"}}`))
 		return true
 	case s.ServerErrors > 0:
 		s.ServerErrors--

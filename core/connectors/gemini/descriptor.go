@@ -14,6 +14,6 @@ var Descriptor = connectors.Descriptor{
 	New: func(env connectors.Env) connectors.Connector {
 		c := env.Config.Gemini
 		return New(Settings{URL: c.URL, APIKey: c.APIKey, Timeout: c.Timeout, MaxRetries: c.MaxRetries,
-			RatePerSec: c.RatePerSec, Assets: env.Assets})
+			RatePerSec: c.RatePerSec, Assets: env.Assets, Throttle: env.Throttle})
 	},
 }

@@ -34,6 +34,7 @@ type Settings struct {
 	MaxRetries int           // retries of one request (default 3)
 	RatePerSec float64       // default 2
 	Assets     assets.Saver
+	Throttle   remote.Observer // hears 429s, the breaker and failed requests (nil: nobody)
 }
 
 // Connector runs gem-nano-banana jobs.
@@ -59,7 +60,7 @@ func New(s Settings) *Connector {
 	}
 	return &Connector{s: s, fetch: &http.Client{Timeout: 30 * time.Second},
 		client: remote.New(remote.Options{Name: "Gemini", RatePerSecond: s.RatePerSec, Burst: 2, Timeout: s.Timeout,
-			MaxTries: uint(s.MaxRetries + 1), Secrets: []string{s.APIKey}})}
+			MaxTries: uint(s.MaxRetries + 1), Secrets: []string{s.APIKey}, Observer: s.Throttle})}
 }
 
 // Available implements connectors.Availability: false while the breaker is open.

@@ -26,6 +26,6 @@ var Descriptor = connectors.Descriptor{
 	New: func(env connectors.Env) connectors.Connector {
 		c := env.Config.OpenAI
 		return New(Settings{BaseURL: c.BaseURL, APIKey: c.APIKey, TextModel: c.TextModel, ImageModel: c.ImageModel,
-			RatePerSec: c.RatePerSec, Timeout: c.Timeout, Assets: env.Assets})
+			RatePerSec: c.RatePerSec, Timeout: c.Timeout, Assets: env.Assets, Throttle: env.Throttle})
 	},
 }

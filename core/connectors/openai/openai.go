@@ -28,7 +28,8 @@ type Settings struct {
 	Timeout      time.Duration
 	RatePerSec   float64
 	Assets       assets.Saver
-	MaxPollTotal time.Duration // a background response that takes longer fails (default 10 min)
+	MaxPollTotal time.Duration   // a background response that takes longer fails (default 10 min)
+	Throttle     remote.Observer // hears 429s, the breaker and failed requests (nil: nobody)
 }
 
 // Connector runs OpenAI jobs.
@@ -59,7 +60,7 @@ func New(s Settings) *Connector {
 		s.MaxPollTotal = 10 * time.Minute
 	}
 	return &Connector{s: s, client: remote.New(remote.Options{Name: "OpenAI", RatePerSecond: s.RatePerSec,
-		Timeout: s.Timeout, Secrets: []string{s.APIKey}})}
+		Timeout: s.Timeout, Secrets: []string{s.APIKey}, Observer: s.Throttle})}
 }
 
 // Available implements connectors.Availability: false while OpenAI keeps failing.

@@ -21,6 +21,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/time/rate"
 
+	"github.com/emp-job-queue/machine/core/connectors/throttle"
 	"github.com/emp-job-queue/machine/core/job"
 	"github.com/emp-job-queue/machine/core/netguard"
 )
@@ -39,7 +40,23 @@ type Options struct {
 	// the job, not from the operator, so they reach only public addresses unless the policy
 	// allows more (requests to the API's own base URL are the operator's and are not bound).
 	Downloads netguard.Policy
+	// Observer hears how the API pushes back: 429s, the breaker's state, failed requests
+	// (secrets cut). Nil: nobody listens.
+	Observer Observer
 }
+
+// Observer is told how the API pushes back. *throttle.Recorder is the machine's.
+type Observer interface {
+	RateLimited(retryAfter time.Duration) // the API answered 429, asking for retryAfter (0: no Retry-After)
+	BreakerChanged(to throttle.Breaker)   // the breaker changed state (and once, Closed, when the client is made)
+	Failed(text string)                   // a request failed; text has the secrets cut
+}
+
+type noObserver struct{}
+
+func (noObserver) RateLimited(time.Duration)       {}
+func (noObserver) BreakerChanged(throttle.Breaker) {}
+func (noObserver) Failed(string)                   {}
 
 // Client sends requests to one remote API.
 type Client struct {
@@ -76,14 +93,30 @@ func New(o Options) *Client {
 	if o.BreakFor <= 0 {
 		o.BreakFor = 30 * time.Second
 	}
+	if o.Observer == nil {
+		o.Observer = noObserver{}
+	}
 	c := &Client{o: o, http: &http.Client{Timeout: o.Timeout}, fetch: &http.Client{Timeout: o.Timeout, Transport: o.Downloads.Transport()}, limiter: rate.NewLimiter(rate.Limit(o.RatePerSecond), o.Burst)}
 	c.breaker = gobreaker.NewCircuitBreaker[response](gobreaker.Settings{
 		Name: o.Name, Timeout: o.BreakFor,
 		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= o.BreakAfter },
 		// A request the API refused for good (bad input, bad key) says nothing about its health.
-		IsSuccessful: func(err error) bool { return err == nil || job.IsPermanent(err) },
+		IsSuccessful:  func(err error) bool { return err == nil || job.IsPermanent(err) },
+		OnStateChange: func(_ string, _, to gobreaker.State) { o.Observer.BreakerChanged(breakerState(to)) },
 	})
+	o.Observer.BreakerChanged(throttle.Closed)
 	return c
+}
+
+// breakerState is gobreaker's state as the throttle record names it.
+func breakerState(s gobreaker.State) throttle.Breaker {
+	switch s {
+	case gobreaker.StateOpen:
+		return throttle.Open
+	case gobreaker.StateHalfOpen:
+		return throttle.HalfOpen
+	}
+	return throttle.Closed
 }
 
 // Available is false while the breaker is open: the machine then claims none of this
@@ -106,6 +139,9 @@ func (c *Client) do(ctx context.Context, client *http.Client, newReq func(ctx co
 			return response{}, backoff.Permanent(err)
 		}
 		r, err := c.breaker.Execute(func() (response, error) { return c.once(ctx, client, newReq) })
+		if err != nil && ctx.Err() == nil && !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+			c.o.Observer.Failed(c.redact(err).Error())
+		}
 		switch {
 		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 			return r, backoff.Permanent(fmt.Errorf("%s: %w", c.o.Name, ErrUnavailable))
@@ -142,6 +178,9 @@ func (c *Client) once(ctx context.Context, client *http.Client, newReq func(ctx 
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	r := response{status: resp.StatusCode, header: resp.Header, body: body}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		c.o.Observer.RateLimited(retryAfter(resp.Header.Get("Retry-After"), time.Now()))
+	}
 	switch {
 	case err != nil:
 		return r, fmt.Errorf("%s: reading the answer: %w", c.o.Name, err)
@@ -151,6 +190,17 @@ func (c *Client) once(ctx context.Context, client *http.Client, newReq func(ctx 
 		return r, job.Permanent(fmt.Errorf("%s refused the request (%s): %s", c.o.Name, resp.Status, snippet(body)))
 	}
 	return r, nil
+}
+
+// retryAfter is a Retry-After header's wait: seconds or an HTTP date (0: none or unreadable).
+func retryAfter(h string, now time.Time) time.Duration {
+	if secs, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 func snippet(b []byte) string {

@@ -13,6 +13,6 @@ var Descriptor = connectors.Descriptor{
 	},
 	New: func(env connectors.Env) connectors.Connector {
 		c := env.Config.Replicate
-		return New(Settings{BaseURL: c.BaseURL, Token: c.Key, Assets: env.Assets, Downloads: env.Network})
+		return New(Settings{BaseURL: c.BaseURL, Token: c.Key, Assets: env.Assets, Downloads: env.Network, Throttle: env.Throttle})
 	},
 }

@@ -27,6 +27,7 @@ type Settings struct {
 	RatePerSec float64
 	Assets     assets.Saver
 	Downloads  netguard.Policy // what output URLs may point at (the zero value: public addresses only)
+	Throttle   remote.Observer // hears 429s, the breaker and failed requests (nil: nobody)
 }
 
 // Connector runs Replicate jobs.
@@ -48,7 +49,7 @@ func New(s Settings) *Connector {
 		s.MaxWait = 30 * time.Minute
 	}
 	return &Connector{s: s, client: remote.New(remote.Options{Name: "Replicate", RatePerSecond: s.RatePerSec, Secrets: []string{s.Token},
-		Downloads: s.Downloads})}
+		Downloads: s.Downloads, Observer: s.Throttle})}
 }
 
 // Available implements connectors.Availability.

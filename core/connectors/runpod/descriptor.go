@@ -11,6 +11,6 @@ var Descriptor = connectors.Descriptor{
 	Check: func(c *config.Config) []string { return connectors.NeedKey("runpod", c.RunPod.Key, "RUNPOD_API_KEY") },
 	New: func(env connectors.Env) connectors.Connector {
 		c := env.Config.RunPod
-		return New(Settings{BaseURL: c.BaseURL, APIKey: c.Key, EndpointID: c.Endpoint})
+		return New(Settings{BaseURL: c.BaseURL, APIKey: c.Key, EndpointID: c.Endpoint, Throttle: env.Throttle})
 	},
 }

@@ -21,6 +21,7 @@ type Settings struct {
 	PollEvery  time.Duration
 	MaxWait    time.Duration
 	RatePerSec float64
+	Throttle   remote.Observer // hears 429s, the breaker and failed requests (nil: nobody)
 }
 
 // Connector runs RunPod jobs.
@@ -41,7 +42,7 @@ func New(s Settings) *Connector {
 	if s.MaxWait <= 0 {
 		s.MaxWait = 30 * time.Minute
 	}
-	return &Connector{s: s, client: remote.New(remote.Options{Name: "RunPod", RatePerSecond: s.RatePerSec, Secrets: []string{s.APIKey}})}
+	return &Connector{s: s, client: remote.New(remote.Options{Name: "RunPod", RatePerSecond: s.RatePerSec, Secrets: []string{s.APIKey}, Observer: s.Throttle})}
 }
 
 // Available implements connectors.Availability.
