@@ -213,7 +213,7 @@ func (m *Machine) Run(ctx context.Context) error {
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax, MaxJobBytes: m.cfg.MaxJobBytes})
 	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
 	b.SetRouting(broker.Routing{PoolMin: m.cfg.PoolMin, PoolMax: m.cfg.PoolMax, Aging: m.cfg.PoolAging,
-		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, MayLend: m.mayLend})
+		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, LeaveMisses: m.cfg.AffinityLeave, MayLend: m.mayLend})
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
