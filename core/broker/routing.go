@@ -24,6 +24,9 @@ const (
 // Routing are the claim script's preferences (claim.lua's header). The zero value routes
 // nothing: the first matching job in priority order, as emp.
 type Routing struct {
+	// Pool is the machine's MACHINE_POOL: its idle slots also wait for the wake tokens of jobs
+	// that require this pool (relay.go). It changes nothing in the claim.
+	Pool string
 	// PoolMin and PoolMax bound the expected duration of the jobs this machine prefers
 	// (PoolMax 0: no bound); both zero: no pool preference.
 	PoolMin, PoolMax time.Duration
