@@ -33,7 +33,7 @@ import (
 // at most the affinity window (LeaveMisses).
 const (
 	slotsEach = 2
-	diskGB    = 200.0 // each machine's model cache (MACHINE_MODEL_CACHE_GB)
+	diskGB    = 200.0 // each machine's model cache (MACHINE_MODEL_CACHE_GB; -cache-gb)
 	sdGB      = 6.5   // an SDXL-class checkpoint
 	videoGB   = 30.0  // a video model
 
@@ -160,6 +160,9 @@ type poolRun struct {
 }
 
 func poolsScenario(o opts) (map[string]any, string, error) {
+	if o.diskGB <= 0 {
+		o.diskGB = diskGB
+	}
 	span, warm := 1200, 300
 	if o.quick {
 		span, warm = 240, 60
@@ -172,11 +175,11 @@ func poolsScenario(o opts) (map[string]any, string, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	jobs := trace(7, span)
-	routed, err := runPools(rdb, jobs, span, warm, true, o.cold)
+	routed, err := runPools(rdb, jobs, span, warm, true, o)
 	if err != nil {
 		return nil, "", err
 	}
-	base, err := runPools(rdb, jobs, span, warm, false, o.cold)
+	base, err := runPools(rdb, jobs, span, warm, false, o)
 	if err != nil {
 		return nil, "", err
 	}
@@ -191,7 +194,7 @@ func poolsScenario(o opts) (map[string]any, string, error) {
 		"starved_jobs": routed.Starved, "baseline_starved_jobs": base.Starved,
 		"max_wait_s": routed.MaxWait, "baseline_max_wait_s": base.MaxWait, "pool_trace_jobs": len(jobs),
 		"affinity_vram_hit_rate": routed.VRAMHitRate, "baseline_affinity_vram_hit_rate": base.VRAMHitRate,
-		"pool_model_cache_gb": diskGB, "pool_model_caches_cold": o.cold,
+		"pool_model_cache_gb": o.diskGB, "pool_model_caches_cold": o.cold,
 	}
 	var sb strings.Builder
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -207,7 +210,7 @@ func poolsScenario(o opts) (map[string]any, string, error) {
 	return report, sb.String(), nil
 }
 
-func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed, cold bool) (poolRun, error) {
+func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool, o opts) (poolRun, error) {
 	ctx := context.Background()
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		return poolRun{}, err
@@ -225,7 +228,7 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed, cold boo
 	var machines []*simMachine
 	for _, p := range poolSizes {
 		for i := range p.machines {
-			m := &simMachine{b: broker.New(rdb), pool: p.name, disk: diskCache{capGB: diskGB}}
+			m := &simMachine{b: broker.New(rdb), pool: p.name, disk: diskCache{capGB: o.diskGB}}
 			m.b.SetClock(clock)
 			id := fmt.Sprintf("%s-%d", p.name, i)
 			for s := range slotsEach {
@@ -242,7 +245,7 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed, cold boo
 				m.caps, m.ids, m.busy, m.held = append(m.caps, b), append(m.ids, c.WorkerID), append(m.busy, -1), append(m.held, nil)
 				m.loaded = append(m.loaded, "")
 			}
-			if !cold {
+			if !o.cold {
 				m.disk.fill(rand.New(rand.NewPCG(uint64(len(machines)), 4)))
 			}
 			machines = append(machines, m)
