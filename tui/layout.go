@@ -273,7 +273,8 @@ func (m *Model) decisionsLine() string {
 		}
 		demand = fmt.Sprintf("demand: %d pending of %d queued", a.Pending, a.Queue)
 	}
-	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  "+scaler+" · model cache: not tracked · "+demand)
+	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  "+scaler+" · model cache: not tracked · "+demand+
+		durationsText(m.snap.Durations, 4))
 }
 
 // ago is a short age, e.g. 12s or 3m.

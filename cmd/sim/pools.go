@@ -20,12 +20,79 @@ import (
 
 // The pools scenario runs one mixed trace, on simulated time (1 s steps), through the real claim
 // and completion scripts against a real redis-server, twice: on a fleet split into pools with
-// affinity, and on the same fleet uniform and FIFO (emp's behaviour). Each machine keeps an LRU
-// of the models it has loaded (cacheModels); a GPU job whose model is in it is a model hit.
+// affinity, and on the same fleet uniform and FIFO (emp's behaviour), with the same caches.
+//
+// Caches, as on real machines: each machine has a model cache on disk (MACHINE_MODEL_CACHE_GB
+// 200; least recently used models go first) holding SDXL-class checkpoints of 6.5 GB and video
+// models of 30 GB, so about 25 of the trace's 45 models (405 GB). The disks start filled as a
+// fleet that has run the same traffic before would have them (models drawn by popularity until
+// full; the same disks for both fleets); -cold starts them empty. A GPU job whose model is on
+// the disk is a model hit (no download); each slot's GPU holds the model it ran last (a VRAM
+// hit: no load from disk). The routed machines advertise their disk's models (broker.Routing.Cached,
+// as the model cache does) and leave a job whose model they lack to a machine that has it, for
+// at most the affinity window (LeaveMisses).
 const (
-	cacheModels = 4
-	slotsEach   = 2
+	slotsEach = 2
+	diskGB    = 200.0 // each machine's model cache (MACHINE_MODEL_CACHE_GB; -cache-gb)
+	sdGB      = 6.5   // an SDXL-class checkpoint
+	videoGB   = 30.0  // a video model
+
+	affinityK      = 8                // MACHINE_AFFINITY_K
+	affinityWindow = 10 * time.Second // MACHINE_AFFINITY_WINDOW
+	poolAging      = 30 * time.Second // MACHINE_POOL_AGING of the standard and heavy pools
+	fastAging      = 10 * time.Second // MACHINE_POOL_AGING of the fast pool: it lends itself sooner
+	poolReserve    = 1                // MACHINE_POOL_RESERVE of every routed machine
 )
+
+// modelGB is the size of a model of the trace.
+func modelGB(m string) float64 {
+	if strings.HasPrefix(m, "video-") {
+		return videoGB
+	}
+	return sdGB
+}
+
+// diskCache is a machine's model cache: least recently used models go first when a new one
+// needs room.
+type diskCache struct {
+	capGB, usedGB float64
+	lru           []string // most recent last
+}
+
+// fill fills an empty cache as earlier traffic like the trace's would have: models drawn by
+// their popularity until no model fits.
+func (d *diskCache) fill(r *rand.Rand) {
+	zipf := rand.NewZipf(r, 1.2, 1, 39)
+	for range 1000 {
+		m := fmt.Sprintf("sd-%d", zipf.Uint64())
+		if r.IntN(20) == 0 {
+			m = fmt.Sprintf("video-%d", r.IntN(5))
+		}
+		if slices.Contains(d.lru, m) {
+			continue
+		}
+		if d.usedGB+sdGB > d.capGB {
+			return
+		}
+		if d.usedGB+modelGB(m) <= d.capGB {
+			d.lru, d.usedGB = append(d.lru, m), d.usedGB+modelGB(m)
+		}
+	}
+}
+
+// use records that a job ran this model; it says whether the model was already on disk.
+func (d *diskCache) use(m string) bool {
+	if k := slices.Index(d.lru, m); k >= 0 {
+		d.lru = append(slices.Delete(d.lru, k, k+1), m)
+		return true
+	}
+	for len(d.lru) > 0 && d.usedGB+modelGB(m) > d.capGB {
+		d.usedGB -= modelGB(d.lru[0])
+		d.lru = d.lru[1:]
+	}
+	d.lru, d.usedGB = append(d.lru, m), d.usedGB+modelGB(m)
+	return false
+}
 
 var poolSizes = []struct {
 	name     string
@@ -68,13 +135,14 @@ func poissonish(r *rand.Rand, mean float64) int {
 }
 
 type simMachine struct {
-	b     *broker.Broker
-	pool  string
-	caps  [][]byte // per slot
-	ids   []string // worker id per slot
-	busy  []int    // per slot: the end of its job (s), -1 idle
-	held  []*heldJob
-	cache []string // LRU of loaded models, most recent last
+	b      *broker.Broker
+	pool   string
+	caps   [][]byte // per slot
+	ids    []string // worker id per slot
+	busy   []int    // per slot: the end of its job (s), -1 idle
+	held   []*heldJob
+	disk   diskCache
+	loaded []string // per slot: the model in its GPU's memory
 }
 
 type heldJob struct {
@@ -86,11 +154,15 @@ type heldJob struct {
 type poolRun struct {
 	FastP95Wait, MaxWait float64
 	ModelHitRate         float64
+	VRAMHitRate          float64
 	Utilization          map[string]float64
 	Starved              int
 }
 
 func poolsScenario(o opts) (map[string]any, string, error) {
+	if o.diskGB <= 0 {
+		o.diskGB = diskGB
+	}
 	span, warm := 1200, 300
 	if o.quick {
 		span, warm = 240, 60
@@ -103,11 +175,11 @@ func poolsScenario(o opts) (map[string]any, string, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	jobs := trace(7, span)
-	routed, err := runPools(rdb, jobs, span, warm, true)
+	routed, err := runPools(rdb, jobs, span, warm, true, o)
 	if err != nil {
 		return nil, "", err
 	}
-	base, err := runPools(rdb, jobs, span, warm, false)
+	base, err := runPools(rdb, jobs, span, warm, false, o)
 	if err != nil {
 		return nil, "", err
 	}
@@ -121,22 +193,24 @@ func poolsScenario(o opts) (map[string]any, string, error) {
 		"pool_utilization_min": minUtil, "pool_utilization": routed.Utilization,
 		"starved_jobs": routed.Starved, "baseline_starved_jobs": base.Starved,
 		"max_wait_s": routed.MaxWait, "baseline_max_wait_s": base.MaxWait, "pool_trace_jobs": len(jobs),
+		"affinity_vram_hit_rate": routed.VRAMHitRate, "baseline_affinity_vram_hit_rate": base.VRAMHitRate,
+		"pool_model_cache_gb": o.diskGB, "pool_model_caches_cold": o.cold,
 	}
 	var sb strings.Builder
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "fleet\tfast p95 wait s\tmodel hit rate\tmax wait s\tstarved\t\n")
+	fmt.Fprintf(tw, "fleet\tfast p95 wait s\tmodel hit rate\tVRAM hit rate\tmax wait s\tstarved\t\n")
 	for _, r := range []struct {
 		name string
 		p    poolRun
 	}{{"pools+affinity", routed}, {"uniform FIFO", base}} {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%.0f\t%d\t\n", r.name, r.p.FastP95Wait, r.p.ModelHitRate, r.p.MaxWait, r.p.Starved)
+		fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%.3f\t%.0f\t%d\t\n", r.name, r.p.FastP95Wait, r.p.ModelHitRate, r.p.VRAMHitRate, r.p.MaxWait, r.p.Starved)
 	}
 	tw.Flush()
 	fmt.Fprintf(&sb, "pool utilization (saturating phase, routed): %v; %d jobs over %d s\n", routed.Utilization, len(jobs), span)
 	return report, sb.String(), nil
 }
 
-func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (poolRun, error) {
+func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool, o opts) (poolRun, error) {
 	ctx := context.Background()
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		return poolRun{}, err
@@ -154,7 +228,7 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (po
 	var machines []*simMachine
 	for _, p := range poolSizes {
 		for i := range p.machines {
-			m := &simMachine{b: broker.New(rdb), pool: p.name}
+			m := &simMachine{b: broker.New(rdb), pool: p.name, disk: diskCache{capGB: o.diskGB}}
 			m.b.SetClock(clock)
 			id := fmt.Sprintf("%s-%d", p.name, i)
 			for s := range slotsEach {
@@ -169,6 +243,10 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (po
 					return poolRun{}, err
 				}
 				m.caps, m.ids, m.busy, m.held = append(m.caps, b), append(m.ids, c.WorkerID), append(m.busy, -1), append(m.held, nil)
+				m.loaded = append(m.loaded, "")
+			}
+			if !o.cold {
+				m.disk.fill(rand.New(rand.NewPCG(uint64(len(machines)), 4)))
 			}
 			machines = append(machines, m)
 		}
@@ -178,21 +256,25 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (po
 			return broker.Routing{}
 		}
 		lo, hi, _, _ := config.PoolDuration(m.pool, "")
-		return broker.Routing{PoolMin: lo, PoolMax: hi, Aging: 30 * time.Second, AffinityK: 8, AffinityWindow: 10 * time.Second,
-			Cached: map[string][]string{"gpu": slices.Clone(m.cache)}, MayLend: func() bool { // MACHINE_POOL_RESERVE=1
+		aging := poolAging
+		if m.pool == "fast" {
+			aging = fastAging
+		}
+		return broker.Routing{PoolMin: lo, PoolMax: hi, Aging: aging, AffinityK: affinityK, AffinityWindow: affinityWindow,
+			Cached: map[string][]string{"gpu": slices.Clone(m.disk.lru)}, LeaveMisses: true, MayLend: func() bool {
 				idle := 0
 				for _, b := range m.busy {
 					if b < 0 {
 						idle++
 					}
 				}
-				return idle > 1
+				return idle > poolReserve
 			}}
 	}
 	byID := map[string]simJob{}
 	waits, claimed := map[string]int{}, 0
 	var fastWaits []float64
-	hits, gpuJobs := 0, 0
+	hits, vramHits, gpuJobs := 0, 0, 0
 	busySec := map[string]float64{}
 	next := 0
 	horizon := span + 4*3600
@@ -245,13 +327,13 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (po
 					fastWaits = append(fastWaits, float64(now-sj.created))
 				} else {
 					gpuJobs++
-					if k := slices.Index(m.cache, sj.model); k >= 0 {
+					if m.disk.use(sj.model) {
 						hits++
-						m.cache = slices.Delete(m.cache, k, k+1)
-					} else if len(m.cache) >= cacheModels {
-						m.cache = m.cache[1:]
 					}
-					m.cache = append(m.cache, sj.model)
+					if m.loaded[s] == sj.model {
+						vramHits++
+					}
+					m.loaded[s] = sj.model
 				}
 				m.busy[s], m.held[s] = now+sj.dur, &heldJob{j: sj, job: j, assigned: now}
 			}
@@ -279,6 +361,7 @@ func runPools(rdb *redis.Client, jobs []simJob, span, warm int, routed bool) (po
 	}
 	if gpuJobs > 0 {
 		r.ModelHitRate = math.Round(float64(hits)/float64(gpuJobs)*1000) / 1000
+		r.VRAMHitRate = math.Round(float64(vramHits)/float64(gpuJobs)*1000) / 1000
 	}
 	return r, nil
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,11 +20,14 @@ import (
 //   - Relays. At most RelayCount machines of the fleet hold a relay lease (KeyRelayPrefix+i,
 //     renewed every relayEvery, lost after relayTTL). Only they subscribe to job_submitted and
 //     job_requeued; each message becomes one token in jobs:wakeup:{service} (relay.lua, which
-//     also makes every capability set forget the job's remembered non-match). Two relays hear
+//     also makes every capability set forget the job's remembered non-match), or, for a job
+//     whose requirements name a pool (a hard match), in jobs:wakeup:{service}@{pool}, so that
+//     it wakes a machine of that pool, never one whose claim could not take it. Two relays hear
 //     the same message and push one token: the copy is recognised by its hash.
 //   - Waiters. Each machine with idle slots blocks in BLPOP on the token lists of its idle
-//     slots' services; Redis hands each token to exactly one of them, which wakes one idle slot.
-//     A token popped when no slot is idle any more goes back to the head of its list.
+//     slots' services (and of its pool: Routing.Pool); Redis hands each token to exactly one of
+//     them, which wakes one idle slot. A token popped when no slot is idle any more goes back
+//     to the head of its list.
 //   - The fallback poll is taken in turns: an idle slot's poll claims only if it takes the poll
 //     ticket of its capability set (KeyPollPrefix+fingerprint, held one poll interval), so
 //     identical machines poll once an interval between them, not once each.
@@ -59,12 +61,17 @@ return -1`)
 	renewRelayScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`)
 )
 
-// wakeKey is the token list of a service ("": any service).
-func wakeKey(service string) string {
-	if service == "" {
-		return KeyWakePrefix
+// wakeKey is the token list of a service ("": any service) for jobs that require pool ("":
+// those that require none).
+func wakeKey(service, pool string) string {
+	k := KeyWakePrefix
+	if service != "" {
+		k += ":" + service
 	}
-	return KeyWakePrefix + ":" + service
+	if pool != "" {
+		k += "@" + pool
+	}
+	return k
 }
 
 // relay turns a job_submitted or job_requeued message into a wake token.
@@ -144,11 +151,17 @@ func (b *Broker) waitTokens(ctx context.Context, log *slog.Logger, slots Slots) 
 			}
 			continue
 		}
-		keys := make([]string, 0, len(services)+1)
-		for _, s := range services {
-			keys = append(keys, wakeKey(s))
+		pool := b.routing.Pool
+		keys := make([]string, 0, 2*len(services)+2)
+		service := make(map[string]string, cap(keys)) // token list -> the service it wakes
+		for _, s := range append(services, "") {
+			keys = append(keys, wakeKey(s, ""))
+			service[wakeKey(s, "")] = s
+			if pool != "" {
+				keys = append(keys, wakeKey(s, pool))
+				service[wakeKey(s, pool)] = s
+			}
 		}
-		keys = append(keys, wakeKey(""))
 		got, err := b.rdb.BLPop(ctx, wakeBlock, keys...).Result()
 		switch {
 		case err == redis.Nil:
@@ -166,8 +179,7 @@ func (b *Broker) waitTokens(ctx context.Context, log *slog.Logger, slots Slots) 
 			continue
 		}
 		delay = 100 * time.Millisecond
-		service := strings.TrimPrefix(strings.TrimPrefix(got[0], KeyWakePrefix), ":")
-		if !slots.Wake(service) {
+		if !slots.Wake(service[got[0]]) {
 			// No slot waits any more: the token goes back first in line for another machine.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = b.rdb.LPush(ctx, got[0], got[1]).Err()

@@ -24,18 +24,26 @@ const (
 // Routing are the claim script's preferences (claim.lua's header). The zero value routes
 // nothing: the first matching job in priority order, as emp.
 type Routing struct {
+	// Pool is the machine's MACHINE_POOL: its idle slots also wait for the wake tokens of jobs
+	// that require this pool (relay.go). It changes nothing in the claim.
+	Pool string
 	// PoolMin and PoolMax bound the expected duration of the jobs this machine prefers
 	// (PoolMax 0: no bound); both zero: no pool preference.
 	PoolMin, PoolMax time.Duration
 	// Aging is how long a job waits before a pool that it does not fit takes it.
 	Aging time.Duration
 	// AffinityK is how many eligible jobs the claim chooses among (≤ 1: no affinity), and
-	// AffinityWindow the age below which a job may be passed over for one with affinity.
+	// AffinityWindow how long a job may be passed over for one with affinity, counted from the
+	// first claim that passed it over (the job's affinity_passed_ms).
 	AffinityK      int
 	AffinityWindow time.Duration
 	// Cached lists, per service, the models on this machine's disk or in VRAM; nil: the
 	// models advertised in the capabilities.
 	Cached map[string][]string
+	// LeaveMisses: a candidate whose models are not all cached is left to a machine that has
+	// them (the claim takes a job that needs no model, or nothing) until it has been passed over
+	// for AffinityWindow (MACHINE_AFFINITY_LEAVE).
+	LeaveMisses bool
 	// WarmFor is how long after a completion a service counts as warm (0: 5 minutes).
 	WarmFor time.Duration
 	// MayLend, when set, says whether this claim may take an aged job that does not fit the
@@ -112,6 +120,9 @@ func (b *Broker) routingArg(now time.Time) []byte {
 		}
 		if len(r.Cached) > 0 {
 			arg["cached"] = r.Cached
+		}
+		if r.LeaveMisses {
+			arg["leave"] = true
 		}
 	}
 	out, _ := json.Marshal(arg)

@@ -167,8 +167,9 @@ func TestPoolFitLeavesPinnedAndUnknownJobs(t *testing.T) {
 	}
 }
 
-// Among young jobs the claim prefers one whose models are cached on the machine, then one
-// whose service is warm; an old job keeps strict priority order.
+// Among the first K eligible jobs the claim prefers one whose models are cached on the machine,
+// then one whose service is warm. A job passed over is stamped (affinity_passed_ms) the first
+// time; once it has been passed over for a whole window it keeps strict priority order.
 func TestAffinityWithinTheWindow(t *testing.T) {
 	e := newEnv(t)
 	e.b.SetRouting(broker.Routing{AffinityK: 8, AffinityWindow: 10 * time.Second,
@@ -178,33 +179,99 @@ func TestAffinityWithinTheWindow(t *testing.T) {
 		c.Models = map[string][]string{"simulation": {"a", "b"}}
 	}})
 	now := time.Now()
-	young := func(id, prio, model string) {
-		e.apiJob(id, map[string]string{"priority": prio, "requirements": `{"models":["` + model + `"]}`, "created_at": iso(now)})
+	job := func(id, prio, model string, created time.Time) {
+		e.apiJob(id, map[string]string{"priority": prio, "requirements": `{"models":["` + model + `"]}`, "created_at": iso(created)})
 	}
-	young("a1", "90", "a")
-	young("b1", "80", "b")
+	// A job that has waited a minute but was never passed over may be passed over once.
+	job("a1", "90", "a", now.Add(-time.Minute))
+	job("b1", "80", "b", now)
 	if got := e.claimID(caps); got != "b1" {
 		t.Fatalf("claimed %q, want b1, whose model is cached, over a1 of higher priority", got)
 	}
-	// An old job first: strict order.
-	e.apiJob("old", map[string]string{"priority": "95", "requirements": `{"models":["a"]}`, "created_at": iso(now.Add(-time.Minute))})
-	young("b2", "80", "b")
-	if got := e.claimID(caps); got != "old" {
-		t.Fatalf("claimed %q, want the old job of highest priority", got)
+	passed, err := e.rdb.HGet(e.ctx, "job:a1", "affinity_passed_ms").Int64()
+	if err != nil || passed < now.Add(-time.Second).UnixMilli() {
+		t.Fatalf("a1 was not stamped as passed over: %d %v", passed, err)
 	}
-	// An old job after a young one ends the window: b2 (after it) is not chosen.
-	e.apiJob("old2", map[string]string{"priority": "85", "requirements": `{"models":["a"]}`, "created_at": iso(now.Add(-time.Minute))})
+	// Within its window a1 is still passed over; the stamp is not moved.
+	job("b2", "80", "b", now)
+	if got := e.claimID(caps); got != "b2" {
+		t.Fatalf("claimed %q, want b2: a1's window is not spent", got)
+	}
+	if again, _ := e.rdb.HGet(e.ctx, "job:a1", "affinity_passed_ms").Int64(); again != passed {
+		t.Fatalf("a1's stamp moved from %d to %d", passed, again)
+	}
+	// Passed over for a whole window: strict order.
+	e.rdb.HSet(e.ctx, "job:a1", "affinity_passed_ms", now.Add(-11*time.Second).UnixMilli())
+	job("b3", "80", "b", now)
 	if got := e.claimID(caps); got != "a1" {
-		t.Fatalf("claimed %q, want a1: b2 lies behind an old job", got)
+		t.Fatalf("claimed %q, want a1, passed over for a whole window", got)
+	}
+	// A job whose window is spent ends the choice: b3, behind it, is not chosen over a2 before it.
+	job("a2", "95", "a", now)
+	job("a3", "85", "a", now)
+	e.rdb.HSet(e.ctx, "job:a3", "affinity_passed_ms", now.Add(-11*time.Second).UnixMilli())
+	if got := e.claimID(caps); got != "a2" {
+		t.Fatalf("claimed %q, want a2: b3 lies behind a3, whose window is spent", got)
 	}
 	e.rdb.Del(e.ctx, "jobs:pending")
 	// Warm service: after completing an "other" job, an "other" job beats a higher simulation one.
 	e.apiJob("o1", map[string]string{"service_required": "other", "created_at": iso(now)})
 	e.runFor(caps, w, "o1", time.Second)
-	young("a3", "90", "a")
+	job("a4", "90", "a", now)
 	e.apiJob("o2", map[string]string{"service_required": "other", "priority": "80", "created_at": iso(now)})
 	if got := e.claimID(caps); got != "o2" {
 		t.Fatalf("claimed %q, want o2, whose service is warm", got)
+	}
+}
+
+// With LeaveMisses a machine leaves a job whose model it lacks to a machine that has it: it
+// takes a job that needs no model instead, or nothing, until the job has been passed over for a
+// window. Without it (the control) the machine takes the job at once.
+func TestAffinityLeavesMissesToMachinesThatHaveTheModel(t *testing.T) {
+	for _, leave := range []bool{true, false} {
+		t.Run(fmt.Sprint("leave=", leave), func(t *testing.T) {
+			e := newEnv(t)
+			e.b.SetRouting(broker.Routing{AffinityK: 8, AffinityWindow: 10 * time.Second, LeaveMisses: leave,
+				Cached: map[string][]string{"simulation": {"b"}}})
+			caps := e.caps(slotCaps{mutate: func(c *broker.Capabilities) {
+				c.Models = map[string][]string{"simulation": {"a", "b"}}
+			}})
+			now := time.Now()
+			e.apiJob("a1", map[string]string{"priority": "90", "requirements": `{"models":["a"]}`, "created_at": iso(now)})
+			e.apiJob("plain", map[string]string{"priority": "80", "created_at": iso(now)})
+			want := map[bool]string{true: "plain", false: "a1"}[leave]
+			if got := e.claimID(caps); got != want {
+				t.Fatalf("claimed %q, want %s", got, want)
+			}
+			if !leave {
+				return
+			}
+			if got := e.claimID(caps); got != "" {
+				t.Fatalf("claimed %q, want nothing: a1's model is not on this machine", got)
+			}
+			e.rdb.HSet(e.ctx, "job:a1", "affinity_passed_ms", now.Add(-11*time.Second).UnixMilli())
+			if got := e.claimID(caps); got != "a1" {
+				t.Fatalf("claimed %q, want a1, left for a whole window", got)
+			}
+		})
+	}
+}
+
+// A pool lending itself to aged jobs of another pool prefers one whose model it has cached, even
+// when another lies nearer its range.
+func TestPoolLendsItselfToAJobWhoseModelItHas(t *testing.T) {
+	e := newEnv(t)
+	e.rdb.HSet(e.ctx, broker.KeyDurationStats, "simulation|near", "20000,5", "simulation|far", "60000,5")
+	e.b.SetRouting(broker.Routing{PoolMax: 10 * time.Second, Aging: 30 * time.Second, AffinityK: 8,
+		AffinityWindow: 10 * time.Second, Cached: map[string][]string{"simulation": {"far"}}})
+	fast := e.caps(slotCaps{mutate: func(c *broker.Capabilities) {
+		c.Models = map[string][]string{"simulation": {"near", "far"}}
+	}})
+	aged := iso(time.Now().Add(-40 * time.Second))
+	e.apiJob("near", map[string]string{"priority": "90", "requirements": `{"models":["near"]}`, "created_at": aged})
+	e.apiJob("far", map[string]string{"priority": "50", "requirements": `{"models":["far"]}`, "created_at": aged})
+	if got := e.claimID(fast); got != "far" {
+		t.Fatalf("claimed %q, want the job whose model is cached", got)
 	}
 }
 

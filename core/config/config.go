@@ -32,6 +32,7 @@ type Config struct {
 	PoolReserve      int           // MACHINE_POOL_RESERVE (0): idle slots never lent to other pools' jobs
 	AffinityK        int           // MACHINE_AFFINITY_K (8; 1: no affinity)
 	AffinityWindow   time.Duration // MACHINE_AFFINITY_WINDOW (10 s)
+	AffinityLeave    bool          // MACHINE_AFFINITY_LEAVE (false): leave jobs whose models are not cached here
 
 	Connectors []Connector // WORKER_CONNECTORS (alias WORKERS)
 

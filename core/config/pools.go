@@ -62,5 +62,6 @@ func (r *reader) loadRouting(c *Config) {
 	c.PoolReserve = r.intRange("MACHINE_POOL_RESERVE", 0, 0, 1024, "how many idle slots the machine keeps for its own pool's jobs, e.g. 1 (0: lend every idle slot to aged jobs)")
 	c.PoolAging = r.duration("MACHINE_POOL_AGING", 30*time.Second, "how long a job waits before a pool it does not fit takes it, e.g. 30s")
 	c.AffinityK = r.intRange("MACHINE_AFFINITY_K", 8, 1, 1000, "how many eligible jobs a claim chooses among, e.g. 8 (1: no affinity)")
-	c.AffinityWindow = r.duration("MACHINE_AFFINITY_WINDOW", 10*time.Second, "the age below which a job may be passed over for affinity, e.g. 10s")
+	c.AffinityWindow = r.duration("MACHINE_AFFINITY_WINDOW", 10*time.Second, "how long a job may be passed over for affinity, from the first claim that passed it over, e.g. 10s")
+	c.AffinityLeave = r.boolean("MACHINE_AFFINITY_LEAVE", false)
 }

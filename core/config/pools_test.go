@@ -15,16 +15,17 @@ func TestPoolRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PoolMin != 0 || c.PoolMax != 10*time.Second || c.PoolAging != 30*time.Second || c.AffinityK != 8 || c.AffinityWindow != 10*time.Second {
+	if c.PoolMin != 0 || c.PoolMax != 10*time.Second || c.PoolAging != 30*time.Second || c.AffinityK != 8 || c.AffinityWindow != 10*time.Second || c.AffinityLeave {
 		t.Fatalf("fast pool: %v-%v aging %v k %d window %v", c.PoolMin, c.PoolMax, c.PoolAging, c.AffinityK, c.AffinityWindow)
 	}
 	c, err = load(map[string]string{"WORKER_CONNECTORS": "mock", "MACHINE_POOL": "gpu-a", "MACHINE_POOL_DURATION": "10s-5m",
-		"MACHINE_POOL_AGING": "1m", "MACHINE_AFFINITY_K": "1", "MACHINE_POOL_RESERVE": "1"})
+		"MACHINE_POOL_AGING": "1m", "MACHINE_AFFINITY_K": "1", "MACHINE_POOL_RESERVE": "1",
+		"MACHINE_AFFINITY_LEAVE": "true"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PoolMin != 10*time.Second || c.PoolMax != 5*time.Minute || c.PoolAging != time.Minute || c.AffinityK != 1 || c.PoolReserve != 1 {
-		t.Fatalf("gpu-a: %v-%v aging %v k %d", c.PoolMin, c.PoolMax, c.PoolAging, c.AffinityK)
+	if c.PoolMin != 10*time.Second || c.PoolMax != 5*time.Minute || c.PoolAging != time.Minute || c.AffinityK != 1 || c.PoolReserve != 1 || !c.AffinityLeave {
+		t.Fatalf("gpu-a: %v-%v aging %v k %d leave %v", c.PoolMin, c.PoolMax, c.PoolAging, c.AffinityK, c.AffinityLeave)
 	}
 	if _, err := load(map[string]string{"WORKER_CONNECTORS": "mock", "MACHINE_POOL_DURATION": "5m-10s"}); err == nil ||
 		!strings.Contains(err.Error(), "MACHINE_POOL_DURATION") {

@@ -38,6 +38,18 @@ type Snapshot struct {
 	Slots  []Slot `json:"slots"`
 	// Autoscaler is the demand-aware autoscaler's state, for the console's Decisions line.
 	Autoscaler Autoscaler `json:"autoscaler"`
+	// Durations are the fleet's expected job durations of this machine's services
+	// (jobs:stats:duration, most counted first), which the claim's pool fit uses.
+	Durations []ExpectedDuration `json:"expected_durations,omitempty"`
+}
+
+// ExpectedDuration is the expected duration of one kind of job: a service and the first model
+// its jobs name ("" for none).
+type ExpectedDuration struct {
+	Service string `json:"service"`
+	Model   string `json:"model,omitempty"`
+	EWMAMS  int64  `json:"ewma_ms"`
+	Count   int64  `json:"count"`
 }
 
 // Autoscaler is what the autoscaler does and the demand it sees.

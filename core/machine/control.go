@@ -100,6 +100,10 @@ func (c *core) Snapshot() control.Snapshot {
 		out.Costs = append(out.Costs, control.ServiceCost{Service: c.Service, Jobs: c.Jobs, RunMeanMS: c.RunMeanMS,
 			RunP95MS: c.RunP95MS, WhMean: c.WhMean, WhP95: c.WhP95, GPUSeconds: c.GPUSeconds})
 	}
+	for _, d := range snap.Durations {
+		out.Durations = append(out.Durations, control.ExpectedDuration{Service: d.Service, Model: d.Model,
+			EWMAMS: d.EWMA.Milliseconds(), Count: d.Count})
+	}
 	addDetail(&out, snap, sampler, now)
 	return out
 }

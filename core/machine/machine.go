@@ -214,8 +214,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	b.SetPolicy(broker.Policy{Lease: m.cfg.Lease, AvoidLastWorker: m.cfg.RetryAvoid,
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax, MaxJobBytes: m.cfg.MaxJobBytes})
 	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
-	b.SetRouting(broker.Routing{PoolMin: m.cfg.PoolMin, PoolMax: m.cfg.PoolMax, Aging: m.cfg.PoolAging,
-		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, MayLend: m.mayLend})
+	b.SetRouting(broker.Routing{Pool: m.cfg.Pool, PoolMin: m.cfg.PoolMin, PoolMax: m.cfg.PoolMax, Aging: m.cfg.PoolAging,
+		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, LeaveMisses: m.cfg.AffinityLeave, MayLend: m.mayLend})
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}

@@ -99,6 +99,44 @@ func TestAJobOnlyOneMachineMatchesIsNotLost(t *testing.T) {
 	_ = f
 }
 
+// A job that requires a pool wakes a machine of that pool, never one whose claim cannot take
+// it: with polls an hour apart, the one fast machine among heavy ones claims the job from its
+// wake token alone, and the job costs at most 3 claim scripts.
+func TestAJobThatRequiresAPoolWakesThatPool(t *testing.T) {
+	srv := redistest.Start(t)
+	f := startFleet(t, srv, time.Hour, func(i int, c *broker.Capabilities) {
+		c.Pool = "heavy"
+		if i == machines-1 {
+			c.Pool = "fast"
+		}
+	})
+	b := broker.New(srv.Client())
+	waitRelays(t, b)
+	for range 3 {
+		before, _ := f.Claims()
+		id, err := b.Submit(context.Background(), broker.JobSpec{Service: "sim", Payload: json.RawMessage(`{}`),
+			Requirements: json.RawMessage(`{"pool":"fast"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := waitStatus(t, b, id); st != "completed" {
+			t.Fatalf("job %s", st)
+		}
+		if w := b.Client().HGet(context.Background(), "job:"+id, "worker_id").Val(); w != "sim-0029-worker-sim-0" {
+			t.Fatalf("job ran on %q", w)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = f.Settle(ctx, machines)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := f.Claims(); after-before > 3 {
+			t.Fatalf("a fast job among %d idle machines cost %d claim scripts, want at most 3", machines, after-before)
+		}
+	}
+}
+
 func waitRelays(t *testing.T, b *broker.Broker) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

@@ -122,6 +122,11 @@ func Start(cfg Config) (*Fleet, error) {
 			ids = append(ids, state.Slot{ID: fmt.Sprintf("%s-worker-sim-%d", machineID, s), Connector: "sim"})
 		}
 		store := state.New(machineID, "", ids)
+		if cfg.Caps != nil { // the machine's pool: its slots wait for the tokens of jobs that require it
+			var probe broker.Capabilities
+			cfg.Caps(i, &probe)
+			b.SetRouting(broker.Routing{Pool: probe.Pool})
+		}
 		f.watches.Go(func() { b.Watch(ctx, slog.New(slog.DiscardHandler), m.waker, nil) })
 		for _, s := range ids {
 			c := broker.Capabilities{WorkerID: s.ID, MachineID: machineID, Services: []string{cfg.Service},

@@ -58,11 +58,16 @@
 --   its own jobs first, lends itself to others' backlog when it has nothing of its own, and no
 --   job starves when its pool is missing, empty or busy. A job of unknown duration fits every
 --   pool.
--- * Affinity. With k > 1, among the first k eligible jobs younger than window_ms the call
---   takes the first whose models are all in cached[service] (on the machine's disk or in VRAM),
---   else the first whose service is in warm, else the first. A job older than window_ms ends
---   the choice: it is taken if it comes first, and otherwise only jobs before it are chosen
---   from, so priority order is bent only among young jobs, never for old ones.
+-- * Affinity. With k > 1, among the first k eligible jobs the call takes the first whose models
+--   are all in cached[service] (on the machine's disk or in VRAM), else the first whose service is
+--   in warm, else the first. With leave, a job whose models are not all cached is never taken that
+--   way: the call takes the first candidate that needs no model, or none (the job is left to a
+--   machine that has its models). The jobs passed over are stamped in their hash the first time
+--   (affinity_passed_ms, ours, additive); once a job has been passed over for window_ms it is
+--   due: it is taken if it comes first, and otherwise only jobs before it are chosen from (or it,
+--   when all of those are left). So a job is delayed by affinity for one window at most, however
+--   long it waited before; priority order is bent only within that window. A pool lending itself
+--   (above) takes an aged job whose models are cached before one nearer its range.
 
 local caps = cjson.decode(ARGV[1])
 local budget = math.max(tonumber(ARGV[2]) or 500, 1)
@@ -268,10 +273,11 @@ local function opt(v) -- HMGET gives false for an absent field; the matching rul
   return nil
 end
 
+local PASSED = 'affinity_passed_ms' -- ours, additive: when a claim first passed the job over for affinity
 -- look reads one job and decides. It returns 'claim', 'other' (another service: cache it),
 -- 'nomatch' (remember it), 'wait' (not now: do not remember) or 'gone' (no longer pending).
 local FIELDS = { 'id', 'service_required', 'workflow_id', 'requirements', 'customer_id',
-                 'retry_after_unix', 'last_failed_worker', 'failed_at_unix', 'created_at' }
+                 'retry_after_unix', 'last_failed_worker', 'failed_at_unix', 'created_at', PASSED }
 local function look(id)
   spent = spent + COST_READ
   local key = 'job:' .. id
@@ -319,7 +325,7 @@ local function look(id)
     fail_closed(id, 'its requirements could not be evaluated (' .. tostring(matched) .. ')')
     return 'gone'
   end
-  if matched then return 'claim', svc, { req = req, created = opt(f[9]) } end
+  if matched then return 'claim', svc, { req = req, created = opt(f[9]), passed = tonumber(f[10]) } end
   if personal then return 'wait', svc end
   return 'nomatch', svc
 end
@@ -345,9 +351,11 @@ local pool_min, pool_max = tonumber(routing.pool_min_ms), tonumber(routing.pool_
 local pooled = (pool_min or 0) > 0 or (pool_max or 0) > 0
 local aging_ms = tonumber(routing.aging_ms) or 30000
 local starve_ms = tonumber(routing.starve_ms) or 10 * aging_ms
-local fallback, fallback_gap = nil, nil -- the aged job that does not fit the pool, nearest its range
+local fallback, fallback_gap, fallback_hit = nil, nil, false -- the aged job that does not fit the pool,
+                                                            -- a model hit first, then nearest its range
 local affinity_k = math.floor(tonumber(routing.k) or 1)
 local window_ms = tonumber(routing.window_ms) or 0
+local leave_misses = routing.leave == true
 local cached_models = type(routing.cached) == 'table' and routing.cached or caps.models
 local warm = {}
 if type(routing.warm) == 'table' then
@@ -397,7 +405,9 @@ local function expected_ms(key)
   return expected[key]
 end
 
-local candidates = {}
+local candidates = {} -- the eligible jobs this call chooses among, in priority order
+local hit = nil       -- the index in candidates of the first whose models are all cached
+local due = nil       -- the job after the candidates whose window is spent
 local function model_hit(c)
   local models = job_models(c.req)
   if #models == 0 then return false end
@@ -417,40 +427,57 @@ local function routed(id, svc, info)
       local ms = expected_ms(stats_key(svc, req))
       if ms and (ms < (pool_min or 0) or ((pool_max or 0) > 0 and ms >= pool_max)) then
         local gap = ms < (pool_min or 0) and pool_min - ms or ms - pool_max
-        if age >= aging_ms and routing.lend ~= false and (not fallback or gap < fallback_gap) then
-          fallback, fallback_gap = id, gap
+        if age >= aging_ms and routing.lend ~= false then
+          local h = affinity_k > 1 and model_hit({ svc = svc, req = req })
+          if not fallback or (h and not fallback_hit) or (h == fallback_hit and gap < fallback_gap) then
+            fallback, fallback_gap, fallback_hit = id, gap, h
+          end
         end
         return 'skip'
       end
     end
   end
   if affinity_k <= 1 then return 'take' end
-  if age >= window_ms then
+  if info.passed and now_ms - info.passed >= window_ms then -- passed over for a whole window: its turn
     if #candidates == 0 then return 'take' end
+    due = id
     return 'done'
   end
-  local c = { id = id, svc = svc, req = info.req }
-  if model_hit(c) then
-    candidates = { c } -- the first model hit wins: nothing later beats it
-    return 'done'
-  end
-  if not any_cached and warm[svc or ''] then
-    candidates[#candidates + 1] = c -- no model can beat a warm service: choose now
-    return 'done'
-  end
+  local c = { id = id, svc = svc, req = info.req, passed = info.passed }
   candidates[#candidates + 1] = c
+  if model_hit(c) then
+    hit = #candidates -- the first model hit wins: nothing later beats it
+    return 'done'
+  end
+  if not any_cached and warm[svc or ''] then return 'done' end -- no model can beat a warm service
   if #candidates >= affinity_k then return 'done' end
   return 'keep'
 end
 
--- choose picks among the candidates: a model hit (always alone), else the first warm service,
--- else the first.
+-- choose picks among the candidates: the model hit, else the first warm service, else the
+-- first; the candidates before the one picked are stamped as passed over (the first time only),
+-- which starts their window.
 local function choose()
   if #candidates == 0 then return fallback end
-  for _, c in ipairs(candidates) do
-    if warm[c.svc or ''] then return c.id end
+  local pick = hit
+  local function allowed(c) return not leave_misses or #job_models(c.req) == 0 end
+  if not pick then
+    for i, c in ipairs(candidates) do
+      if allowed(c) and warm[c.svc or ''] then pick = i break end
+    end
   end
-  return candidates[1].id
+  if not pick then
+    for i, c in ipairs(candidates) do
+      if allowed(c) then pick = i break end
+    end
+  end
+  for i = 1, (pick or #candidates + 1) - 1 do
+    if not candidates[i].passed then redis.call('HSET', 'job:' .. candidates[i].id, PASSED, ARGV[8]) end
+  end
+  if pick then return candidates[pick].id end
+  -- every candidate needs a model this machine lacks: leave them to a machine that has it
+  if due then return due end
+  return fallback
 end
 
 if ARGV[10] == '1' then

@@ -4,7 +4,8 @@
 --
 -- ARGV[1] the message as published (identical copies heard by two relays are relayed once)
 -- ARGV[2] the job id ('' when the message had none)
--- ARGV[3] the job's service ('' when the message did not say: the token goes to every service)
+-- ARGV[3] the job's service ('' when the message did not say: the token goes to every service);
+--         the job's requirements.pool, read from its hash, narrows the token to that pool
 -- ARGV[4] tokens kept per list at most; ARGV[5] seconds a list lives after its last token
 -- Returns 1 when a token was pushed, 0 when another relay already relayed this message.
 local seen = 'jobs:relayed:' .. redis.sha1hex(ARGV[1])
@@ -23,8 +24,23 @@ if id ~= '' then
   redis.call('HDEL', 'jobs:pending:service', id)
 end
 
+-- A job whose requirements name a pool (a hard match) wakes only a machine of that pool: its
+-- token goes to jobs:wakeup:{service}@{pool}.
+local pool = ''
+if id ~= '' then
+  local raw = redis.pcall('HGET', 'job:' .. id, 'requirements')
+  if type(raw) == 'string' and #raw <= 65536 and string.find(raw, '"pool"', 1, true) then
+    local ok, req = pcall(cjson.decode, raw)
+    if ok and type(req) == 'table' then
+      local pos = type(req.positive_requirements) == 'table' and req.positive_requirements or req
+      if type(pos.pool) == 'string' then pool = pos.pool end
+    end
+  end
+end
+
 local list = 'jobs:wakeup'
 if ARGV[3] ~= '' then list = list .. ':' .. ARGV[3] end
+if pool ~= '' then list = list .. '@' .. pool end
 redis.call('RPUSH', list, id)
 redis.call('LTRIM', list, -tonumber(ARGV[4]), -1)
 redis.call('EXPIRE', list, tonumber(ARGV[5]))
