@@ -36,6 +36,9 @@ type Routing struct {
 	// Cached lists, per service, the models on this machine's disk or in VRAM; nil: the
 	// models advertised in the capabilities.
 	Cached map[string][]string
+	// CachedNow, when set, is asked at every claim instead of Cached (a model cache's models
+	// change as it downloads and evicts); an empty answer prefers nothing.
+	CachedNow func() map[string][]string
 	// WarmFor is how long after a completion a service counts as warm (0: 5 minutes).
 	WarmFor time.Duration
 	// MayLend, when set, says whether this claim may take an aged job that does not fit the
@@ -110,7 +113,14 @@ func (b *Broker) routingArg(now time.Time) []byte {
 		if warm := b.warm.since(now.Add(-warmFor)); len(warm) > 0 {
 			arg["warm"] = warm
 		}
-		if len(r.Cached) > 0 {
+		switch {
+		case r.CachedNow != nil:
+			cached := r.CachedNow()
+			if cached == nil {
+				cached = map[string][]string{} // {}: nothing cached, not the capabilities' models
+			}
+			arg["cached"] = cached
+		case len(r.Cached) > 0:
 			arg["cached"] = r.Cached
 		}
 	}

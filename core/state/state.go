@@ -113,6 +113,8 @@ type Snapshot struct {
 	Trends Trends
 	// Autoscaler is the demand-aware autoscaler's state and recent decisions.
 	Autoscaler Autoscaler
+	// ModelCache is the model cache's figures (On false: no model cache).
+	ModelCache ModelCache
 }
 
 // Service returns a supervised service's status.
