@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-		"reflect"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,7 +50,9 @@ type models struct {
 }
 
 // lazyPredictor is the demand tracker once Run has started it; until then no model is wanted.
-type lazyPredictor struct{ t atomic.Pointer[demand.Tracker] }
+type lazyPredictor struct {
+	t atomic.Pointer[demand.Tracker]
+}
 
 func (p *lazyPredictor) ModelScore(name string) float64 {
 	if t := p.t.Load(); t != nil {
