@@ -38,6 +38,23 @@ type Snapshot struct {
 	Slots  []Slot `json:"slots"`
 	// Autoscaler is the demand-aware autoscaler's state, for the console's Decisions line.
 	Autoscaler Autoscaler `json:"autoscaler"`
+	// ModelCache is the model cache's figures (On false: MACHINE_MODEL_CACHE_GB=0).
+	ModelCache ModelCache `json:"model_cache"`
+}
+
+// ModelCache is what the console shows of the model cache.
+type ModelCache struct {
+	On          bool     `json:"on"`
+	UsedBytes   int64    `json:"used_bytes"`
+	BudgetBytes int64    `json:"budget_bytes"`
+	Hits        int64    `json:"hits"`
+	Misses      int64    `json:"misses"`
+	Downloads   int64    `json:"downloads"`
+	Evictions   int64    `json:"evictions"`
+	OnDisk      int      `json:"on_disk"`               // models on disk
+	Downloading []string `json:"downloading,omitempty"` // models being downloaded
+	// InVRAM is, per GPU, the models of the last job completed on it (an inference).
+	InVRAM map[int][]string `json:"in_vram,omitempty"`
 }
 
 // Autoscaler is what the autoscaler does and the demand it sees.

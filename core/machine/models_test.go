@@ -154,6 +154,10 @@ func TestJobDownloadsItsMissingModelFirst(t *testing.T) {
 		t.Errorf("in_vram = %v, want GPU %d to hold the job's checkpoint", mc.InVRAM, gpu)
 	}
 
+	if c := h.m.Control().Snapshot().ModelCache; !c.On || c.OnDisk != 1 || c.Misses != 1 || c.UsedBytes != 64<<10 {
+		t.Errorf("the console's snapshot does not show the cache: %+v", c)
+	}
+
 	// A second job finds it on disk: a hit, no download.
 	id2 := h.submit("simulation", workflow("good.safetensors"))
 	h.waitFor("the second job to complete", func() bool { return h.status(id2) == "completed" })
