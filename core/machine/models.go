@@ -201,20 +201,20 @@ func (mc *models) loaded(gpu int, names []string) {
 	mc.publish()
 }
 
-// prepare makes the catalogue models a job references ready on disk, downloading the missing
+// prepare makes the catalogue models a job references (names) ready on disk, downloading the missing
 // ones first (its progress says so), and returns the function that releases them when the job
 // ends. Names the catalogue does not have are left alone: the service may have them installed.
 // A checksum mismatch fails the job for good (every machine would fetch the same wrong file);
 // a full cache or a failed transfer is retryable (another machine, or this one later, may
 // have room or a working network).
-func (mc *models) prepare(ctx context.Context, j *job.Job, progress job.ProgressFunc) (func(), error) {
+func (mc *models) prepare(ctx context.Context, j *job.Job, names []string, progress job.ProgressFunc) (func(), error) {
 	var releases []func()
 	releaseAll := func() {
 		for _, r := range releases {
 			r()
 		}
 	}
-	for _, name := range demand.Models(j.Payload, []byte(j.Fields["requirements"])) {
+	for _, name := range names {
 		if !mc.cache.Known(name) {
 			continue
 		}
@@ -269,14 +269,15 @@ type modelConn struct {
 }
 
 func (c modelConn) Run(ctx context.Context, j *job.Job, progress job.ProgressFunc) (job.Result, error) {
-	release, err := c.mc.prepare(ctx, j, progress)
+	names := demand.Models(j.Payload, []byte(j.Fields["requirements"])) // bounded: see demand.MaxPayloadBytes
+	release, err := c.mc.prepare(ctx, j, names, progress)
 	if err != nil {
 		return job.Result{}, err
 	}
 	defer release()
 	res, err := c.Connector.Run(ctx, j, progress)
 	if err == nil && res.Success {
-		c.mc.loaded(c.gpu, demand.Models(j.Payload, []byte(j.Fields["requirements"])))
+		c.mc.loaded(c.gpu, names)
 	}
 	return res, err
 }
