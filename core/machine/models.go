@@ -67,14 +67,9 @@ func newModels(cfg *config.Config, store *state.Store, log *slog.Logger) (*model
 	if d.ModelCacheGB <= 0 {
 		return nil, nil
 	}
-	catalog, err := modelcache.LoadCatalog(d.ModelCatalog)
+	catalog, err := catalogOf(cfg)
 	if err != nil {
 		return nil, err
-	}
-	for _, name := range d.PinnedModels {
-		if _, ok := catalog[name]; !ok {
-			return nil, fmt.Errorf("MACHINE_MODEL_PINNED has %s, which is not in the model catalogue %s; add it to the catalogue or drop it from the list", name, d.ModelCatalog)
-		}
 	}
 	mc := &models{store: store, log: log, prefetch: d.ModelPrefetch, budget: int64(d.ModelCacheGB * (1 << 30)), vram: map[int][]string{}}
 	mc.cache, err = modelcache.New(modelcache.Params{
@@ -86,6 +81,32 @@ func newModels(cfg *config.Config, store *state.Store, log *slog.Logger) (*model
 	}
 	mc.publish()
 	return mc, nil
+}
+
+// CheckModelCache reports what is wrong with the model cache settings that config cannot see:
+// the catalogue (MACHINE_MODEL_CATALOG) and the pinned models it must list. `machine config
+// validate` and `machine plan` call it; New does the same checks.
+func CheckModelCache(cfg *config.Config) error {
+	if cfg.Demand.ModelCacheGB <= 0 || cfg.Demand.ModelCatalog == "" {
+		return nil // no cache, or config already reported the missing catalogue
+	}
+	_, err := catalogOf(cfg)
+	return err
+}
+
+// catalogOf reads the catalogue and checks that it lists every pinned model.
+func catalogOf(cfg *config.Config) (modelcache.Catalog, error) {
+	d := cfg.Demand
+	catalog, err := modelcache.LoadCatalog(d.ModelCatalog)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range d.PinnedModels {
+		if _, ok := catalog[name]; !ok {
+			return nil, fmt.Errorf("MACHINE_MODEL_PINNED has %s, which is not in the model catalogue %s; add it to the catalogue or drop it from the list", name, d.ModelCatalog)
+		}
+	}
+	return catalog, nil
 }
 
 // modelsComponent runs the model cache's background work: its demand tracker, the prefetch

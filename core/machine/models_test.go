@@ -304,6 +304,9 @@ func TestModelCacheSettingsRefusedClearly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if err := machine.CheckModelCache(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("CheckModelCache = %v, want an error saying %q", err, tc.want)
+			}
 			_, err = machine.New(cfg, machine.Options{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New = %v, want an error saying %q", err, tc.want)
