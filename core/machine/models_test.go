@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/machine"
@@ -317,5 +318,36 @@ func TestModelCacheSettingsRefusedClearly(t *testing.T) {
 	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation"})
 	if h.m.Store().Snapshot().ModelCache.On {
 		t.Error("a machine without MACHINE_MODEL_CACHE_GB has a model cache")
+	}
+}
+
+// A model that cannot fit fails the attempt with a sentence saying what to change, and the job
+// is retried (another machine may have room); nothing is left in the cache.
+func TestModelThatCannotFitIsRetried(t *testing.T) {
+	f := newModelFiles(t)
+	env := f.env("0")
+	env["MACHINE_MODEL_CACHE_GB"] = "0.00001" // about 10 KB: less than the 64 KB model
+	env["WORKER_RETRY_BACKOFF_SECONDS"] = "0"
+	h := start(t, env)
+	ctx := context.Background()
+	two := 2
+	id, err := h.b.Submit(ctx, broker.JobSpec{Service: "simulation", Payload: json.RawMessage(workflow("good.safetensors")), MaxRetries: &two})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the job to fail", func() bool { return h.status(id) == "failed" })
+	var failed struct {
+		Error      string  `json:"error"`
+		RetryCount float64 `json:"retry_count"`
+	}
+	_ = json.Unmarshal([]byte(h.rdb.HGet(ctx, "jobs:failed", id).Val()), &failed)
+	if !strings.Contains(failed.Error, "good.safetensors") || !strings.Contains(failed.Error, "raise MACHINE_MODEL_CACHE_GB") {
+		t.Errorf("the failure does not say what to change: %q", failed.Error)
+	}
+	if failed.RetryCount != 2 {
+		t.Errorf("retry_count = %v, want 2: a full cache must leave the job its retries", failed.RetryCount)
+	}
+	if mc := h.m.Store().Snapshot().ModelCache; mc.UsedBytes != 0 || len(mc.OnDisk) != 0 || mc.Downloads != 0 {
+		t.Errorf("the cache is not as it was: %+v", mc)
 	}
 }
