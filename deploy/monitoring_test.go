@@ -37,7 +37,8 @@ func exported(t *testing.T) []string {
 		Services: []gpu.ServiceReading{{Name: "comfyui-gpu0", RSSMB: 1, CPUPercent: 1}}})
 	m.ObserveState(func() state.Snapshot {
 		return state.Snapshot{Slots: []state.Slot{{Connector: "mock", Status: state.SlotIdle}},
-			Services: []state.Service{{Name: "comfyui-gpu0", State: string(supervisor.Ready)}}}
+			Services:   []state.Service{{Name: "comfyui-gpu0", State: string(supervisor.Ready)}},
+			ModelCache: state.ModelCache{On: true}}
 	})
 	m.Jobs.WithLabelValues("mock", "completed").Inc()
 	m.JobDuration.WithLabelValues("mock").Observe(1)

@@ -124,6 +124,14 @@ func (d *Downloader) download(ctx context.Context, url, sum, path string, progre
 
 type permanentErr struct{ error }
 
+// ErrChecksumMismatch is what a download whose file does not match its sha256 fails with
+// (errors.Is): the file was discarded, and fetching the same source again gives the same file.
+var ErrChecksumMismatch = errors.New("checksum mismatch")
+
+type checksumErr struct{ error }
+
+func (checksumErr) Is(target error) bool { return target == ErrChecksumMismatch }
+
 // attempt appends the rest of the file to part, asking for a range when part has bytes.
 func (d *Downloader) attempt(ctx context.Context, url string, verified bool, part string, progress func(done, total int64)) error {
 	shown := Redact(url)
@@ -216,7 +224,7 @@ func finish(part, path, sum, url string) error {
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 			_ = os.Remove(part)
-			return permanentErr{fmt.Errorf("download %s: checksum mismatch (sha256 %s, the manifest says %s); the file was discarded: fix the manifest or the source", Redact(url), got, sum)}
+			return checksumErr{fmt.Errorf("download %s: checksum mismatch (sha256 %s, the manifest says %s); the file was discarded: fix the manifest or the source", Redact(url), got, sum)}
 		}
 	}
 	if err := os.Rename(part, path); err != nil {

@@ -259,7 +259,7 @@ func (m *Model) trendGraphs(w, h int) []string {
 }
 
 // decisionsLine sums up the demand-aware work: the autoscaler's latest decision, the model
-// cache (not wired into the machine yet, so it says so) and the demand the autoscaler sees.
+// cache and the demand the autoscaler sees.
 func (m *Model) decisionsLine() string {
 	a := m.snap.Autoscaler
 	scaler, demand := "autoscaler: off", "demand: not tracked"
@@ -273,8 +273,25 @@ func (m *Model) decisionsLine() string {
 		}
 		demand = fmt.Sprintf("demand: %d pending of %d queued", a.Pending, a.Queue)
 	}
-	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  "+scaler+" · model cache: not tracked · "+demand+
+	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  "+scaler+" · "+modelCacheText(m.snap.ModelCache)+" · "+demand+
 		durationsText(m.snap.Durations, 4))
+}
+
+// modelCacheText sums up the model cache: models and bytes on disk against the budget, the
+// share of jobs that found their models there, and the downloads under way.
+func modelCacheText(c control.ModelCache) string {
+	if !c.On {
+		return "model cache: off"
+	}
+	gb := func(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<30)) }
+	s := fmt.Sprintf("model cache: %d on disk, %s/%s GB", c.OnDisk, gb(c.UsedBytes), gb(c.BudgetBytes))
+	if n := c.Hits + c.Misses; n > 0 {
+		s += fmt.Sprintf(", %.0f%% hits", 100*float64(c.Hits)/float64(n))
+	}
+	if len(c.Downloading) > 0 {
+		s += fmt.Sprintf(", downloading %s", strings.Join(c.Downloading, ", "))
+	}
+	return s
 }
 
 // ago is a short age, e.g. 12s or 3m.

@@ -171,3 +171,20 @@ func TestDecisionsLineShowsTheAutoscaler(t *testing.T) {
 		}
 	}
 }
+
+// The model cache's figures show in both layouts: on the GPUs title of the compact one, on the
+// Decisions line of the large one; "off" without a cache.
+func TestModelCacheShown(t *testing.T) {
+	snap, logs := busy()
+	want := "model cache: 3 on disk, 1.5/200.0 GB, 75% hits, downloading sdxl.safetensors"
+	if frame := ansi.Strip(tui.Frame(snap, tui.MainScreen, "comfyui-gpu0", logs, 200, 48)); !strings.Contains(frame, "model cache: off") {
+		t.Errorf("without a cache the frame does not say it is off:\n%s", frame)
+	}
+	snap.ModelCache = control.ModelCache{On: true, UsedBytes: 3 << 29, BudgetBytes: 200 << 30, Hits: 3, Misses: 1,
+		OnDisk: 3, Downloading: []string{"sdxl.safetensors"}}
+	for _, size := range [][2]int{{200, 48}, {120, 30}} {
+		if frame := ansi.Strip(tui.Frame(snap, tui.MainScreen, "comfyui-gpu0", logs, size[0], size[1])); !strings.Contains(frame, want) {
+			t.Errorf("the %dx%d frame lacks %q:\n%s", size[0], size[1], want, frame)
+		}
+	}
+}

@@ -403,6 +403,16 @@ func (m *Model) jobLines() []string {
 	return out
 }
 
+// gpusExtra follows the GPUs title of the compact layout: the GPU source, and the model cache
+// when there is one (the large layout shows it on its Decisions line).
+func (m *Model) gpusExtra() string {
+	extra := fmt.Sprintf(" (%s)", m.snap.Machine.GPUSource)
+	if m.snap.ModelCache.On {
+		extra += " · " + modelCacheText(m.snap.ModelCache)
+	}
+	return extra
+}
+
 // mainView lays the four panes out in the rows there are; panes get their rows in turn and
 // show "+N more" when they do not fit.
 func (m *Model) mainView(rows int) []string {
@@ -415,7 +425,7 @@ func (m *Model) mainView(rows int) []string {
 		lines []string
 		min   int
 	}{
-		{paneGPUs, fmt.Sprintf(" (%s)", m.snap.Machine.GPUSource), m.gpuLines(), 1},
+		{paneGPUs, m.gpusExtra(), m.gpuLines(), 1},
 		{paneServices, "", m.serviceLines(), 1},
 		{paneConnectors, "", m.connectorLines(), 1},
 		{paneJobs, fmt.Sprintf(" (%d in flight, recent below)", len(m.snap.Jobs)), m.jobLines(), 1},

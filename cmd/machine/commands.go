@@ -157,6 +157,7 @@ func loadPlan() (*config.Config, *plan.Plan, config.Problems) {
 	}
 	note(src.Close())
 	note(registry.Check(cfg))
+	note(machine.CheckModelCache(cfg))
 	p, err := plan.New(cfg)
 	note(err)
 	if len(problems) == 0 {

@@ -75,8 +75,13 @@ func TestMetricsTheMonitoringUsesAreServed(t *testing.T) {
 	if err := os.WriteFile(file, []byte(defs), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	catalog := filepath.Join(dir, "models.json") // the model cache's metrics exist only with a cache
+	if err := os.WriteFile(catalog, []byte(`{"models":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := map[string]string{"HUB_REDIS_URL": srv.URL, "MACHINE_ID": "box", "WORKER_CONNECTORS": "simulation:1",
-		"MACHINE_RUN_DIR": filepath.Join(dir, "run"), "MACHINE_LOG_DIR": filepath.Join(dir, "logs"), "MACHINE_SERVICES_FILE": file}
+		"MACHINE_RUN_DIR": filepath.Join(dir, "run"), "MACHINE_LOG_DIR": filepath.Join(dir, "logs"), "MACHINE_SERVICES_FILE": file,
+		"MACHINE_MODEL_CACHE_GB": "1", "MACHINE_MODEL_CATALOG": catalog, "MACHINE_MODEL_CACHE_DIR": filepath.Join(dir, "models")}
 	p := startMachine(t, env)
 	submit(t, env, "--payload", `{"duration_ms":10,"steps":1}`)
 	waitUntil(t, "the job to complete", func() bool { return completed(p.status(t)) == 1 })

@@ -44,6 +44,9 @@ type Routing struct {
 	// them (the claim takes a job that needs no model, or nothing) until it has been passed over
 	// for AffinityWindow (MACHINE_AFFINITY_LEAVE).
 	LeaveMisses bool
+	// CachedNow, when set, is asked at every claim instead of Cached (a model cache's models
+	// change as it downloads and evicts); an empty answer prefers nothing.
+	CachedNow func() map[string][]string
 	// WarmFor is how long after a completion a service counts as warm (0: 5 minutes).
 	WarmFor time.Duration
 	// MayLend, when set, says whether this claim may take an aged job that does not fit the
@@ -118,7 +121,14 @@ func (b *Broker) routingArg(now time.Time) []byte {
 		if warm := b.warm.since(now.Add(-warmFor)); len(warm) > 0 {
 			arg["warm"] = warm
 		}
-		if len(r.Cached) > 0 {
+		switch {
+		case r.CachedNow != nil:
+			cached := r.CachedNow()
+			if cached == nil {
+				cached = map[string][]string{} // {}: nothing cached, not the capabilities' models
+			}
+			arg["cached"] = cached
+		case len(r.Cached) > 0:
 			arg["cached"] = r.Cached
 		}
 		if r.LeaveMisses {

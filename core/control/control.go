@@ -41,6 +41,8 @@ type Snapshot struct {
 	// Durations are the fleet's expected job durations of this machine's services
 	// (jobs:stats:duration, most counted first), which the claim's pool fit uses.
 	Durations []ExpectedDuration `json:"expected_durations,omitempty"`
+	// ModelCache is the model cache's figures (On false: MACHINE_MODEL_CACHE_GB=0).
+	ModelCache ModelCache `json:"model_cache"`
 }
 
 // ExpectedDuration is the expected duration of one kind of job: a service and the first model
@@ -50,6 +52,21 @@ type ExpectedDuration struct {
 	Model   string `json:"model,omitempty"`
 	EWMAMS  int64  `json:"ewma_ms"`
 	Count   int64  `json:"count"`
+}
+
+// ModelCache is what the console shows of the model cache.
+type ModelCache struct {
+	On          bool     `json:"on"`
+	UsedBytes   int64    `json:"used_bytes"`
+	BudgetBytes int64    `json:"budget_bytes"`
+	Hits        int64    `json:"hits"`
+	Misses      int64    `json:"misses"`
+	Downloads   int64    `json:"downloads"`
+	Evictions   int64    `json:"evictions"`
+	OnDisk      int      `json:"on_disk"`               // models on disk
+	Downloading []string `json:"downloading,omitempty"` // models being downloaded
+	// InVRAM is, per GPU, the models of the last job completed on it (an inference).
+	InVRAM map[int][]string `json:"in_vram,omitempty"`
 }
 
 // Autoscaler is what the autoscaler does and the demand it sees.

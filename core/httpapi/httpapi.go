@@ -252,8 +252,29 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		"gpu_source": snap.GPUSource, "gpus": gpus(snap), "host": host(snap.Telemetry.Host),
 		"connectors": connectors(snap), "changes": changes(snap),
 		"resources_last_hour": costs(snap.Costs), "autoscaler": autoscaler(snap.Autoscaler),
-		"expected_durations": durations(snap.Durations),
+		"expected_durations": durations(snap.Durations), "model_cache": modelCache(snap.ModelCache),
 	})
+}
+
+// modelCache is the model cache's figures: {"on": false} without one (MACHINE_MODEL_CACHE_GB=0).
+// in_vram, by GPU index, is an inference: the models of the last job completed on the GPU.
+func modelCache(c state.ModelCache) map[string]any {
+	if !c.On {
+		return map[string]any{"on": false}
+	}
+	list := func(s []string) []string {
+		if s == nil {
+			return []string{}
+		}
+		return s
+	}
+	vram := map[string][]string{}
+	for g, names := range c.InVRAM {
+		vram[strconv.Itoa(g)] = list(names)
+	}
+	return map[string]any{"on": true, "used_bytes": c.UsedBytes, "budget_bytes": c.BudgetBytes, "hits": c.Hits,
+		"misses": c.Misses, "downloads": c.Downloads, "bytes_downloaded": c.BytesDownloaded, "evictions": c.Evictions,
+		"on_disk": list(c.OnDisk), "downloading": list(c.Downloading), "in_vram": vram}
 }
 
 // autoscaler is the demand-aware autoscaler's state and its recent decisions with their reasons.

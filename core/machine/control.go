@@ -87,6 +87,11 @@ func (c *core) Snapshot() control.Snapshot {
 		out.Connectors = append(out.Connectors, conn)
 	}
 	out.Autoscaler = autoscalerView(snap.Autoscaler, now)
+	if c := snap.ModelCache; c.On {
+		out.ModelCache = control.ModelCache{On: true, UsedBytes: c.UsedBytes, BudgetBytes: c.BudgetBytes, Hits: c.Hits,
+			Misses: c.Misses, Downloads: c.Downloads, Evictions: c.Evictions, OnDisk: len(c.OnDisk),
+			Downloading: c.Downloading, InVRAM: c.InVRAM}
+	}
 	for _, ch := range snap.Changes {
 		out.Changes = append(out.Changes, control.Change{ID: ch.ID, What: ch.What, State: ch.State, Message: ch.Message, Error: ch.Error})
 	}

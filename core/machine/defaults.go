@@ -52,3 +52,21 @@ var autoscaleHeadroom = autoscale.Limits{MinFreeGPUMemGB: 2, MaxGPUUtil: 0.95, M
 
 // autoscaleTick is the autoscaler's period: autoscaleEvery, shorter in tests.
 var autoscaleTick = autoscaleEvery
+
+// The model cache's intervals and bounds (MACHINE_MODEL_CACHE_GB).
+const (
+	// modelPrefetchEvery is how often the prefetch loop asks the demand tracker which models
+	// pending jobs want (MACHINE_MODEL_PREFETCH downloads at once), at most modelPrefetchBatch
+	// of them a round.
+	modelPrefetchEvery = 15 * time.Second
+	modelPrefetchBatch = 8
+	// modelCacheStatusEvery refreshes the cache's figures in the state store (/status, the
+	// console, metrics) besides the refresh after every download and completed job.
+	modelCacheStatusEvery = 5 * time.Second
+	// advertiseMaxModels bounds the models the claim is told are on disk or in VRAM (sent with
+	// every claim).
+	advertiseMaxModels = 256
+)
+
+// modelPrefetchTick is the prefetch loop's period: modelPrefetchEvery, shorter in tests.
+var modelPrefetchTick = modelPrefetchEvery

@@ -69,7 +69,7 @@ func (f *fleet) start(ctx context.Context, slots []plan.Slot) error {
 		run := &slotRun{slot: s, stopClaim: stopClaim, stopJob: stopJob, done: make(chan struct{})}
 		conn := f.m.connector(s, f.m.layout().plan.Service(s.Service))
 		slot := worker.New(worker.Params{
-			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: conn,
+			ID: s.ID, Connector: s.Connector, Caps: caps[s.ID], Conn: f.m.models.wrap(conn, s),
 			Broker: f.b, Store: f.m.store, Metrics: f.m.metrics, Wake: wake, Waker: f.waker, Gate: f.m.gate(f.sampler, f.sup, s, conn),
 			PollInterval: f.m.cfg.PollInterval, ScanLimit: f.m.cfg.ClaimScanLimit, JobTimeout: f.m.cfg.JobTimeout, Log: f.m.log,
 			Track: f.m.track, Writes: f.writes, Accounting: f.m.accounts.Slot(s.ID, binding(s)),
@@ -208,6 +208,12 @@ func (m *Machine) capabilities(slots []plan.Slot) (map[string][]byte, error) {
 			if models == nil {
 				models = m.cfg.Models["*"]
 			}
+			if m.models != nil && s.GPU != plan.NoGPU {
+				// The claim matches requirements.models against this list, so it holds what the
+				// slot can serve: the catalogue's models too, downloaded when a job needs them.
+				// Which are on disk or in VRAM goes to the claim's preference (cachedModels).
+				models = union(models, m.models.cache.Names())
+			}
 			if models != nil {
 				if c.Models == nil {
 					c.Models = map[string][]string{}
@@ -222,6 +228,17 @@ func (m *Machine) capabilities(slots []plan.Slot) (map[string][]byte, error) {
 		out[s.ID] = b
 	}
 	return out, nil
+}
+
+// union is a followed by the names of b it lacks.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // jobServices are the service_required values the running slots claim.

@@ -98,6 +98,7 @@ type Machine struct {
 	services atomic.Pointer[supervisor.Supervisor]
 	sampler  atomic.Pointer[gpu.Sampler]
 	accounts *accounting.Accountant // every job's resource record
+	models   *models                // the model cache; nil when MACHINE_MODEL_CACHE_GB is 0
 }
 
 // New prepares a machine for a validated configuration.
@@ -126,6 +127,9 @@ func New(cfg *config.Config, opts Options) (*Machine, error) {
 		store: state.New(cfg.MachineID, cfg.Pool, nil), metrics: metrics.New(),
 	}
 	m.cur.Store(&layout{cfg: cfg, plan: p})
+	if m.models, err = newModels(cfg, m.store, log); err != nil {
+		return nil, err
+	}
 	m.accounts = accounting.New(accounting.Params{Store: m.store, Metrics: m.metrics,
 		GPUHourPrice: cfg.GPUHourPrice, KWhPrice: cfg.KWhPrice, ServicePID: m.servicePID})
 	m.metrics.ObserveState(m.store.Snapshot) // queue, slots and services, read at scrape time
@@ -215,7 +219,8 @@ func (m *Machine) Run(ctx context.Context) error {
 		RetryBackoff: m.cfg.RetryBackoff, RetryBackoffMax: m.cfg.RetryBackoffMax, MaxJobBytes: m.cfg.MaxJobBytes})
 	b.SetIdentity(m.cfg.MachineID, m.version) // what attestations name
 	b.SetRouting(broker.Routing{Pool: m.cfg.Pool, PoolMin: m.cfg.PoolMin, PoolMax: m.cfg.PoolMax, Aging: m.cfg.PoolAging,
-		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, LeaveMisses: m.cfg.AffinityLeave, MayLend: m.mayLend})
+		AffinityK: m.cfg.AffinityK, AffinityWindow: m.cfg.AffinityWindow, LeaveMisses: m.cfg.AffinityLeave, MayLend: m.mayLend,
+		CachedNow: m.cachedModels()})
 	if err := m.connect(ctx, b, url); err != nil {
 		return err
 	}
@@ -278,6 +283,10 @@ func (m *Machine) Run(ctx context.Context) error {
 		newTask(pub.Run),
 		newTask(ctl.Serve),
 		newTask(sampler.Run),
+	}
+	if m.models != nil {
+		background = append(background, &modelsComponent{mc: m.models, client: rdb, loop: newLoop(),
+			services: func() []string { return cacheServices(m.layout().plan) }})
 	}
 	var wg sync.WaitGroup
 	for _, c := range background {
@@ -429,6 +438,15 @@ func (m *Machine) serveHTTP(ln net.Listener, pub *status.Publisher, sup *supervi
 		}
 	}()
 	return srv
+}
+
+// cachedModels tells the claim, per service, the models on disk or in VRAM; nil without a
+// model cache (the claim then prefers the capabilities' models).
+func (m *Machine) cachedModels() func() map[string][]string {
+	if m.models == nil {
+		return nil
+	}
+	return func() map[string][]string { return m.models.cached(cacheServices(m.layout().plan)) }
 }
 
 // mayLend says whether an idle slot may take an aged job of another pool: only while more than

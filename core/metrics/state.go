@@ -20,6 +20,22 @@ var (
 		"Restarts of each supervised service since the machine started.", []string{"service"}, nil)
 )
 
+// The model cache's figures, exported only while there is one (MACHINE_MODEL_CACHE_GB > 0).
+var (
+	modelCacheBytesDesc = prometheus.NewDesc("machine_model_cache_bytes",
+		"Model cache disk: used (on disk or reserved by downloads under way) and budget bytes.", []string{"kind"}, nil)
+	modelCacheModelsDesc = prometheus.NewDesc("machine_model_cache_models",
+		"Models in the model cache, by state: on_disk, downloading.", []string{"state"}, nil)
+	modelCacheLookupsDesc = prometheus.NewDesc("machine_model_cache_lookups_total",
+		"Jobs' model lookups, by result: hit (on disk) or miss (downloaded first).", []string{"result"}, nil)
+	modelCacheDownloadsDesc = prometheus.NewDesc("machine_model_cache_downloads_total",
+		"Models the cache downloaded (for jobs and prefetch).", nil, nil)
+	modelCacheDownloadedDesc = prometheus.NewDesc("machine_model_cache_downloaded_bytes_total",
+		"Bytes of the models the cache downloaded.", nil, nil)
+	modelCacheEvictionsDesc = prometheus.NewDesc("machine_model_cache_evictions_total",
+		"Models evicted from the cache to make room.", nil, nil)
+)
+
 // serviceStates are every state a supervised service can be in, so each gets a series.
 var serviceStates = []supervisor.State{supervisor.Stopped, supervisor.Starting, supervisor.Ready, supervisor.Backoff, supervisor.Errored}
 
@@ -35,7 +51,8 @@ func (m *Metrics) ObserveState(snapshot func() state.Snapshot) {
 type stateCollector struct{ snapshot func() state.Snapshot }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{queueDepthDesc, slotsDesc, pausedDesc, serviceStateDesc, serviceRestartsDesc} {
+	for _, d := range []*prometheus.Desc{queueDepthDesc, slotsDesc, pausedDesc, serviceStateDesc, serviceRestartsDesc,
+		modelCacheBytesDesc, modelCacheModelsDesc, modelCacheLookupsDesc, modelCacheDownloadsDesc, modelCacheDownloadedDesc, modelCacheEvictionsDesc} {
 		ch <- d
 	}
 }
@@ -71,5 +88,22 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(serviceStateDesc, prometheus.GaugeValue, v, svc.Name, string(st))
 		}
 		ch <- prometheus.MustNewConstMetric(serviceRestartsDesc, prometheus.CounterValue, float64(svc.Restarts), svc.Name)
+	}
+	if c := snap.ModelCache; c.On {
+		gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+		}
+		counter := func(d *prometheus.Desc, v int64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		}
+		gauge(modelCacheBytesDesc, c.UsedBytes, "used")
+		gauge(modelCacheBytesDesc, c.BudgetBytes, "budget")
+		gauge(modelCacheModelsDesc, int64(len(c.OnDisk)), "on_disk")
+		gauge(modelCacheModelsDesc, int64(len(c.Downloading)), "downloading")
+		counter(modelCacheLookupsDesc, c.Hits, "hit")
+		counter(modelCacheLookupsDesc, c.Misses, "miss")
+		counter(modelCacheDownloadsDesc, c.Downloads)
+		counter(modelCacheDownloadedDesc, c.BytesDownloaded)
+		counter(modelCacheEvictionsDesc, c.Evictions)
 	}
 }

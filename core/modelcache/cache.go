@@ -44,6 +44,8 @@ type Predictor interface {
 var (
 	ErrUnknown = errors.New("unknown model")
 	ErrNoRoom  = errors.New("model cache full")
+	// ErrChecksum: the downloaded file did not match the catalogue's sha256 and was discarded.
+	ErrChecksum = installers.ErrChecksumMismatch
 )
 
 // Params configure a Cache.

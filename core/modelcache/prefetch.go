@@ -78,6 +78,46 @@ func (c *Cache) OnDisk() []string {
 	return out
 }
 
+// Downloading lists the models being downloaded now (for a job or a prefetch), sorted.
+func (c *Cache) Downloading() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for name, it := range c.items {
+		if it.loading != nil {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Has reports whether the model is on disk now (a download under way does not count).
+func (c *Cache) Has(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	it := c.items[name]
+	return it != nil && it.present
+}
+
+// Known reports whether the catalogue has the model: the names a job may make the cache
+// download. Other names are left to the service (ComfyUI may have them installed).
+func (c *Cache) Known(name string) bool {
+	_, ok := c.p.Catalog[name]
+	return ok
+}
+
+// Names lists the catalogue's models, sorted: what the machine can serve, downloading first
+// when needed.
+func (c *Cache) Names() []string {
+	out := make([]string, 0, len(c.p.Catalog))
+	for name := range c.p.Catalog {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Stats returns the counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()

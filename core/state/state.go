@@ -117,6 +117,8 @@ type Snapshot struct {
 	// Throttles are the remote API connectors' throttle records, by connector; the map is
 	// replaced, never changed, so snapshots share it.
 	Throttles map[string]throttle.State
+	// ModelCache is the model cache's figures (On false: no model cache).
+	ModelCache ModelCache
 }
 
 // Service returns a supervised service's status.

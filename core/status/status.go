@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -77,6 +78,36 @@ type MachineStatus struct {
 	UptimeMS int64  `json:"uptime_ms"`
 	// Pool is MACHINE_POOL (ours, additive): absent when the machine has none.
 	Pool string `json:"pool,omitempty"`
+	// Models is what the model cache holds (ours, additive): absent without a model cache.
+	Models *ModelsStatus `json:"models,omitempty"`
+}
+
+// ModelsStatus is the models a machine has: on its disk (the model cache), being downloaded,
+// and in each GPU's memory, by GPU index. in_vram is an inference (the models of the last job
+// completed on the GPU, which ComfyUI keeps loaded), not a reading.
+type ModelsStatus struct {
+	OnDisk      []string            `json:"on_disk"`
+	Downloading []string            `json:"downloading"`
+	InVRAM      map[string][]string `json:"in_vram"`
+}
+
+func modelsStatus(c state.ModelCache) *ModelsStatus {
+	if !c.On {
+		return nil
+	}
+	out := &ModelsStatus{OnDisk: nonNil(c.OnDisk), Downloading: nonNil(c.Downloading), InVRAM: map[string][]string{}}
+	for g, names := range c.InVRAM {
+		out.InVRAM[strconv.Itoa(g)] = nonNil(names)
+	}
+	return out
+}
+
+// nonNil keeps JSON arrays arrays: the monitor and cjson readers never see null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // WorkerStatus is one slot's live state.
@@ -118,7 +149,7 @@ func Build(p *plan.Plan, snap state.Snapshot, updateType, healthURL, version str
 		},
 		Status: Status{
 			Machine: MachineStatus{Phase: monitorPhase(snap.Phase), UptimeMS: now.Sub(snap.StartedAt).Milliseconds(),
-				Pool: snap.Pool},
+				Pool: snap.Pool, Models: modelsStatus(snap.ModelCache)},
 			Workers: map[string]WorkerStatus{}, Services: map[string]ServiceStatus{},
 		},
 	}

@@ -98,6 +98,9 @@ type Install struct {
 	Manifest Manifest
 	Getenv   func(string) string // for ${VAR} in node env files
 	Download *installers.Downloader
+	// ExtraModelPaths, when set, is an extra_model_paths.yaml every instance is started with
+	// (--extra-model-paths-config): the shared model cache (WriteExtraModelPaths).
+	ExtraModelPaths string
 }
 
 // Venv is where the installation's Python lives.
@@ -228,6 +231,9 @@ func ServiceSpec(in Install, name string, port, gpu int, comfyArgs string) super
 	} else {
 		args = append(args, "--cuda-device", strconv.Itoa(gpu))
 		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(gpu))
+	}
+	if in.ExtraModelPaths != "" {
+		args = append(args, "--extra-model-paths-config", in.ExtraModelPaths)
 	}
 	args = append(args, strings.Fields(comfyArgs)...)
 	return supervisor.Spec{

@@ -3,9 +3,11 @@ package comfyui
 import (
 	"context"
 	"path/filepath"
+	"slices"
 
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
+	"github.com/emp-job-queue/machine/core/modelcache"
 	"github.com/emp-job-queue/machine/core/supervisor"
 	"github.com/emp-job-queue/machine/installers"
 	comfyinstall "github.com/emp-job-queue/machine/installers/comfyui"
@@ -47,6 +49,23 @@ func Installation(c *config.Config) comfyinstall.Install {
 	}
 }
 
+// sharedModels writes the extra_model_paths.yaml that points every instance at the shared model
+// cache (MACHINE_MODEL_CACHE_DIR) and returns its path.
+func sharedModels(c *config.Config) (string, error) {
+	var kinds []string
+	if catalog, err := modelcache.LoadCatalog(c.Demand.ModelCatalog); err == nil {
+		for _, m := range catalog {
+			kinds = append(kinds, m.Kind)
+		}
+	} // a broken catalogue stops the machine at start (machine.New): only ModelKinds then
+	slices.Sort(kinds)
+	path := filepath.Join(c.CacheDir, "comfyui", "extra_model_paths.yaml")
+	if err := comfyinstall.WriteExtraModelPaths(path, c.Demand.ModelCacheDir, kinds); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
 // install installs ComfyUI with the custom nodes and models of COMFYUI_MANIFEST, within
 // SERVICE_INSTALL_TIMEOUT.
 func install(ctx context.Context, env connectors.InstallEnv) (connectors.SpecFunc, error) {
@@ -63,6 +82,13 @@ func install(ctx context.Context, env connectors.InstallEnv) (connectors.SpecFun
 		Timeout: c.InstallTimeout, Strict: c.InstallStrict, Log: env.Log}
 	if err := in.Prepare(ctx, runner); err != nil {
 		return nil, err
+	}
+	if c.Demand.ModelCacheGB > 0 {
+		path, err := sharedModels(c)
+		if err != nil {
+			return nil, err
+		}
+		in.ExtraModelPaths = path
 	}
 	return func(i connectors.Instance) supervisor.Spec {
 		return comfyinstall.ServiceSpec(in, i.Name, i.Port, i.GPU, c.ComfyArgs)
