@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/emp-job-queue/machine/core/autoscale"
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors/registry"
@@ -40,7 +38,7 @@ type autoscaler struct {
 }
 
 type autoscalerParams struct {
-	client  redis.UniversalClient
+	tracker *demand.Tracker // run by the machine's demandWatch
 	store   *state.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
@@ -82,25 +80,12 @@ func autoscalePolicy(cfg *config.Config) autoscale.Policy {
 
 func newAutoscaler(p autoscalerParams) *autoscaler {
 	return &autoscaler{p: p, loop: newLoop(),
-		tracker:   demand.New(demand.Params{Client: p.client, Log: p.log}),
+		tracker:   p.tracker,
 		enabledAt: map[string]time.Time{}, lastTried: map[string]time.Time{}}
 }
 
 func (a *autoscaler) start(wg *sync.WaitGroup) {
 	a.loop.run(wg, func(ctx context.Context) {
-		var track sync.WaitGroup
-		defer track.Wait()
-		track.Go(func() { // the tracker never stays down: it is restarted after a pause
-			for ctx.Err() == nil {
-				if err := a.tracker.Run(ctx); err != nil && ctx.Err() == nil {
-					a.p.log.Warn("demand tracker stopped; the autoscaler sees no new demand until it restarts", "err", err)
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(trackerRestartAfter):
-				}
-			}
-		})
 		now := time.Now()
 		for _, c := range a.p.layout().cfg.Connectors {
 			a.enabledAt[c.Name] = now

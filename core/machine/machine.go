@@ -284,8 +284,16 @@ func (m *Machine) Run(ctx context.Context) error {
 		newTask(ctl.Serve),
 		newTask(sampler.Run),
 	}
+	// One demand tracker serves the autoscaler and the model cache; it starts before them and
+	// stops after them.
+	autoscale, why := autoscaling(m.cfg)
+	var watch *demandWatch
+	if autoscale || m.models != nil {
+		watch = newDemandWatch(rdb, m.log)
+		background = append(background, watch)
+	}
 	if m.models != nil {
-		background = append(background, &modelsComponent{mc: m.models, client: rdb, loop: newLoop(),
+		background = append(background, &modelsComponent{mc: m.models, tracker: watch.tracker, loop: newLoop(),
 			services: func() []string { return cacheServices(m.layout().plan) }})
 	}
 	var wg sync.WaitGroup
@@ -307,8 +315,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	// The autoscaler changes the layout through the reconciler, so it starts after the boot
 	// layout is in force and stops before the reconciler.
 	var scaler *autoscaler // nil when off: the layout stays as configured
-	if on, why := autoscaling(m.cfg); on {
-		scaler = newAutoscaler(autoscalerParams{client: rdb, store: m.store, metrics: m.metrics, log: m.log,
+	if autoscale {
+		scaler = newAutoscaler(autoscalerParams{tracker: watch.tracker, store: m.store, metrics: m.metrics, log: m.log,
 			rec: rec, layout: m.layout, policy: autoscalePolicy(m.cfg), every: autoscaleTick})
 		scaler.start(&wg)
 	} else {

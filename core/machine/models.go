@@ -9,9 +9,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/emp-job-queue/machine/core/config"
 	"github.com/emp-job-queue/machine/core/connectors"
@@ -28,8 +25,8 @@ import (
 // (MACHINE_MODEL_CATALOG). Before a job runs, the catalogue models it references are made
 // ready (downloaded first when missing, the job's progress saying so) and held until it ends;
 // a prefetch loop downloads the models pending jobs of this machine's services want
-// (MACHINE_MODEL_PREFETCH at once, 0: none). Its own demand tracker ranks models for eviction
-// and prefetch.
+// (MACHINE_MODEL_PREFETCH at once, 0: none). The machine's demand tracker (demandWatch) ranks
+// models for eviction and prefetch.
 //
 // What is on disk is advertised to the claim (broker.Routing.CachedNow), in machine:status and
 // /status. What is in VRAM is an inference: ComfyUI keeps the models of its last prompt
@@ -49,7 +46,8 @@ type models struct {
 	last state.ModelCache // what publish stored last: an unchanged cache is not stored again
 }
 
-// lazyPredictor is the demand tracker once Run has started it; until then no model is wanted.
+// lazyPredictor is the demand tracker once the cache's component has started; until then no
+// model is wanted.
 type lazyPredictor struct {
 	t atomic.Pointer[demand.Tracker]
 }
@@ -109,38 +107,26 @@ func catalogOf(cfg *config.Config) (modelcache.Catalog, error) {
 	return catalog, nil
 }
 
-// modelsComponent runs the model cache's background work: its demand tracker, the prefetch
-// loop and the state it publishes.
+// modelsComponent runs the model cache's background work: the prefetch loop, from the
+// machine's demand tracker, and the state it publishes.
 type modelsComponent struct {
 	mc       *models
-	client   redis.UniversalClient
+	tracker  *demand.Tracker // run by the machine's demandWatch
 	services func() []string // the job services of the slots that use the cache
 	loop     loop
 }
 
 func (c *modelsComponent) start(wg *sync.WaitGroup) {
 	c.loop.run(wg, func(ctx context.Context) {
-		tracker := demand.New(demand.Params{Client: c.client, Log: c.mc.log})
-		c.mc.pred.t.Store(tracker)
+		c.mc.pred.t.Store(c.tracker)
 		var bg sync.WaitGroup
 		defer bg.Wait()
-		bg.Go(func() { // the tracker never stays down: it is restarted after a pause
-			for ctx.Err() == nil {
-				if err := tracker.Run(ctx); err != nil && ctx.Err() == nil {
-					c.mc.log.Warn("model demand tracker stopped; prefetch sees no new demand until it restarts", "err", err)
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(trackerRestartAfter):
-				}
-			}
-		})
 		bg.Go(func() { every(ctx, modelCacheStatusEvery, func(context.Context) { c.mc.publish() }) })
 		if c.mc.prefetch <= 0 {
 			<-ctx.Done()
 			return
 		}
-		every(ctx, modelPrefetchTick, func(ctx context.Context) { c.mc.prefetchOnce(ctx, tracker, c.services()) })
+		every(ctx, modelPrefetchTick, func(ctx context.Context) { c.mc.prefetchOnce(ctx, c.tracker, c.services()) })
 	})
 }
 
