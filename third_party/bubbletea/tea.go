@@ -557,6 +557,13 @@ type Program struct {
 	// after queueing something to draw or write.
 	wake chan struct{}
 
+	// frameMu guards the frame pacing below (see startRenderer).
+	frameMu    sync.Mutex
+	frameOn    bool          // the renderer runs
+	frameArmed bool          // the frame loop's timer draws what is pending
+	lastFrame  time.Time     // when the last frame was drawn
+	framerate  time.Duration // the shortest time between two frames
+
 	// once is used to stop the renderer.
 	once sync.Once
 
@@ -919,8 +926,35 @@ func (p *Program) eventLoop(model Model, cmds chan Cmd) (Model, error) {
 func (p *Program) render(model Model) {
 	if p.renderer != nil {
 		p.renderer.render(model.View()) // send view to renderer
-		p.wakeRenderer()
+		if p.frameDue() {
+			p.drawFrame()
+		}
 	}
+}
+
+// frameDue says whether a frame may be drawn now, and records it as drawn;
+// when the last frame is too recent it arms the frame loop's timer instead.
+// render calls it on the program's goroutine, which also stops the renderer,
+// so a frame it draws never races a stop.
+func (p *Program) frameDue() bool {
+	p.frameMu.Lock()
+	defer p.frameMu.Unlock()
+	if !p.frameOn || p.frameArmed {
+		return false
+	}
+	if time.Since(p.lastFrame) < p.framerate {
+		p.frameArmed = true
+		p.wakeRenderer()
+		return false
+	}
+	p.lastFrame = time.Now()
+	return true
+}
+
+// drawFrame writes queued output and the current view.
+func (p *Program) drawFrame() {
+	_ = p.flush()
+	_ = p.renderer.flush(false)
 }
 
 // wakeRenderer tells the frame loop that something waits to be drawn or
@@ -1454,13 +1488,14 @@ func (p *Program) Printf(template string, args ...any) {
 //
 // Patched (see PATCH.md): frames are drawn on demand. Upstream flushes on a
 // ticker at the program's FPS for as long as the program runs, so an idle
-// program wakes FPS times a second to find an unchanged frame. Here the frame
-// loop sleeps until render or execute wakes it. A wake-up at least one frame
-// interval after the last frame draws at once, so a key press reaches the
-// screen without waiting for a tick; one that comes sooner arms a one-shot
-// timer for the end of the interval, and everything that arrives until then
-// is drawn in that one frame. Frames stay at most FPS a second, and an
-// isolated change costs one wake-up, not a ticker's worth.
+// program wakes FPS times a second to find an unchanged frame. Here render
+// draws the new view at once, on the program's goroutine, when the last frame
+// is at least one frame interval old, so a key press reaches the screen
+// without waiting for a tick or another goroutine. A view rendered sooner
+// arms the frame loop's one-shot timer for the end of the interval, and
+// everything that arrives until then is drawn in that one frame; execute
+// wakes the loop the same way. Frames stay at most FPS a second, and an idle
+// program does not wake at all.
 func (p *Program) startRenderer() {
 	framerate := time.Second / time.Duration(p.fps)
 
@@ -1470,38 +1505,35 @@ func (p *Program) startRenderer() {
 
 	// Start the renderer.
 	p.renderer.start()
+
+	// The first frame is drawn one interval after a (re)start, as upstream's
+	// first tick would: after a resume this repaints the screen even if
+	// nothing new was rendered.
+	p.frameMu.Lock()
+	p.frameOn, p.frameArmed, p.framerate = true, true, framerate
+	p.frameMu.Unlock()
 	go func() {
-		// The first frame is drawn one interval after a (re)start, as
-		// upstream's first tick would: after a resume this repaints the
-		// screen even if nothing new was rendered.
 		timer := time.NewTimer(framerate)
 		defer timer.Stop()
-		var last time.Time // when the last frame was drawn
-		armed := true      // the timer will draw what is pending
-		draw := func() {
-			_ = p.flush()
-			_ = p.renderer.flush(false)
-			last = time.Now()
-		}
 		for {
 			select {
 			case <-p.rendererDone:
 				return
 
 			case <-p.wake:
-				if armed {
-					continue
+				p.frameMu.Lock()
+				if !p.frameArmed {
+					p.frameArmed = true // execute's output
 				}
-				if wait := framerate - time.Since(last); wait > 0 {
-					timer.Reset(wait)
-					armed = true
-					continue
-				}
-				draw()
+				wait := p.framerate - time.Since(p.lastFrame)
+				p.frameMu.Unlock()
+				timer.Reset(max(wait, 0))
 
 			case <-timer.C:
-				armed = false
-				draw()
+				p.frameMu.Lock()
+				p.frameArmed, p.lastFrame = false, time.Now()
+				p.frameMu.Unlock()
+				p.drawFrame()
 			}
 		}
 	}()
@@ -1511,6 +1543,10 @@ func (p *Program) startRenderer() {
 // If kill is true, the renderer will be stopped immediately without flushing
 // the last frame.
 func (p *Program) stopRenderer(kill bool) {
+	p.frameMu.Lock()
+	p.frameOn = false
+	p.frameMu.Unlock()
+
 	// Stop the renderer before acquiring the mutex to avoid a deadlock.
 	p.once.Do(func() {
 		p.rendererDone <- struct{}{}
