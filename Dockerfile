@@ -36,6 +36,8 @@ ARG P5_SHA256=af29afdfa8c5d1096fb1335d6160f7b17be12d1eb21e69782f47c57c05893a48
 FROM golang:${GO_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY go.mod go.sum ./
+# go.mod replaces Bubble Tea with the patched copy in third_party/bubbletea.
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 ARG VERSION=dev

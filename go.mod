@@ -121,3 +121,7 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+// Bubble Tea v2.1.1 with one patch: the renderer draws on demand instead of on a fixed
+// ticker, so an idle console sleeps and a key press is drawn at once (third_party/bubbletea/PATCH.md).
+replace charm.land/bubbletea/v2 => ./third_party/bubbletea

@@ -438,8 +438,17 @@ func Frame(snap control.Snapshot, screen Screen, service string, logs []string, 
 	return m.render()
 }
 
-// ProgramOptions are the options every console program runs with. The renderer's tick only
-// compares the view with the last one written, and the view is drawn again only after a change
-// (ext.go), so a fast tick costs an idle console little and a key reaches the screen within
-// ~8 ms (make bench measures both).
+// ProgramOptions are the options every console program runs with.
+//
+// The console draws on change only. Its Update marks the frame dirty only for messages that
+// change something (a snapshot, a key, a click or wheel, a resize, a log tail that differs), and
+// View returns the cached frame otherwise (ext.go), so the renderer's "unchanged" check is a
+// string compare. Bubble Tea v2.1.1 itself flushes on a ticker at the FPS whatever happens, so
+// an idle console woke 120 times a second (2–3 % of a core) and a lower FPS delayed keys by up
+// to a tick. The copy in third_party/bubbletea (PATCH.md) draws a rendered view at once when
+// the last frame is at least one frame interval old, and at the end of the interval otherwise,
+// and sleeps while nothing is rendered. So 120 is only the ceiling for bursts: an idle console
+// draws once per snapshot (the machine sends one a second when idle, each with new samples),
+// and a key reaches the screen within its update and one draw. make bench measures the idle
+// CPU and key → frame latency.
 func ProgramOptions() []tea.ProgramOption { return []tea.ProgramOption{tea.WithFPS(120)} }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -24,8 +23,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	tea "charm.land/bubbletea/v2"
-
 	"github.com/emp-job-queue/machine/core/broker"
 	"github.com/emp-job-queue/machine/core/control"
 	"github.com/emp-job-queue/machine/core/job"
@@ -33,7 +30,6 @@ import (
 	"github.com/emp-job-queue/machine/gpu"
 	"github.com/emp-job-queue/machine/internal/redistest"
 	"github.com/emp-job-queue/machine/internal/testutil"
-	"github.com/emp-job-queue/machine/tui"
 )
 
 type row struct {
@@ -44,7 +40,7 @@ func main() {
 	bin := flag.String("machine", "bin/machine", "the machine binary to measure")
 	samples := flag.Int("samples", 200, "pickup latency samples")
 	jobs := flag.Int("jobs", 20000, "jobs per throughput run")
-	idleConsole := flag.String("idle-console", "", "internal: run an attached console on this socket for 15 s")
+	idleConsole := flag.String("idle-console", "", "internal: run an attached console on this socket for 40 s")
 	only := flag.String("only", "", "comma-separated sections to run: "+strings.Join(sections, ", ")+" (default: all)")
 	flag.Parse()
 	if *idleConsole != "" {
@@ -535,83 +531,6 @@ func busySnapshot() control.Snapshot {
 	}
 	snap.Connectors = []control.Connector{{Name: "comfyui", State: "enabled", Busy: 8, Slots: 8, Done: 1000}}
 	return snap
-}
-
-// consoleBench times one frame of the main screen at 160×48 and of the large layout at 240×67
-// with 5 minutes of history (medians of 2,000), key press → frame of a real program, and the CPU
-// an attached, idle console (a real tea.Program on the control socket) uses, against the
-// machine's own CPU in the same run.
-func consoleBench(bin, dir, url string) ([]row, error) {
-	snap := busySnapshot()
-	var frames, large []time.Duration
-	for range 2000 {
-		t0 := time.Now()
-		_ = tui.Frame(snap, tui.MainScreen, "", nil, 160, 48)
-		frames = append(frames, time.Since(t0))
-	}
-	full := withHistory(snap)
-	for range 2000 {
-		t0 := time.Now()
-		_ = tui.Frame(full, tui.MainScreen, "comfyui-gpu0", nil, 240, 67)
-		large = append(large, time.Since(t0))
-	}
-	keys, err := keyToFrame(full, 300)
-	if err != nil {
-		return nil, err
-	}
-	m, err := startMachine(bin, dir, url, "mock:1")
-	if err != nil {
-		return nil, err
-	}
-	defer m.stop()
-	// The console runs in a process of its own, so its CPU is not mixed with the bench's.
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	child := exec.Command(self, "-idle-console", filepath.Join(dir, "run", "control.sock"))
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := child.Start(); err != nil {
-		return nil, err
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	time.Sleep(3 * time.Second)
-	// Three 6 s windows of the idle console, then one of the machine alone; the median window.
-	const window = 6 * time.Second
-	var idle []float64
-	for range 3 {
-		c0 := cpuTicks(child.Process.Pid)
-		time.Sleep(window)
-		idle = append(idle, float64(cpuTicks(child.Process.Pid)-c0)*10/1000/window.Seconds()*100)
-	}
-	m0 := cpuTicks(m.Cmd.Process.Pid)
-	time.Sleep(window)
-	machineCPU := time.Duration(cpuTicks(m.Cmd.Process.Pid)-m0) * 10 * time.Millisecond
-	pct := func(d time.Duration) float64 { return d.Seconds() / window.Seconds() * 100 }
-	return []row{
-		{"console frame, main screen 160×48 (median of 2,000)", ms(percentile(frames, 0.5)), "p99 " + ms(percentile(frames, 0.99)), "", "≤ 2 ms"},
-		{"console frame, large layout 240×67, 5 min of history (median of 2,000)", ms(percentile(large, 0.5)),
-			"p99 " + ms(percentile(large, 0.99)), fmt.Sprintf("%.1f× the 160×48 frame", ratio(large, frames)), "≤ 3 ms"},
-		{"console key → frame at 240×67 (300 keys, real program)", "p99 " + ms(percentile(keys, 0.99)), "median " + ms(percentile(keys, 0.5)), "", "p99 ≤ 16 ms"},
-		{"idle attached console CPU (median of 3 × 6 s, own process, 160×48)", fmt.Sprintf("%.2f %% of a core", median(idle)),
-			fmt.Sprintf("the machine itself: %.2f %%", pct(machineCPU)), "", "≤ 0.3 % of a core"},
-	}, nil
-}
-
-// runIdleConsole attaches a console to socket and leaves it idle for 30 s.
-func runIdleConsole(socket string) error {
-	client, err := control.Dial(context.Background(), socket)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	inR, inW := io.Pipe()
-	defer inW.Close()
-	prog := tea.NewProgram(tui.New(client, tui.Options{}), append(tui.ProgramOptions(), tea.WithInput(inR), tea.WithOutput(io.Discard),
-		tea.WithWindowSize(160, 48), tea.WithoutSignals())...)
-	go func() { time.Sleep(30 * time.Second); prog.Quit() }()
-	_, err = prog.Run()
-	return err
 }
 
 // cpuTime is this process's user+system CPU time.

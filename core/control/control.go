@@ -126,7 +126,7 @@ type GPU struct {
 	TempC      *float64  `json:"temp_c"`
 	PowerW     *float64  `json:"power_w"`
 	PowerLimit *float64  `json:"power_limit_w"`
-	History    []float64 `json:"history"` // utilization, oldest first; NaN-free (n/a as -1)
+	History    Series    `json:"history"` // utilization, oldest first; NaN-free (n/a as -1)
 	Jobs       []string  `json:"jobs"`
 	Detail     GPUDetail `json:"detail"`
 }

@@ -17,10 +17,10 @@ type Host struct {
 
 // Trends are the machine-wide histories.
 type Trends struct {
-	StepMS     int64     `json:"step_ms"`
-	QueueDepth []float64 `json:"queue_depth"`
-	JobsPerMin []float64 `json:"jobs_per_min"`
-	HostCPU    []float64 `json:"host_cpu"`
+	StepMS     int64  `json:"step_ms"`
+	QueueDepth Series `json:"queue_depth"`
+	JobsPerMin Series `json:"jobs_per_min"`
+	HostCPU    Series `json:"host_cpu"`
 }
 
 // GPUDetail is every reading of a GPU beyond the main row, and its history.
@@ -34,9 +34,9 @@ type GPUDetail struct {
 	EncoderUtil  *float64     `json:"encoder_util"`
 	DecoderUtil  *float64     `json:"decoder_util"`
 	Processes    []GPUProcess `json:"processes"`
-	MemHistory   []float64    `json:"mem_history"`   // MB used
-	TempHistory  []float64    `json:"temp_history"`  // °C
-	PowerHistory []float64    `json:"power_history"` // W
+	MemHistory   Series       `json:"mem_history"`   // MB used
+	TempHistory  Series       `json:"temp_history"`  // °C
+	PowerHistory Series       `json:"power_history"` // W
 }
 
 // GPUProcess is a process holding memory on a GPU (host PID).
@@ -47,16 +47,16 @@ type GPUProcess struct {
 
 // ServiceDetail is a service's command, probe, exits and load.
 type ServiceDetail struct {
-	Command    []string  `json:"command"`
-	GPU        int       `json:"gpu"` // -1 when not bound
-	Adopted    bool      `json:"adopted"`
-	Probe      string    `json:"probe"`
-	LastExit   string    `json:"last_exit,omitempty"`
-	Exits      []Exit    `json:"exits"` // newest last
-	CPUPercent *float64  `json:"cpu_percent"`
-	RSSMB      *float64  `json:"rss_mb"`
-	CPUHistory []float64 `json:"cpu_history"`
-	RSSHistory []float64 `json:"rss_history"`
+	Command    []string `json:"command"`
+	GPU        int      `json:"gpu"` // -1 when not bound
+	Adopted    bool     `json:"adopted"`
+	Probe      string   `json:"probe"`
+	LastExit   string   `json:"last_exit,omitempty"`
+	Exits      []Exit   `json:"exits"` // newest last
+	CPUPercent *float64 `json:"cpu_percent"`
+	RSSMB      *float64 `json:"rss_mb"`
+	CPUHistory Series   `json:"cpu_history"`
+	RSSHistory Series   `json:"rss_history"`
 }
 
 // Exit is one end of a service's process.
