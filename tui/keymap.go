@@ -39,7 +39,7 @@ func defaultKeys() keyMap {
 		Stop:      binding{[]string{"s"}, "when quitting in-process: stop the machine"},
 		Detach:    binding{[]string{"D"}, "when quitting in-process: detach, the machine keeps running headless"},
 		Describe:  binding{[]string{"enter"}, "describe the selected row (job, service, connector, GPU); esc returns"},
-		Decisions: binding{[]string{"a"}, "describe the autoscaler, demand, model cache and expected durations (the Decisions pane)"},
+		Decisions: binding{[]string{"a"}, "open Decisions: autoscaler, demand, model cache, durations"},
 		Mouse:     binding{[]string{"click", "wheel"}, "mouse: click selects a row or pane (again: describes it); wheel scrolls lists, logs, views"},
 	}
 }
