@@ -32,6 +32,11 @@ func (m *Model) extKey(k string) (tea.Model, tea.Cmd, bool) {
 			m.openDescribe()
 			return m, nil, true
 		}
+		if m.keys.Decisions.matches(k) {
+			m.focus = paneDecisions
+			m.openDescribe()
+			return m, nil, true
+		}
 	case modeDescribe:
 		switch {
 		case m.keys.Back.matches(k):
@@ -81,6 +86,8 @@ func (m *Model) openDescribe() {
 			return
 		}
 		t.key = id
+	case paneDecisions:
+		t.key = "decisions"
 	}
 	m.mode, m.ext.desc, m.ext.descScroll = modeDescribe, t, 0
 }
@@ -110,6 +117,8 @@ func (m *Model) describeView(rows int) []string {
 		lines = m.describeService()
 	case paneConnectors:
 		lines = m.describeConnector()
+	case paneDecisions:
+		lines = m.describeDecisions()
 	default:
 		lines = m.describeJob()
 	}
@@ -471,6 +480,7 @@ const (
 	DescribeService
 	DescribeConnector
 	DescribeJob
+	DescribeDecisions // key ignored
 )
 
 // DescribeFrame renders the describe view of one row (a GPU's index, a service or connector
@@ -478,7 +488,7 @@ const (
 func DescribeFrame(snap control.Snapshot, kind Kind, key string, width, height int) string {
 	m := New(nil, Options{})
 	m.snap, m.have, m.width, m.height = snap, true, width, height
-	panes := [...]pane{DescribeGPU: paneGPUs, DescribeService: paneServices, DescribeConnector: paneConnectors, DescribeJob: paneJobs}
+	panes := [...]pane{DescribeGPU: paneGPUs, DescribeService: paneServices, DescribeConnector: paneConnectors, DescribeJob: paneJobs, DescribeDecisions: paneDecisions}
 	m.focus = panes[kind]
 	m.mode, m.ext.desc = modeDescribe, target{pane: panes[kind], key: key}
 	return m.render()

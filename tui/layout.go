@@ -85,6 +85,7 @@ func (m *Model) largeView(rows int) []string {
 	right := max(40, w/3)
 	left := w - right - 1
 	out = append(out, beside(m.zoneTables(tables, top, mid), left, m.trendGraphs(right, mid), right)...)
+	m.ext.zones.add(len(out), paneDecisions, 0)
 	out = append(out, m.decisionsLine())
 	if tail > 0 {
 		out = append(out, m.tailLines(tail)...)
@@ -259,7 +260,8 @@ func (m *Model) trendGraphs(w, h int) []string {
 }
 
 // decisionsLine sums up the demand-aware work: the autoscaler's latest decision, the model
-// cache and the demand the autoscaler sees.
+// cache and the demand the autoscaler sees. It is the Decisions pane's one row: enter, `a` or
+// a second click opens its describe view (decisions.go).
 func (m *Model) decisionsLine() string {
 	a := m.snap.Autoscaler
 	scaler, demand := "autoscaler: off", "demand: not tracked"
@@ -273,7 +275,7 @@ func (m *Model) decisionsLine() string {
 		}
 		demand = fmt.Sprintf("demand: %d pending of %d queued", a.Pending, a.Queue)
 	}
-	return m.styles.title.Render("  Decisions") + m.styles.dim.Render("  "+scaler+" · "+modelCacheText(m.snap.ModelCache)+" · "+demand+
+	return m.sectionTitle(paneDecisions, "") + m.styles.dim.Render("  "+scaler+" · "+modelCacheText(m.snap.ModelCache)+" · "+demand+
 		durationsText(m.snap.Durations, 4))
 }
 

@@ -108,7 +108,7 @@ type describeTarget struct {
 
 func describeTargets() []describeTarget {
 	return []describeTarget{{tui.DescribeGPU, "0"}, {tui.DescribeService, "comfyui-gpu0"}, {tui.DescribeConnector, "comfyui"}, {tui.DescribeConnector, "openai"},
-		{tui.DescribeJob, "7f3a9c21-5e0b-4d7e-9a1c-2b8d6e4f0a13"}, {tui.DescribeJob, "deadbeef-bbbb"}}
+		{tui.DescribeJob, "7f3a9c21-5e0b-4d7e-9a1c-2b8d6e4f0a13"}, {tui.DescribeJob, "deadbeef-bbbb"}, {tui.DescribeDecisions, ""}}
 }
 
 // At 160×48, with 60 s of jobs on two GPUs, the main screen uses its rows: at least 44 of the
@@ -172,8 +172,8 @@ func TestDecisionsLineShowsTheAutoscaler(t *testing.T) {
 	}
 }
 
-// The model cache's figures show in both layouts: on the GPUs title of the compact one, on the
-// Decisions line of the large one; "off" without a cache.
+// The model cache's figures show in both layouts: on the Decisions title of the compact one, on
+// the Decisions line of the large one; "off" without a cache.
 func TestModelCacheShown(t *testing.T) {
 	snap, logs := busy()
 	want := "model cache: 3 on disk, 1.5/200.0 GB, 75% hits, downloading sdxl.safetensors"

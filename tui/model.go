@@ -35,10 +35,11 @@ const (
 	paneServices
 	paneConnectors
 	paneJobs
+	paneDecisions // autoscaler, demand, model cache, durations: one row (decisions.go)
 	numPanes
 )
 
-var paneNames = [numPanes]string{"GPUs", "Services", "Connectors", "Jobs"}
+var paneNames = [numPanes]string{"GPUs", "Services", "Connectors", "Jobs", "Decisions"}
 
 type mode int
 
@@ -407,7 +408,7 @@ func (m *Model) selectedService() (control.Service, bool) {
 }
 
 func (m *Model) clampSelection() {
-	counts := [numPanes]int{len(m.snap.GPUs), len(m.services()), len(m.connectors()), len(m.jobs()) + len(m.snap.Recent)}
+	counts := [numPanes]int{len(m.snap.GPUs), len(m.services()), len(m.connectors()), len(m.jobs()) + len(m.snap.Recent), 1}
 	for p := range numPanes {
 		m.sel[p] = max(0, min(m.sel[p], counts[p]-1))
 	}

@@ -403,15 +403,9 @@ func (m *Model) jobLines() []string {
 	return out
 }
 
-// gpusExtra follows the GPUs title of the compact layout: the GPU source, and the model cache
-// when there is one (the large layout shows it on its Decisions line).
-func (m *Model) gpusExtra() string {
-	extra := fmt.Sprintf(" (%s)", m.snap.Machine.GPUSource)
-	if m.snap.ModelCache.On {
-		extra += " · " + modelCacheText(m.snap.ModelCache)
-	}
-	return extra
-}
+// gpusExtra follows the GPUs title of the compact layout: the GPU source (the model cache is
+// on the Decisions title).
+func (m *Model) gpusExtra() string { return fmt.Sprintf(" (%s)", m.snap.Machine.GPUSource) }
 
 // mainView lays the four panes out in the rows there are; panes get their rows in turn and
 // show "+N more" when they do not fit.
@@ -429,6 +423,7 @@ func (m *Model) mainView(rows int) []string {
 		{paneServices, "", m.serviceLines(), 1},
 		{paneConnectors, "", m.connectorLines(), 1},
 		{paneJobs, fmt.Sprintf(" (%d in flight, recent below)", len(m.snap.Jobs)), m.jobLines(), 1},
+		{paneDecisions, m.decisionsSummary(), nil, 0},
 	}
 	budget := rows - len(sections)
 	alloc := make([]int, len(sections))
@@ -449,7 +444,11 @@ func (m *Model) mainView(rows int) []string {
 	var out []string
 	m.ext.zones.reset()
 	for i, s := range sections {
-		m.ext.zones.add(len(out), s.p, -1)
+		titleRow := -1
+		if s.p == paneDecisions { // one row, on its title
+			titleRow = 0
+		}
+		m.ext.zones.add(len(out), s.p, titleRow)
 		out = append(out, m.sectionTitle(s.p, s.extra))
 		lines := s.lines
 		if len(lines) > alloc[i] {
@@ -465,7 +464,10 @@ func (m *Model) mainView(rows int) []string {
 }
 
 func (m *Model) helpView() []string {
-	out := []string{m.styles.title.Render("Keys"), ""}
+	out := []string{m.styles.title.Render("Keys")}
+	if m.height-2 > len(m.keys.all())+1 { // the blank line only where every key still fits
+		out = append(out, "")
+	}
 	for _, b := range m.keys.all() {
 		keys := strings.Join(b.keys, " / ")
 		out = append(out, "  "+m.styles.key.Render(keys)+strings.Repeat(" ", max(1, 16-len([]rune(keys))))+b.help)

@@ -43,6 +43,8 @@ type Snapshot struct {
 	Durations []ExpectedDuration `json:"expected_durations,omitempty"`
 	// ModelCache is the model cache's figures (On false: MACHINE_MODEL_CACHE_GB=0).
 	ModelCache ModelCache `json:"model_cache"`
+	// Demand is the demand tracker's view of the queue (decisions.go).
+	Demand Demand `json:"demand"`
 }
 
 // ExpectedDuration is the expected duration of one kind of job: a service and the first model
@@ -67,6 +69,8 @@ type ModelCache struct {
 	Downloading []string `json:"downloading,omitempty"` // models being downloaded
 	// InVRAM is, per GPU, the models of the last job completed on it (an inference).
 	InVRAM map[int][]string `json:"in_vram,omitempty"`
+	// Models are the models on disk with their sizes, by name.
+	Models []CachedModel `json:"models,omitempty"`
 }
 
 // Autoscaler is what the autoscaler does and the demand it sees.
@@ -77,6 +81,8 @@ type Autoscaler struct {
 	Queue   int64     `json:"queue"`          // jobs:pending, all services
 	Last    *Decision `json:"last,omitempty"` // its latest decision
 	Count   int       `json:"decisions"`      // recent decisions kept
+	// Recent are the recent decisions, oldest first (the last 20).
+	Recent []Decision `json:"recent,omitempty"`
 }
 
 // Decision is one autoscaler decision.

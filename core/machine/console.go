@@ -1,8 +1,10 @@
 package machine
 
 import (
+	"cmp"
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -153,6 +155,42 @@ func throttleView(t throttle.State, now time.Time) *control.Throttle {
 	}
 	for _, e := range t.Errors {
 		v.Errors = append(v.Errors, control.APIError{AtMS: e.At.UnixMilli(), Text: e.Text})
+	}
+	return v
+}
+
+// cachedModels are the model cache's models on disk with their sizes, by name.
+func cachedModels(c state.ModelCache) []control.CachedModel {
+	out := make([]control.CachedModel, 0, len(c.OnDisk))
+	for _, name := range c.OnDisk {
+		out = append(out, control.CachedModel{Name: name, Bytes: c.Sizes[name]})
+	}
+	return out
+}
+
+// demandConsoleView is the console's view of the demand tracker's: services by pending jobs, then by
+// arrival rate, then by name.
+func demandConsoleView(d state.Demand, now time.Time) control.Demand {
+	v := control.Demand{Tracked: d.Tracked, Note: d.Note}
+	if !d.Tracked || d.At.IsZero() {
+		return v
+	}
+	v.AgeMS, v.QueueLength, v.Unattributed = now.Sub(d.At).Milliseconds(), d.QueueLength, d.Unattributed
+	names := map[string]bool{}
+	for s := range d.Pending {
+		names[s] = true
+	}
+	for s := range d.Rates {
+		names[s] = true
+	}
+	for s := range names {
+		v.Services = append(v.Services, control.ServiceDemand{Service: s, Pending: d.Pending[s], PerMin: math.Round(d.Rates[s]*100) / 100})
+	}
+	slices.SortFunc(v.Services, func(a, b control.ServiceDemand) int {
+		return cmp.Or(cmp.Compare(b.Pending, a.Pending), cmp.Compare(b.PerMin, a.PerMin), cmp.Compare(a.Service, b.Service))
+	})
+	for _, m := range d.Models {
+		v.Models = append(v.Models, control.ModelDemand{Name: m.Name, Pending: m.Pending, Score: math.Round(m.Score*100) / 100})
 	}
 	return v
 }

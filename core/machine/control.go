@@ -90,8 +90,9 @@ func (c *core) Snapshot() control.Snapshot {
 	if c := snap.ModelCache; c.On {
 		out.ModelCache = control.ModelCache{On: true, UsedBytes: c.UsedBytes, BudgetBytes: c.BudgetBytes, Hits: c.Hits,
 			Misses: c.Misses, Downloads: c.Downloads, Evictions: c.Evictions, OnDisk: len(c.OnDisk),
-			Downloading: c.Downloading, InVRAM: c.InVRAM}
+			Downloading: c.Downloading, InVRAM: c.InVRAM, Models: cachedModels(c)}
 	}
+	out.Demand = demandConsoleView(snap.Demand, now)
 	for _, ch := range snap.Changes {
 		out.Changes = append(out.Changes, control.Change{ID: ch.ID, What: ch.What, State: ch.State, Message: ch.Message, Error: ch.Error})
 	}
@@ -183,13 +184,16 @@ func autoscalerView(a state.Autoscaler, now time.Time) control.Autoscaler {
 	for _, n := range a.Pending {
 		v.Pending += n
 	}
-	if n := len(a.Decisions); n > 0 {
-		d := a.Decisions[n-1]
+	for _, d := range a.Decisions {
 		what := fmt.Sprintf("%s %s to %d slot(s)", d.Kind, d.Connector, d.Count)
 		if d.Kind == string(autoscale.Disable) {
 			what = "disable " + d.Connector
 		}
-		v.Last = &control.Decision{What: what, Reason: d.Reason, Outcome: d.Outcome, AgeMS: now.Sub(d.At).Milliseconds()}
+		v.Recent = append(v.Recent, control.Decision{What: what, Reason: d.Reason, Outcome: d.Outcome, AgeMS: now.Sub(d.At).Milliseconds()})
+	}
+	if n := len(v.Recent); n > 0 {
+		last := v.Recent[n-1]
+		v.Last = &last
 	}
 	return v
 }

@@ -290,7 +290,9 @@ func (m *Machine) Run(ctx context.Context) error {
 	var watch *demandWatch
 	if autoscale || m.models != nil {
 		watch = newDemandWatch(rdb, m.log)
-		background = append(background, watch)
+		background = append(background, watch, newDemandView(watch.tracker, m.store))
+	} else {
+		m.store.SetDemand(state.Demand{Note: noDemandNote})
 	}
 	if m.models != nil {
 		background = append(background, &modelsComponent{mc: m.models, tracker: watch.tracker, loop: newLoop(),

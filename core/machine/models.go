@@ -163,7 +163,7 @@ func (mc *models) publish() {
 	now := state.ModelCache{
 		On: true, UsedBytes: st.Used, BudgetBytes: st.Budget, Hits: st.Hits, Misses: st.Misses,
 		Downloads: st.Downloads, BytesDownloaded: st.BytesDownloaded, Evictions: st.Evictions,
-		OnDisk: mc.cache.OnDisk(), Downloading: mc.cache.Downloading(), InVRAM: vram,
+		OnDisk: mc.cache.OnDisk(), Sizes: mc.cache.SizesOnDisk(), Downloading: mc.cache.Downloading(), InVRAM: vram,
 	}
 	same := reflect.DeepEqual(now, mc.last)
 	mc.last = now

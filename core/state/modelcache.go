@@ -12,6 +12,7 @@ type ModelCache struct {
 	BytesDownloaded int64
 	Evictions       int64
 	OnDisk          []string
+	Sizes           map[string]int64 // bytes of each model on disk, from the catalogue
 	Downloading     []string
 	// InVRAM is, per GPU, the models of the last job completed on it: an inference (ComfyUI
 	// keeps its last prompt's models loaded), not a reading.

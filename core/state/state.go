@@ -119,6 +119,8 @@ type Snapshot struct {
 	Throttles map[string]throttle.State
 	// ModelCache is the model cache's figures (On false: no model cache).
 	ModelCache ModelCache
+	// Demand is the demand tracker's view of the queue (Tracked false: no tracker runs).
+	Demand Demand
 }
 
 // Service returns a supervised service's status.

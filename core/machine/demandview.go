@@ -1,0 +1,66 @@
+package machine
+
+import (
+	"context"
+	"maps"
+	"math"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/emp-job-queue/machine/core/demand"
+	"github.com/emp-job-queue/machine/core/state"
+)
+
+// demandPublishEvery is how often the demand tracker's view is copied into the state store
+// for /status and the console.
+const demandPublishEvery = 2 * time.Second
+
+// demandViewModels bounds the models the published view lists.
+const demandViewModels = 10
+
+// demandView copies the machine's demand tracker's view into the state store every
+// demandPublishEvery, when it changed (rates rounded to 0.01/min, so their decay alone does not
+// publish a new snapshot every time).
+type demandView struct {
+	tracker *demand.Tracker
+	store   *state.Store
+	loop    loop
+	last    state.Demand // touched only by the loop's goroutine
+}
+
+func newDemandView(t *demand.Tracker, store *state.Store) *demandView {
+	return &demandView{tracker: t, store: store, loop: newLoop()}
+}
+
+func (d *demandView) start(wg *sync.WaitGroup) {
+	d.loop.run(wg, func(ctx context.Context) {
+		d.publish()
+		every(ctx, demandPublishEvery, func(context.Context) { d.publish() })
+	})
+}
+
+func (d *demandView) shutdown() { d.loop.stop() }
+
+func (d *demandView) publish() {
+	s := d.tracker.Snapshot()
+	v := state.Demand{Tracked: true, At: s.At, QueueLength: s.QueueLength, Unattributed: s.Unattrib,
+		Pending: maps.Clone(s.Pending), Rates: make(map[string]float64, len(s.Rates))}
+	for svc, r := range s.Rates {
+		if r = math.Round(r*100) / 100; r > 0 {
+			v.Rates[svc] = r
+		}
+	}
+	for _, m := range s.Models[:min(len(s.Models), demandViewModels)] {
+		v.Models = append(v.Models, state.DemandModel{Name: m.Name, Pending: m.Pending, Score: math.Round(m.Score*100) / 100})
+	}
+	prev := d.last
+	prev.At = v.At
+	d.last = v
+	if !reflect.DeepEqual(prev, v) {
+		d.store.SetDemand(v)
+	}
+}
+
+// noDemandNote says why the machine runs no demand tracker.
+const noDemandNote = "not tracked: the autoscaler is off (MACHINE_AUTOSCALE) and there is no model cache (MACHINE_MODEL_CACHE_GB=0)"
