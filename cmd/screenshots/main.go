@@ -4,12 +4,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"image/png"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"time"
@@ -44,8 +49,39 @@ func run(out string) error {
 	if err := os.WriteFile(services, []byte(svc), 0o600); err != nil {
 		return err
 	}
+	// A model catalogue served over local HTTP, so the model cache and the Decisions view have
+	// something real to show.
+	models := map[string][]byte{}
+	var entries []map[string]any
+	for i, name := range []string{"sdxl-base.safetensors", "detail-lora.safetensors", "flux-dev.safetensors"} {
+		body := bytes.Repeat([]byte{byte('a' + i)}, (i+1)<<20)
+		models["/"+name] = body
+		sum := sha256.Sum256(body)
+		entries = append(entries, map[string]any{"name": name, "size": len(body), "sha256": hex.EncodeToString(sum[:]), "kind": "checkpoints"})
+	}
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := models[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, r.URL.Path, time.Time{}, bytes.NewReader(body))
+	}))
+	defer files.Close()
+	for _, e := range entries {
+		e["url"] = files.URL + "/" + e["name"].(string)
+	}
+	catalog, err := json.Marshal(map[string]any{"models": entries})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "catalog.json"), catalog, 0o600); err != nil {
+		return err
+	}
 	env := map[string]string{
-		"MACHINE_ID": "gpu-box-17", "MACHINE_POOL": "fast", "WORKER_CONNECTORS": "simulation,mock", "MACHINE_GPU_COUNT": "2",
+		"MACHINE_AUTOSCALE_BOUNDS": "mock:1-3", "MACHINE_MODEL_CACHE_GB": "1", "MACHINE_MODEL_CATALOG": filepath.Join(dir, "catalog.json"),
+		"MACHINE_MODEL_CACHE_DIR": filepath.Join(dir, "models"),
+		"MACHINE_ID":              "gpu-box-17", "MACHINE_POOL": "fast", "WORKER_CONNECTORS": "simulation,mock", "MACHINE_GPU_COUNT": "2",
 		"MACHINE_GPU_MODEL": "NVIDIA H200 141GB HBM3e", "MACHINE_GPU_MEMORY_GB": "141", "MACHINE_HEALTH_PORT": "0",
 		"MACHINE_RUN_DIR": dir, "MACHINE_LOG_DIR": filepath.Join(dir, "logs"), "MACHINE_SERVICES_FILE": services,
 		"MACHINE_GPU_SAMPLE_INTERVAL_MS": "100", "WORKER_SIMULATION_PROCESSING_TIME": "20", "WORKER_SIMULATION_STEPS": "40",
@@ -80,13 +116,16 @@ func run(out string) error {
 	for _, spec := range []broker.JobSpec{
 		{Service: "mock", Payload: json.RawMessage(`{"delay_ms":50}`)},
 		{Service: "mock", Payload: json.RawMessage(`{"delay_ms":50,"should_fail":true}`), MaxRetries: new(1)},
-		{Service: "simulation"}, {Service: "simulation"}, {Service: "simulation"},
+		{Service: "simulation", Payload: json.RawMessage(`{"model":"sdxl-base.safetensors"}`)},
+		{Service: "simulation", Payload: json.RawMessage(`{"model":"detail-lora.safetensors"}`)},
+		{Service: "simulation"},
+		{Service: "mock", Payload: json.RawMessage(`{"delay_ms":8000}`)}, {Service: "mock", Payload: json.RawMessage(`{"delay_ms":8000}`)},
 	} {
 		if _, err := b.Submit(ctx, spec); err != nil {
 			return err
 		}
 	}
-	time.Sleep(6 * time.Second) // GPU history fills, jobs progress
+	time.Sleep(12 * time.Second) // GPU history fills, jobs progress, the autoscaler decides once
 	snap := core.Snapshot()
 	logs := core.Do(ctx, control.Command{Op: control.Logs, Service: "comfyui-gpu0", Lines: 200}).Lines
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -112,7 +151,10 @@ func run(out string) error {
 	} else if len(snap.Recent) > 0 {
 		job = snap.Recent[len(snap.Recent)-1].ID
 	}
-	return write(out, "describe-job-120x40", tui.DescribeFrame(snap, tui.DescribeJob, job, 120, 40), 120, 40)
+	if err := write(out, "describe-job-120x40", tui.DescribeFrame(snap, tui.DescribeJob, job, 120, 40), 120, 40); err != nil {
+		return err
+	}
+	return write(out, "decisions-120x40", tui.DescribeFrame(snap, tui.DescribeDecisions, "", 120, 40), 120, 40)
 }
 
 // write draws a frame as out/name.png.
