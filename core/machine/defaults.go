@@ -37,6 +37,10 @@ const (
 	finalWritesGrace = 3 * time.Second
 	// trackerRestartAfter is the pause before the demand tracker subscribes again after an error.
 	trackerRestartAfter = 2 * time.Second
+	// demandPublishEvery is how often the demand tracker's view is copied into the state store
+	// for the console, listing at most demandViewModels models.
+	demandPublishEvery = 2 * time.Second
+	demandViewModels   = 10
 	// autoscaleEvery is how often the autoscaler decides (MACHINE_AUTOSCALE); a load must stay
 	// under autoscaleShrinkBelow of a connector's slots for autoscaleShrinkAfter before a slot
 	// goes; a connector whose change failed is not tried again within autoscaleRetryAfter.

@@ -6,18 +6,10 @@ import (
 	"math"
 	"reflect"
 	"sync"
-	"time"
 
 	"github.com/emp-job-queue/machine/core/demand"
 	"github.com/emp-job-queue/machine/core/state"
 )
-
-// demandPublishEvery is how often the demand tracker's view is copied into the state store
-// for /status and the console.
-const demandPublishEvery = 2 * time.Second
-
-// demandViewModels bounds the models the published view lists.
-const demandViewModels = 10
 
 // demandView copies the machine's demand tracker's view into the state store every
 // demandPublishEvery, when it changed (rates rounded to 0.01/min, so their decay alone does not
