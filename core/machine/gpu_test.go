@@ -48,7 +48,9 @@ func TestUnhealthyGPUStopsItsSlot(t *testing.T) {
 
 func TestStatusAttributesJobsToGPUs(t *testing.T) {
 	h := start(t, map[string]string{"WORKER_CONNECTORS": "simulation", "MACHINE_GPU_SAMPLE_INTERVAL_MS": "100"})
-	id := h.submit("simulation", `{"duration_ms":30000,"steps":300}`)
+	// Longer than the wait below, so the job is still running however slowly a loaded CI box
+	// gets to it (the drain timeout ends it at shutdown).
+	id := h.submit("simulation", `{"duration_ms":600000,"steps":6000}`)
 	type gpuView struct {
 		Index int      `json:"index"`
 		Util  *float64 `json:"utilization_percent"`
