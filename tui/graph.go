@@ -83,9 +83,11 @@ func (g graph) render(m *Model, w, h int) []string {
 		limitRow = rows - 1 - min(rows-1, int((g.limit-g.lo)/(hi-g.lo)*float64(rows)))
 	}
 	var b strings.Builder
+	dim, blank := m.paints().dim, strings.Repeat(" ", labW)
 	for r := range rows {
 		b.Reset()
-		label := strings.Repeat(" ", labW)
+		b.Grow(len(dim.pre) + labW + len(dim.post) + len(g.ink.pre) + cols*3 + len(g.ink.post) + 8)
+		label := blank
 		axis := "│"
 		switch r {
 		case 0:
@@ -97,8 +99,11 @@ func (g graph) render(m *Model, w, h int) []string {
 				label, axis = pad(yLabel(g.lo+(hi-g.lo)/2, g.unit), labW), "┤"
 			}
 		}
-		b.WriteString(m.paints().dim.on(label + axis))
-		var cells strings.Builder
+		b.WriteString(dim.pre)
+		b.WriteString(label)
+		b.WriteString(axis)
+		b.WriteString(dim.post)
+		b.WriteString(g.ink.pre)  // the row's cells are never empty (cols ≥ 1), as paint.on wants
 		top := (rows - 1 - r) * 4 // dots below this row
 		for c := range cols {
 			var bits rune
@@ -112,14 +117,14 @@ func (g graph) render(m *Model, w, h int) []string {
 			}
 			switch {
 			case bits != 0:
-				cells.WriteRune(0x2800 + bits)
+				b.WriteRune(0x2800 + bits)
 			case r == limitRow:
-				cells.WriteRune('┄')
+				b.WriteRune('┄')
 			default:
-				cells.WriteByte(' ')
+				b.WriteByte(' ')
 			}
 		}
-		b.WriteString(g.ink.on(cells.String()))
+		b.WriteString(g.ink.post)
 		out = append(out, b.String())
 	}
 	out = append(out, m.paints().dim.on(timeAxis(labW, cols, g.stepMS)))
@@ -199,7 +204,16 @@ func fit(s string, w int) string {
 		s = cut(s, w)
 		n = cellWidth(s)
 	}
-	return s + strings.Repeat(" ", max(0, w-n))
+	if n >= w {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + w - n)
+	b.WriteString(s)
+	for range w - n {
+		b.WriteByte(' ')
+	}
+	return b.String()
 }
 
 func pad(s string, w int) string {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -194,8 +195,21 @@ func frameMedian(draw func()) time.Duration {
 	return percentile(d, 0.5)
 }
 
-// runIdleConsole attaches a console to socket and leaves it idle for idleLife.
+// runIdleConsole attaches a console to socket and leaves it idle for idleLife. With
+// BENCH_CONSOLE_CPUPROFILE set it writes a CPU profile of its life there (go tool pprof); at
+// 100 Hz an idle console gives few samples, so `perf record -g -p` on it resolves more.
 func runIdleConsole(socket string) error {
+	if path := os.Getenv("BENCH_CONSOLE_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	client, err := control.Dial(context.Background(), socket)
 	if err != nil {
 		return err
