@@ -67,7 +67,11 @@ func (b *Broker) Watch(ctx context.Context, log *slog.Logger, slots Slots, cance
 		delay = 100 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == ChanCancel {
+			// (Re)subscribed: messages may have gone by unheard, so every idle slot claims once.
+			// For job_submitted this covers, for this machine's slots, the jobs submitted while
+			// no relay was subscribed (its own start as the relay, or a relay that died), which
+			// would otherwise wait for the fallback poll; other machines' reach them at theirs.
+			if m.Kind == "subscribe" && (m.Channel == ChanCancel || m.Channel == ChanSubmitted) {
 				b.memory.missed()
 				slots.WakeAll()
 			}
