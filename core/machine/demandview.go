@@ -1,40 +1,16 @@
 package machine
 
 import (
-	"context"
 	"maps"
 	"math"
 	"reflect"
-	"sync"
 
-	"github.com/emp-job-queue/machine/core/demand"
 	"github.com/emp-job-queue/machine/core/state"
 )
 
-// demandView copies the machine's demand tracker's view into the state store every
-// demandPublishEvery, when it changed (rates rounded to 0.01/min, so their decay alone does not
-// publish a new snapshot every time).
-type demandView struct {
-	tracker *demand.Tracker
-	store   *state.Store
-	loop    loop
-	last    state.Demand // touched only by the loop's goroutine
-}
-
-func newDemandView(t *demand.Tracker, store *state.Store) *demandView {
-	return &demandView{tracker: t, store: store, loop: newLoop()}
-}
-
-func (d *demandView) start(wg *sync.WaitGroup) {
-	d.loop.run(wg, func(ctx context.Context) {
-		d.publish()
-		every(ctx, demandPublishEvery, func(context.Context) { d.publish() })
-	})
-}
-
-func (d *demandView) shutdown() { d.loop.stop() }
-
-func (d *demandView) publish() {
+// publish copies the tracker's view into the state store when it changed (rates rounded to
+// 0.01/min, so their decay alone does not publish a new snapshot every time).
+func (d *demandWatch) publish() {
 	s := d.tracker.Snapshot()
 	v := state.Demand{Tracked: true, At: s.At, QueueLength: s.QueueLength, Unattributed: s.Unattrib,
 		Pending: maps.Clone(s.Pending), Rates: make(map[string]float64, len(s.Rates))}

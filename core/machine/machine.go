@@ -289,8 +289,8 @@ func (m *Machine) Run(ctx context.Context) error {
 	autoscale, why := autoscaling(m.cfg)
 	var watch *demandWatch
 	if autoscale || m.models != nil {
-		watch = newDemandWatch(rdb, m.log)
-		background = append(background, watch, newDemandView(watch.tracker, m.store))
+		watch = newDemandWatch(rdb, m.store, m.log)
+		background = append(background, watch)
 	} else {
 		m.store.SetDemand(state.Demand{Note: noDemandNote})
 	}
