@@ -117,13 +117,12 @@ func (m *Model) modelCacheLines() []string {
 	if !c.On {
 		return []string{m.heading("Model cache") + "  " + m.styles.warn.Render("off"), "  MACHINE_MODEL_CACHE_GB=0: jobs' models are left to their services"}
 	}
-	gb := func(n int64) string { return fmt.Sprintf("%.1f GB", float64(n)/(1<<30)) }
 	hits := "no job has asked for a model yet"
-	if n := c.Hits + c.Misses; n > 0 {
-		hits = fmt.Sprintf("%d hit(s), %d miss(es): %.0f%% of jobs found their model on disk", c.Hits, c.Misses, 100*float64(c.Hits)/float64(n))
+	if share, ok := hitPercent(c); ok {
+		hits = fmt.Sprintf("%d hit(s), %d miss(es): %.0f%% of jobs found their model on disk", c.Hits, c.Misses, share)
 	}
 	out := []string{m.heading("Model cache") + "  " + m.styles.ok.Render("on"),
-		m.kv("used", gb(c.UsedBytes)+" of "+gb(c.BudgetBytes)), m.kv("jobs", hits),
+		m.kv("used", gib(c.UsedBytes)+" GB of "+gib(c.BudgetBytes)+" GB"), m.kv("jobs", hits),
 		m.kv("downloads", fmt.Sprintf("%d, evictions %d", c.Downloads, c.Evictions))}
 	if len(c.Downloading) > 0 {
 		out = append(out, m.kv("downloading", strings.Join(c.Downloading, ", ")))
@@ -170,6 +169,19 @@ func (m *Model) durationLines() []string {
 		out = append(out, fmt.Sprintf("  %-40s %10s %8d", cutPlain(kind, 40), shortDuration(d.EWMAMS), d.Count))
 	}
 	return out
+}
+
+// gib writes a size in bytes as GB with one decimal, without the unit.
+func gib(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<30)) }
+
+// hitPercent is the share of the cache's lookups that found their model on disk; false before
+// any lookup.
+func hitPercent(c control.ModelCache) (float64, bool) {
+	n := c.Hits + c.Misses
+	if n == 0 {
+		return 0, false
+	}
+	return 100 * float64(c.Hits) / float64(n), true
 }
 
 // mbOrGB writes a size in bytes as MB below a GB, else GB.

@@ -285,10 +285,9 @@ func modelCacheText(c control.ModelCache) string {
 	if !c.On {
 		return "model cache: off"
 	}
-	gb := func(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<30)) }
-	s := fmt.Sprintf("model cache: %d on disk, %s/%s GB", c.OnDisk, gb(c.UsedBytes), gb(c.BudgetBytes))
-	if n := c.Hits + c.Misses; n > 0 {
-		s += fmt.Sprintf(", %.0f%% hits", 100*float64(c.Hits)/float64(n))
+	s := fmt.Sprintf("model cache: %d on disk, %s/%s GB", c.OnDisk, gib(c.UsedBytes), gib(c.BudgetBytes))
+	if share, ok := hitPercent(c); ok {
+		s += fmt.Sprintf(", %.0f%% hits", share)
 	}
 	if len(c.Downloading) > 0 {
 		s += fmt.Sprintf(", downloading %s", strings.Join(c.Downloading, ", "))
