@@ -179,11 +179,7 @@ func (mc *models) cached(services []string) map[string][]string {
 	have := mc.cache.OnDisk()
 	mc.mu.Lock()
 	for _, names := range mc.vram {
-		for _, n := range names {
-			if !slices.Contains(have, n) {
-				have = append(have, n)
-			}
-		}
+		have = union(have, names)
 	}
 	mc.mu.Unlock()
 	slices.Sort(have)
