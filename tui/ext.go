@@ -41,8 +41,13 @@ type (
 	}
 )
 
-// tailEvery is how often the large layout polls its log tail.
-const tailEvery = time.Second
+// tailEvery is how often the large layout polls its log tail: at the console's interval.
+func (m *Model) tailEvery() time.Duration {
+	if m.opts.Interval > 0 {
+		return m.opts.Interval
+	}
+	return control.DefaultInterval
+}
 
 // Update implements tea.Model: the console's own messages first, then the rest.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
@@ -102,7 +107,7 @@ func (m *Model) pollTail(start bool) tea.Cmd {
 		}
 		return tailMsg{service: svc.Name, lines: res.Lines}
 	}
-	return tea.Batch(fetch, tea.Tick(tailEvery, func(time.Time) tea.Msg { return tailTickMsg{gen: gen} }))
+	return tea.Batch(fetch, tea.Tick(m.tailEvery(), func(time.Time) tea.Msg { return tailTickMsg{gen: gen} }))
 }
 
 func equalLines(a, b []string) bool {

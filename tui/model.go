@@ -17,6 +17,9 @@ type Options struct {
 	// InProcess is set when the console runs in the machine's own process: then quitting asks
 	// whether to stop the machine or detach and leave it running headless.
 	InProcess bool
+	// Interval is how often the large layout's log tail is read again, like the readings
+	// (`machine console --interval`); 0 is control.DefaultInterval.
+	Interval time.Duration
 }
 
 // Outcome is how the console ended.

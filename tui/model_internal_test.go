@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/emp-job-queue/machine/core/control"
 )
@@ -36,5 +37,15 @@ func TestBackspaceCutsARune(t *testing.T) {
 	m.key("backspace")
 	if m.filter != "gp" {
 		t.Errorf("filter after backspace = %q, want %q", m.filter, "gp")
+	}
+}
+
+// The large layout reads its log tail again at the console's interval, the default unless set.
+func TestTailFollowsTheInterval(t *testing.T) {
+	if got := New(nil, Options{}).tailEvery(); got != control.DefaultInterval {
+		t.Errorf("tail every %s by default, want %s", got, control.DefaultInterval)
+	}
+	if got := New(nil, Options{Interval: 5 * time.Second}).tailEvery(); got != 5*time.Second {
+		t.Errorf("tail every %s at --interval 5s", got)
 	}
 }

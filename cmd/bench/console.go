@@ -118,16 +118,17 @@ const (
 	frameSample = 700 // frames per run
 	keyRuns     = 3   // of keySamples key presses each
 	keySamples  = 200
-	idleWindows = 5 // of idleWindow each
-	idleWindow  = 5 * time.Second
-	idleLife    = 40 * time.Second // how long the idle console child stays attached
+	idleWindows = 5                // of idleWindow each
+	idleWindow  = 6 * time.Second  // whole intervals of both consoles, so every window holds as many snapshots
+	idleLife    = 45 * time.Second // how long an idle console child stays attached
 )
 
 // consoleBench measures the console against its goals: one frame of the main screen at 160×48
 // and of the large layout at 240×67 with 5 minutes of history, key press → frame of a real
 // program at 240×67, and the CPU an attached, idle console (a real tea.Program on the control
-// socket of a running machine, in a process of its own) uses, next to the machine's own CPU in
-// the same run. Every figure is the median of repeated runs, since these machines are shared.
+// socket of a running machine, in a process of its own) uses, against a console that takes
+// every sample in the same windows and next to the machine's own CPU. Every figure is the
+// median of repeated runs, since these machines are shared.
 func consoleBench(bin, dir, url string) ([]row, error) {
 	snap := busySnapshot()
 	full := withHistory(snap)
@@ -149,23 +150,25 @@ func consoleBench(bin, dir, url string) ([]row, error) {
 		return nil, err
 	}
 	defer m.stop()
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
+	// Two idle consoles at once, in processes of their own: one at the default interval and,
+	// as the baseline, one that takes every 1 Hz sample as it comes (what every console did
+	// before readings were paced).
+	var consoles [2]*exec.Cmd
+	for i, interval := range []time.Duration{control.DefaultInterval, control.MinInterval} {
+		c, err := startIdleConsole(filepath.Join(dir, "run", "control.sock"), interval)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = c.Process.Kill(); _ = c.Wait() }()
+		consoles[i] = c
 	}
-	child := exec.Command(self, "-idle-console", filepath.Join(dir, "run", "control.sock"))
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		return nil, err
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
 	time.Sleep(3 * time.Second) // attached, first frame drawn
-	var idle []float64
+	var idle, everySample []float64
 	for range idleWindows {
-		c0 := processCPU(child.Process.Pid)
+		c0, b0 := processCPU(consoles[0].Process.Pid), processCPU(consoles[1].Process.Pid)
 		time.Sleep(idleWindow)
-		idle = append(idle, share(max(processCPU(child.Process.Pid)-c0, 0), idleWindow))
+		idle = append(idle, share(max(processCPU(consoles[0].Process.Pid)-c0, 0), idleWindow))
+		everySample = append(everySample, share(max(processCPU(consoles[1].Process.Pid)-b0, 0), idleWindow))
 	}
 	m0 := processCPU(m.Cmd.Process.Pid)
 	time.Sleep(idleWindow)
@@ -179,8 +182,11 @@ func consoleBench(bin, dir, url string) ([]row, error) {
 			"runs " + msList(p99s), "", "≤ 16 ms"},
 		{fmt.Sprintf("console key → frame p50 at 240×67 (median of %d runs × %d keys, real program)", keyRuns, keySamples), ms(percentile(p50s, 0.5)),
 			"runs " + msList(p50s), "", ""},
-		{fmt.Sprintf("idle attached console CPU, 160×48 (median of %d × %s, own process)", idleWindows, idleWindow), fmt.Sprintf("%.2f %% of a core", median(idle)),
-			fmt.Sprintf("windows %s; the machine itself: %.2f %%", pctList(idle), machineCPU), "", "≤ 0.3 % of a core"},
+		{fmt.Sprintf("idle attached console CPU, 160×48, readings every %s (median of %d × %s, own process)", control.DefaultInterval, idleWindows, idleWindow),
+			fmt.Sprintf("%.2f %% of a core", median(idle)),
+			fmt.Sprintf("every sample (--interval %s): %.2f %%; windows %s against %s; the machine itself: %.2f %%",
+				control.MinInterval, median(everySample), pctList(idle), pctList(everySample), machineCPU),
+			fmt.Sprintf("%.2f× the every-sample console", median(idle)/max(median(everySample), 1e-9)), "≤ 0.3 % of a core"},
 	}, nil
 }
 
@@ -195,12 +201,29 @@ func frameMedian(draw func()) time.Duration {
 	return percentile(d, 0.5)
 }
 
-// runIdleConsole attaches a console to socket and leaves it idle for idleLife. With
-// BENCH_CONSOLE_CPUPROFILE set it writes a CPU profile of its life there (go tool pprof); at
-// 100 Hz an idle console gives few samples, so `perf record -g -p` on it resolves more.
-func runIdleConsole(socket string) error {
+// startIdleConsole starts this program as an idle console on socket, asking for readings every
+// interval.
+func startIdleConsole(socket string, interval time.Duration) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	c := exec.Command(self, "-idle-console", socket, "-idle-interval", interval.String())
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	c.Stderr = os.Stderr
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// runIdleConsole attaches a console to socket, asking for readings every interval, and leaves
+// it idle for idleLife. With BENCH_CONSOLE_CPUPROFILE=path set it writes a CPU profile of its
+// life to path-<interval> (go tool pprof); at 100 Hz an idle console gives few samples, so
+// `perf record -g -p` on it resolves more.
+func runIdleConsole(socket string, interval time.Duration) error {
 	if path := os.Getenv("BENCH_CONSOLE_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
+		f, err := os.Create(path + "-" + interval.String())
 		if err != nil {
 			return err
 		}
@@ -210,14 +233,14 @@ func runIdleConsole(socket string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	client, err := control.Dial(context.Background(), socket)
+	client, err := control.Dial(context.Background(), socket, interval)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	inR, inW := io.Pipe()
 	defer inW.Close()
-	prog := tea.NewProgram(tui.New(client, tui.Options{}), append(tui.ProgramOptions(), tea.WithInput(inR), tea.WithOutput(io.Discard),
+	prog := tea.NewProgram(tui.New(client, tui.Options{Interval: interval}), append(tui.ProgramOptions(), tea.WithInput(inR), tea.WithOutput(io.Discard),
 		tea.WithWindowSize(160, 48), tea.WithoutSignals())...)
 	go func() { time.Sleep(idleLife); prog.Quit() }()
 	_, err = prog.Run()

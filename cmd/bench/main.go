@@ -40,11 +40,12 @@ func main() {
 	bin := flag.String("machine", "bin/machine", "the machine binary to measure")
 	samples := flag.Int("samples", 200, "pickup latency samples")
 	jobs := flag.Int("jobs", 20000, "jobs per throughput run")
-	idleConsole := flag.String("idle-console", "", "internal: run an attached console on this socket for 40 s")
+	idleConsole := flag.String("idle-console", "", "internal: run an attached console on this socket for 45 s")
+	idleInterval := flag.Duration("idle-interval", 0, "internal: the idle console's reading interval")
 	only := flag.String("only", "", "comma-separated sections to run: "+strings.Join(sections, ", ")+" (default: all)")
 	flag.Parse()
 	if *idleConsole != "" {
-		if err := runIdleConsole(*idleConsole); err != nil {
+		if err := runIdleConsole(*idleConsole, *idleInterval); err != nil {
 			fmt.Fprintln(os.Stderr, "bench console:", err)
 			os.Exit(1)
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/spf13/cobra"
@@ -18,23 +19,32 @@ import (
 )
 
 func newConsoleCmd() *cobra.Command {
-	return &cobra.Command{
+	var interval time.Duration
+	cmd := &cobra.Command{
 		Use:   "console",
 		Short: "Attach the console to the running machine (quitting never stops it)",
 		Long: `console attaches to the machine whose control socket is MACHINE_CONTROL_SOCKET
 (default $MACHINE_RUN_DIR/control.sock), e.g. docker exec -it machine console.
-Quitting the console leaves the machine running.`,
+Quitting the console leaves the machine running. Jobs, slots and services show as they
+change; graphs and readings move every --interval.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, err := control.Dial(cmd.Context(), envConfig().ControlSocket)
+			if interval < control.MinInterval || interval > control.MaxInterval {
+				return fmt.Errorf("--interval %s is out of range; give one from %s to %s (the machine samples once a second)",
+					interval, control.MinInterval, control.MaxInterval)
+			}
+			client, err := control.Dial(cmd.Context(), envConfig().ControlSocket, interval)
 			if err != nil {
 				return err
 			}
 			defer client.Close()
-			_, err = tea.NewProgram(tui.New(client, tui.Options{}), tui.ProgramOptions()...).Run()
+			_, err = tea.NewProgram(tui.New(client, tui.Options{Interval: interval}), tui.ProgramOptions()...).Run()
 			return err
 		},
 	}
+	cmd.Flags().DurationVar(&interval, "interval", control.DefaultInterval,
+		"how often graphs and readings refresh (1s shows every sample as it comes)")
+	return cmd
 }
 
 // runWithConsole runs the core and the console in one process. The core logs to a file so

@@ -41,7 +41,7 @@ the machine's SIGTERM then has nothing to wait for. The console's d key resumes 
 }
 
 func drain(ctx context.Context, out io.Writer, socket string, wait bool, timeout time.Duration) error {
-	client, err := control.Dial(ctx, socket)
+	client, err := control.Dial(ctx, socket, 0)
 	if err != nil {
 		return err
 	}

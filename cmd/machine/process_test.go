@@ -393,3 +393,17 @@ func TestConsoleWithoutAMachine(t *testing.T) {
 		t.Errorf("console with no machine: %v\n%s", err, out)
 	}
 }
+
+// An interval the machine cannot honour is refused with its bounds, before dialling.
+func TestConsoleIntervalOutOfRange(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	for _, interval := range []string{"500ms", "2m0s"} {
+		cmd := exec.Command(binary, "console", "--interval", interval)
+		cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--interval "+interval+" is out of range; give one from 1s to 1m0s") ||
+			strings.Contains(string(out), "no running machine") {
+			t.Errorf("console --interval %s: %v\n%s", interval, err, out)
+		}
+	}
+}

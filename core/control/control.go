@@ -240,8 +240,10 @@ func Fail(format string, args ...any) Result { return Result{Error: fmt.Sprintf(
 // Core is what the control API serves: the machine implements it.
 type Core interface {
 	Snapshot() Snapshot
-	// Changes signals after changes (coalesced); stop ends the subscription.
-	Changes() (changes <-chan struct{}, stop func())
+	// Changes signals after changes (coalesced): events (a job, slot, service or connector
+	// changed) and new periodic readings (telemetry, resources, queue depth) apart, so
+	// consoles show events at once and readings at their own pace; stop ends the subscription.
+	Changes() (events, readings <-chan struct{}, stop func())
 	Do(ctx context.Context, c Command) Result
 }
 

@@ -17,7 +17,8 @@ import (
 // message is one line of the wire protocol.
 type message struct {
 	V        int       `json:"v,omitempty"`
-	Ping     bool      `json:"ping,omitempty"` // a client's keep-alive; nothing answers it
+	Interval int64     `json:"interval_ms,omitempty"` // a console's hello: its reading interval
+	Ping     bool      `json:"ping,omitempty"`        // a client's keep-alive; nothing answers it
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
 	ID       int64     `json:"id,omitempty"`
 	Command  *Command  `json:"command,omitempty"`
@@ -25,8 +26,31 @@ type message struct {
 	Error    string    `json:"error,omitempty"`
 }
 
-// minGap spaces snapshots: a console needs no more than 10 frames a second.
-const minGap = 100 * time.Millisecond
+// pacing spaces the snapshots sent to a console.
+type pacing struct {
+	event   time.Duration // after an event, so a burst of them is one snapshot
+	reading time.Duration // at least, between snapshots that bring only new readings
+}
+
+// How often a console gets new readings (GPU telemetry, resources, the queue's depth) when
+// nothing else happens. The default is 2 s, as btop and nvitop refresh, with every 1 Hz sample
+// in each snapshot, so an idle console draws half as often as the sampler samples; a console
+// may ask for 1 s (every sample as it comes) up to a minute (`machine console --interval`).
+const (
+	DefaultInterval = 2 * time.Second
+	MinInterval     = time.Second
+	MaxInterval     = time.Minute
+)
+
+// consolePacing is how snapshots go to a console that asked for readings every interval (0:
+// DefaultInterval; out of bounds: the nearest bound): events within 0.1 s, so no more than
+// 10 frames a second, and readings alone every interval.
+func consolePacing(interval time.Duration) pacing {
+	if interval == 0 {
+		interval = DefaultInterval
+	}
+	return pacing{event: 100 * time.Millisecond, reading: min(max(interval, MinInterval), MaxInterval)}
+}
 
 // Timeouts of a connection to the socket: a client must say hello within HelloTimeout and then
 // send something (a command, or a ping, which consoles send every IdleTimeout/4) at least every
@@ -36,28 +60,47 @@ const (
 	IdleTimeout  = 2 * time.Minute
 )
 
-// follow sends a snapshot now and after every change, at most every minGap, until ctx ends.
-func follow(ctx context.Context, core Core, send func(Snapshot) bool) {
-	changes, stop := core.Changes()
+// follow sends a snapshot now, then p.event after an event and at most every p.reading for
+// new readings, until ctx ends.
+func follow(ctx context.Context, core Core, p pacing, send func(Snapshot) bool) {
+	events, readings, stop := core.Changes()
 	defer stop()
 	if !send(core.Snapshot()) {
 		return
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(minGap):
-		}
-		if !send(core.Snapshot()) {
-			return
+	last := time.Now()
+	var due time.Time // when the next snapshot goes; zero while nothing waits
+	sooner := func(t time.Time) {
+		if due.IsZero() || t.Before(due) {
+			due = t
 		}
 	}
+	for {
+		var fire <-chan time.Time
+		if !due.IsZero() {
+			fire = time.After(time.Until(due))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-events:
+			sooner(time.Now().Add(p.event))
+		case <-readings:
+			sooner(later(time.Now().Add(p.event), last.Add(p.reading)))
+		case <-fire:
+			if !send(core.Snapshot()) {
+				return
+			}
+			last, due = time.Now(), time.Time{}
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // latest is a one-slot channel that always holds the newest snapshot.
@@ -90,7 +133,7 @@ func Local(core Core) Client {
 	go func() {
 		defer close(l.done)
 		defer close(l.updates)
-		follow(ctx, core, func(s Snapshot) bool { pushLatest(l.updates, s); return true })
+		follow(ctx, core, consolePacing(0), func(s Snapshot) bool { pushLatest(l.updates, s); return true })
 	}()
 	return l
 }
@@ -181,7 +224,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
-		follow(ctx, s.core, func(snap Snapshot) bool {
+		follow(ctx, s.core, consolePacing(time.Duration(hello.Interval)*time.Millisecond), func(snap Snapshot) bool {
 			if !write(message{Snapshot: &snap}) {
 				cancel()
 				return false
@@ -224,15 +267,16 @@ type remote struct {
 // ErrNoCore says no machine answers on the socket.
 var ErrNoCore = errors.New("no running machine")
 
-// Dial attaches to the machine serving path.
-func Dial(ctx context.Context, path string) (Client, error) {
+// Dial attaches to the machine serving path and asks for new readings every interval (0:
+// DefaultInterval).
+func Dial(ctx context.Context, path string, interval time.Duration) (Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("%w answers on control socket %s (%v): start one with `machine`, or set MACHINE_CONTROL_SOCKET to its socket", ErrNoCore, path, err)
 	}
 	r := &remote{conn: conn, updates: make(chan Snapshot, 1), pending: map[int64]chan Result{}, enc: json.NewEncoder(conn), done: make(chan struct{})}
-	if err := r.enc.Encode(message{V: Version}); err != nil {
+	if err := r.enc.Encode(message{V: Version, Interval: interval.Milliseconds()}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("attach to %s: %w", path, err)
 	}

@@ -14,8 +14,10 @@ import (
 
 type core struct{}
 
-func (core) Snapshot() control.Snapshot         { return control.Snapshot{Machine: control.Machine{ID: "box"}} }
-func (core) Changes() (<-chan struct{}, func()) { return make(chan struct{}), func() {} }
+func (core) Snapshot() control.Snapshot { return control.Snapshot{Machine: control.Machine{ID: "box"}} }
+func (core) Changes() (events, readings <-chan struct{}, stop func()) {
+	return make(chan struct{}), make(chan struct{}), func() {}
+}
 func (core) Do(context.Context, control.Command) control.Result {
 	return control.Result{OK: true, Message: "done"}
 }
@@ -77,7 +79,7 @@ func TestIdleClientsAreDropped(t *testing.T) {
 }
 
 func TestConsoleCommandsOverTheSocket(t *testing.T) {
-	client, err := control.Dial(context.Background(), serve(t))
+	client, err := control.Dial(context.Background(), serve(t), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

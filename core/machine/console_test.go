@@ -20,7 +20,7 @@ func TestConsoleAttachDetachLeavesCoreUntouched(t *testing.T) {
 	sock := h.m.ControlSocket()
 	for round := 1; round <= 2; round++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		client, err := control.Dial(ctx, sock)
+		client, err := control.Dial(ctx, sock, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestConsoleAttachDetachLeavesCoreUntouched(t *testing.T) {
 	if after.Phase != state.Ready || len(after.Slots) != len(before.Slots) || after.Paused {
 		t.Errorf("core changed: phase %s, %d slots, paused %v", after.Phase, len(after.Slots), after.Paused)
 	}
-	if _, err := control.Dial(context.Background(), sock+".missing"); err == nil || !strings.Contains(err.Error(), sock+".missing") {
+	if _, err := control.Dial(context.Background(), sock+".missing", 0); err == nil || !strings.Contains(err.Error(), sock+".missing") {
 		t.Errorf("dial of a missing socket: %v", err)
 	}
 }

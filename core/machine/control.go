@@ -19,7 +19,9 @@ type core Machine
 func (c *core) m() *Machine { return (*Machine)(c) }
 
 // Changes implements control.Core.
-func (c *core) Changes() (<-chan struct{}, func()) { return c.store.Subscribe() }
+func (c *core) Changes() (events, readings <-chan struct{}, stop func()) {
+	return c.store.SubscribeSplit()
+}
 
 // Snapshot implements control.Core: the state store, the plan and the sampler's history.
 func (c *core) Snapshot() control.Snapshot {

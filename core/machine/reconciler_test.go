@@ -153,7 +153,7 @@ func TestLiveChangesAreBounded(t *testing.T) {
 			t.Errorf("%+v accepted: %+v", cmd, res)
 		}
 	}
-	client, err := control.Dial(ctx, h.m.ControlSocket())
+	client, err := control.Dial(ctx, h.m.ControlSocket(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ const decisionsCap = 20
 // SetAutoscaler records the autoscaler's state after a round; its decisions are added with
 // AddDecision and kept.
 func (s *Store) SetAutoscaler(on bool, note string, at time.Time, queue int64, pending map[string]int) {
-	s.update(false, func(snap *Snapshot) {
+	s.update(reading, func(snap *Snapshot) {
 		a := snap.Autoscaler
 		a.On, a.Note, a.At, a.QueueLength, a.Pending = on, note, at, queue, maps.Clone(pending)
 		snap.Autoscaler = a
@@ -42,7 +42,7 @@ func (s *Store) SetAutoscaler(on bool, note string, at time.Time, queue int64, p
 
 // AddDecision records one decision; the last 20 are kept.
 func (s *Store) AddDecision(d Decision) {
-	s.update(false, func(snap *Snapshot) {
+	s.update(event, func(snap *Snapshot) {
 		ds := append(slices.Clone(snap.Autoscaler.Decisions), d)
 		if len(ds) > decisionsCap {
 			ds = ds[len(ds)-decisionsCap:]

@@ -32,5 +32,5 @@ func (s *Store) SetJobResources(slotID, jobID string, r *job.Resources) {
 
 // SetCosts records the per-service cost summary.
 func (s *Store) SetCosts(costs []ServiceCost) {
-	s.update(false, func(snap *Snapshot) { snap.Costs = slices.Clone(costs) })
+	s.update(reading, func(snap *Snapshot) { snap.Costs = slices.Clone(costs) })
 }

@@ -25,5 +25,5 @@ type DemandModel struct {
 
 // SetDemand records the demand tracker's view.
 func (s *Store) SetDemand(d Demand) {
-	s.update(false, func(snap *Snapshot) { snap.Demand = d })
+	s.update(reading, func(snap *Snapshot) { snap.Demand = d })
 }

@@ -114,7 +114,7 @@ func cutRunes(s string, n int) string {
 
 // JobInfo records the describe-view summary of the job a slot just claimed.
 func (s *Store) JobInfo(slotID string, info JobInfo) {
-	s.update(false, func(snap *Snapshot) {
+	s.update(event, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Info = info
 		}

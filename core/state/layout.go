@@ -71,7 +71,7 @@ func (s Snapshot) Change(id uint64) (Change, bool) {
 
 // SetConnector records a connector's state, adding it the first time.
 func (s *Store) SetConnector(c Connector) {
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		snap.Connectors = slices.Clone(snap.Connectors)
 		for i := range snap.Connectors {
 			if snap.Connectors[i].Name == c.Name {
@@ -85,7 +85,7 @@ func (s *Store) SetConnector(c Connector) {
 
 // SetChange records a change of the layout, adding it the first time; the last 20 are kept.
 func (s *Store) SetChange(c Change) {
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		snap.Changes = slices.Clone(snap.Changes)
 		for i := range snap.Changes {
 			if snap.Changes[i].ID == c.ID {

@@ -21,5 +21,5 @@ type ModelCache struct {
 
 // SetModelCache records the model cache's figures.
 func (s *Store) SetModelCache(c ModelCache) {
-	s.update(false, func(snap *Snapshot) { snap.ModelCache = c })
+	s.update(reading, func(snap *Snapshot) { snap.ModelCache = c })
 }

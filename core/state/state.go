@@ -162,11 +162,25 @@ func (s Snapshot) Slot(id string) (Slot, bool) {
 
 const recentCap = 100
 
+// change says who must hear of an update at once.
+type change uint8
+
+const (
+	// reading is a new periodic reading (GPU telemetry, a service's resources, the queue's
+	// depth, the demand): a console may take a few of them in one snapshot.
+	reading change = 1 << iota
+	// event is something that happened (a job moved, a slot, service or connector changed):
+	// consoles show it at once.
+	event
+	// workerEvent is an event the monitor must hear of at once too: it moves WorkersVersion.
+	workerEvent
+)
+
 // Store holds the state. It is safe for concurrent use.
 type Store struct {
 	mu   sync.Mutex
 	snap Snapshot
-	subs map[chan struct{}]struct{}
+	subs map[chan struct{}]change // what each subscriber is signalled after
 	now  func() time.Time
 }
 
@@ -179,7 +193,7 @@ func New(machineID, pool string, slots []Slot) *Store {
 	}
 	return &Store{
 		snap: Snapshot{MachineID: machineID, Pool: pool, Phase: Starting, StartedAt: now, Slots: slots},
-		subs: map[chan struct{}]struct{}{},
+		subs: map[chan struct{}]change{},
 		now:  time.Now,
 	}
 }
@@ -210,32 +224,56 @@ func (s *Store) Versions() (all, workers uint64) {
 // signal at most) and a function that ends the subscription.
 func (s *Store) Subscribe() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
+	return ch, s.subscribe(map[chan struct{}]change{ch: reading | event | workerEvent})
+}
+
+// SubscribeSplit is Subscribe with events and new readings on channels of their own, so a
+// console can show events at once and take readings at its own pace.
+func (s *Store) SubscribeSplit() (events, readings <-chan struct{}, stop func()) {
+	ev, rd := make(chan struct{}, 1), make(chan struct{}, 1)
+	return ev, rd, s.subscribe(map[chan struct{}]change{ev: event | workerEvent, rd: reading})
+}
+
+func (s *Store) subscribe(chans map[chan struct{}]change) (stop func()) {
 	s.mu.Lock()
-	s.subs[ch] = struct{}{}
+	maps.Copy(s.subs, chans)
 	s.mu.Unlock()
-	return ch, func() {
+	return func() {
 		s.mu.Lock()
-		delete(s.subs, ch)
+		for ch := range chans {
+			delete(s.subs, ch)
+		}
 		s.mu.Unlock()
 	}
 }
 
-// update applies fn under the lock and notifies subscribers. workers marks a change the
-// monitor must hear of at once.
-func (s *Store) update(workers bool, fn func(*Snapshot)) {
+// update applies fn under the lock and signals the subscribers that asked for kind.
+func (s *Store) update(kind change, fn func(*Snapshot)) {
 	s.mu.Lock()
 	fn(&s.snap)
 	s.snap.Version++
-	if workers {
+	if kind == workerEvent {
 		s.snap.WorkersVersion++
 	}
-	for ch := range s.subs {
+	for ch, wants := range s.subs {
+		if wants&kind == 0 {
+			continue
+		}
 		select {
 		case ch <- struct{}{}:
 		default:
 		}
 	}
 	s.mu.Unlock()
+}
+
+// readingUnless is a reading, or a workerEvent where the update is one the monitor must hear
+// of at once (a GPU going out of service, a service changing state).
+func readingUnless(important bool) change {
+	if important {
+		return workerEvent
+	}
+	return reading
 }
 
 func (s *Store) slot(snap *Snapshot, id string) *Slot {
@@ -253,7 +291,7 @@ func (s *Store) SetTelemetry(t Telemetry) {
 	s.mu.Lock()
 	changed := !maps.Equal(s.snap.Telemetry.Unhealthy, t.Unhealthy)
 	s.mu.Unlock()
-	s.update(changed, func(snap *Snapshot) {
+	s.update(readingUnless(changed), func(snap *Snapshot) {
 		snap.Telemetry = t
 		snap.Trends = snap.Trends.next(t, snap.QueueDepth, snap.Ended)
 	})
@@ -266,7 +304,7 @@ func (s *Store) SetService(st Service) {
 	old, ok := Snapshot{Services: s.snap.Services}.Service(st.Name)
 	s.mu.Unlock()
 	important := !ok || old.State != st.State || old.PID != st.PID
-	s.update(important, func(snap *Snapshot) {
+	s.update(readingUnless(important), func(snap *Snapshot) {
 		for i := range snap.Services {
 			if snap.Services[i].Name == st.Name {
 				snap.Services[i] = st
@@ -279,7 +317,7 @@ func (s *Store) SetService(st Service) {
 
 // SetPaused records whether the operator drained the machine.
 func (s *Store) SetPaused(p bool) {
-	s.update(true, func(snap *Snapshot) { snap.Paused = p })
+	s.update(workerEvent, func(snap *Snapshot) { snap.Paused = p })
 }
 
 // SetQueueDepth records the pending jobs for this machine's services.
@@ -288,7 +326,7 @@ func (s *Store) SetQueueDepth(n int64) {
 	same := s.snap.QueueDepth == n
 	s.mu.Unlock()
 	if !same {
-		s.update(false, func(snap *Snapshot) { snap.QueueDepth = n })
+		s.update(reading, func(snap *Snapshot) { snap.QueueDepth = n })
 	}
 }
 
@@ -305,26 +343,26 @@ func (s *Store) SetDurations(d []Duration) {
 	same := slices.Equal(s.snap.Durations, d)
 	s.mu.Unlock()
 	if !same {
-		s.update(false, func(snap *Snapshot) { snap.Durations = slices.Clone(d) })
+		s.update(reading, func(snap *Snapshot) { snap.Durations = slices.Clone(d) })
 	}
 }
 
 // RemoveService forgets a service that no connector needs any more.
 func (s *Store) RemoveService(name string) {
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		snap.Services = slices.DeleteFunc(slices.Clone(snap.Services), func(st Service) bool { return st.Name == name })
 	})
 }
 
 // SetGPUSource records where GPU readings come from.
 func (s *Store) SetGPUSource(name string) {
-	s.update(false, func(snap *Snapshot) { snap.GPUSource = name })
+	s.update(event, func(snap *Snapshot) { snap.GPUSource = name })
 }
 
 // AddSlots records new slots, idle.
 func (s *Store) AddSlots(slots []Slot) {
 	now := s.now()
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		for _, sl := range slots {
 			sl.Status, sl.LastActivity = SlotIdle, now
 			snap.Slots = append(snap.Slots, sl)
@@ -334,23 +372,23 @@ func (s *Store) AddSlots(slots []Slot) {
 
 // RemoveSlots forgets slots that stopped for good.
 func (s *Store) RemoveSlots(ids []string) {
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		snap.Slots = slices.DeleteFunc(slices.Clone(snap.Slots), func(sl Slot) bool { return slices.Contains(ids, sl.ID) })
 	})
 }
 
 // Touch signals readers that something they derive from the store changed (a connector's
 // state), without changing the store itself.
-func (s *Store) Touch() { s.update(true, func(*Snapshot) {}) }
+func (s *Store) Touch() { s.update(workerEvent, func(*Snapshot) {}) }
 
 // SetPhase records the machine's phase.
 func (s *Store) SetPhase(p Phase) {
-	s.update(true, func(snap *Snapshot) { snap.Phase = p })
+	s.update(workerEvent, func(snap *Snapshot) { snap.Phase = p })
 }
 
 // SetBroker records the broker's URL and whether it is embedded.
 func (s *Store) SetBroker(url string, embedded bool) {
-	s.update(true, func(snap *Snapshot) { snap.Broker.URL, snap.Broker.Embedded = url, embedded })
+	s.update(workerEvent, func(snap *Snapshot) { snap.Broker.URL, snap.Broker.Embedded = url, embedded })
 }
 
 // BrokerReachable records whether the broker answers; err explains why not.
@@ -361,7 +399,7 @@ func (s *Store) BrokerReachable(ok bool, err error) {
 	if same {
 		return
 	}
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		snap.Broker.Connected = ok
 		snap.Broker.LastError = ""
 		if err != nil {
@@ -373,7 +411,7 @@ func (s *Store) BrokerReachable(ok bool, err error) {
 // JobClaimed records that a slot took a job.
 func (s *Store) JobClaimed(slotID, jobID, service string) {
 	now := s.now()
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Status, sl.JobID, sl.JobService, sl.JobStartedAt = SlotBusy, jobID, service, now
 			sl.Progress, sl.Message, sl.LastActivity = 0, "", now
@@ -385,7 +423,7 @@ func (s *Store) JobClaimed(slotID, jobID, service string) {
 // JobProgress records a running job's progress.
 func (s *Store) JobProgress(slotID string, percent float64, message string) {
 	now := s.now()
-	s.update(false, func(snap *Snapshot) {
+	s.update(event, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Progress, sl.Message, sl.LastActivity = percent, message, now
 			sl.Steps = append(sl.Steps, ProgressPoint{At: now, Percent: percent, Message: message})
@@ -399,7 +437,7 @@ func (s *Store) JobProgress(slotID string, percent float64, message string) {
 // JobEnded records the end of a slot's job: completed, retried, failed or released.
 func (s *Store) JobEnded(slotID string, outcome job.Outcome, errText string) {
 	now := s.now()
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		sl := s.slot(snap, slotID)
 		if sl == nil {
 			return
@@ -436,7 +474,7 @@ func (s *Store) ClaimFailing(slotID, why string) {
 	if same {
 		return
 	}
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.ClaimError = why
 		}
@@ -445,7 +483,7 @@ func (s *Store) ClaimFailing(slotID, why string) {
 
 // SlotStopped records that a slot stopped claiming for good.
 func (s *Store) SlotStopped(slotID string) {
-	s.update(true, func(snap *Snapshot) {
+	s.update(workerEvent, func(snap *Snapshot) {
 		if sl := s.slot(snap, slotID); sl != nil {
 			sl.Status, sl.LastActivity = SlotStopped, s.now()
 		}

@@ -16,7 +16,7 @@ func (s Snapshot) Throttle(connector string) (throttle.State, bool) {
 // SetThrottle records a connector's throttle record (core/connectors/throttle). States are
 // immutable, so the store keeps them as they are.
 func (s *Store) SetThrottle(connector string, t throttle.State) {
-	s.update(false, func(snap *Snapshot) {
+	s.update(event, func(snap *Snapshot) {
 		m := maps.Clone(snap.Throttles)
 		if m == nil {
 			m = map[string]throttle.State{}
