@@ -86,7 +86,7 @@ func follow(ctx context.Context, core Core, p pacing, send func(Snapshot) bool) 
 		case <-events:
 			sooner(time.Now().Add(p.event))
 		case <-readings:
-			sooner(later(time.Now().Add(p.event), last.Add(p.reading)))
+			sooner(time.Now().Add(max(p.event, p.reading-time.Since(last))))
 		case <-fire:
 			if !send(core.Snapshot()) {
 				return
@@ -94,13 +94,6 @@ func follow(ctx context.Context, core Core, p pacing, send func(Snapshot) bool) 
 			last, due = time.Now(), time.Time{}
 		}
 	}
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // latest is a one-slot channel that always holds the newest snapshot.
