@@ -145,11 +145,14 @@ func yLabel(v float64, unit string) string {
 }
 
 // timeAxis labels the graph's span: "-5m" at the left, "-2m30s" in the middle, "now" right.
+// The span is rounded to whole seconds, so a measured step of 999 or 1001 ms labels it 5m00s
+// in every frame rather than flipping to 4m59s.
 func timeAxis(labW, cols int, stepMS int64) string {
 	if stepMS <= 0 {
 		stepMS = 1000
 	}
-	left, mid := "-"+dur(stepMS*graphSpan), "-"+dur(stepMS*graphSpan/2)
+	spanMS := (stepMS*graphSpan + 500) / 1000 * 1000
+	left, mid := "-"+dur(spanMS), "-"+dur(spanMS/2)
 	line := []rune(strings.Repeat(" ", labW+1+cols))
 	put := func(at int, s string) {
 		for i, r := range s {

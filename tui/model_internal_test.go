@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +48,18 @@ func TestTailFollowsTheInterval(t *testing.T) {
 	}
 	if got := New(nil, Options{Interval: 5 * time.Second}).tailEvery(); got != 5*time.Second {
 		t.Errorf("tail every %s at --interval 5s", got)
+	}
+}
+
+// The time axis names the same span whatever the step's jitter.
+func TestTimeAxisIgnoresStepJitter(t *testing.T) {
+	for _, step := range []int64{999, 1000, 1001} {
+		axis := timeAxis(4, 60, step)
+		if !strings.Contains(axis, "-5m00s") || !strings.Contains(axis, "-2m30s") || !strings.HasSuffix(strings.TrimSpace(axis), "now") {
+			t.Errorf("a %d ms step labels the axis %q", step, axis)
+		}
+	}
+	if axis := timeAxis(4, 60, 2000); !strings.Contains(axis, "-10m00s") {
+		t.Errorf("a 2 s step labels the axis %q", axis)
 	}
 }
