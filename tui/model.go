@@ -452,7 +452,8 @@ func Frame(snap control.Snapshot, screen Screen, service string, logs []string, 
 // to a tick. The copy in third_party/bubbletea (PATCH.md) draws a rendered view at once when
 // the last frame is at least one frame interval old, and at the end of the interval otherwise,
 // and sleeps while nothing is rendered. So 120 is only the ceiling for bursts: an idle console
-// draws once per snapshot (the machine sends one a second when idle, each with new samples),
-// and a key reaches the screen within its update and one draw. make bench measures the idle
-// CPU and key → frame latency.
+// draws once per snapshot (the machine sends one every 2 s when idle, each with the new
+// samples; core/control's DefaultInterval), and only the lines that changed, and a key reaches
+// the screen within its update and one draw. make bench measures the idle CPU and key → frame
+// latency.
 func ProgramOptions() []tea.ProgramOption { return []tea.ProgramOption{tea.WithFPS(120)} }

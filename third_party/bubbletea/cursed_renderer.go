@@ -35,6 +35,10 @@ type cursedRenderer struct {
 	starting      bool // indicates whether the renderer is starting after being stopped
 	pendingErase  bool // an scr.Erase() is pending and hasn't been drained by flush yet
 	noInput       bool // whether input is disabled, in which case keyboard enhancement queries are pointless
+
+	// drawn are the lines of the alt-screen frame in cellbuf; nil: draw the
+	// next frame whole. Patched: see PATCH.md.
+	drawn []string
 }
 
 var _ renderer = &cursedRenderer{}
@@ -104,6 +108,7 @@ func (s *cursedRenderer) start() {
 	// Mark that we're starting. This is used to restore some state when
 	// starting the renderer again after it was stopped.
 	s.starting = true
+	s.drawn = nil
 
 	if s.lastView == nil {
 		return
@@ -333,6 +338,7 @@ func (s *cursedRenderer) flush(closing bool) error {
 	s.pendingErase = false
 
 	if frameArea != s.cellbuf.Bounds() {
+		s.drawn = nil
 		s.scr.Erase() // Force a full redraw to avoid artifacts.
 
 		// We need to reset the touched lines buffer to match the new height.
@@ -345,10 +351,34 @@ func (s *cursedRenderer) flush(closing bool) error {
 		s.cellbuf.Resize(frameArea.Dx(), frameArea.Dy())
 	}
 
-	// Clear our screen buffer before copying the new frame into it to ensure
-	// we erase any old content.
-	s.cellbuf.Clear()
-	content.Draw(s.cellbuf, s.cellbuf.Bounds())
+	// Patched (see PATCH.md): in the alt screen, a frame after the first draws
+	// again only the lines that differ from the frame in cellbuf, each from its
+	// own text; the cells of the others are already there. Otherwise, clear our
+	// screen buffer before copying the new frame into it to ensure we erase any
+	// old content.
+	lines := strings.Split(strings.ReplaceAll(view.Content, "\r\n", "\n"), "\n")
+	if view.AltScreen && s.drawn != nil {
+		area := s.cellbuf.Bounds()
+		for y := area.Min.Y; y < area.Max.Y; y++ {
+			var line, was string
+			if y < len(lines) {
+				line = lines[y]
+			}
+			if y < len(s.drawn) {
+				was = s.drawn[y]
+			}
+			if line != was {
+				uv.NewStyledString(line).Draw(s.cellbuf, uv.Rect(area.Min.X, y, area.Dx(), 1))
+			}
+		}
+	} else {
+		s.cellbuf.Clear()
+		content.Draw(s.cellbuf, s.cellbuf.Bounds())
+	}
+	s.drawn = nil
+	if view.AltScreen {
+		s.drawn = lines
+	}
 
 	// If the frame height is greater than the screen height, we drop the
 	// lines from the top of the buffer.
@@ -691,6 +721,7 @@ func (s *cursedRenderer) resize(w, h int) {
 	s.width, s.height = w, h
 	s.scr.Resize(s.width, s.height)
 	s.pendingErase = true
+	s.drawn = nil
 	s.mu.Unlock()
 }
 
@@ -702,6 +733,7 @@ func (s *cursedRenderer) clearScreen() {
 	s.scr.MoveTo(0, 0)
 	s.scr.Erase()
 	s.pendingErase = true
+	s.drawn = nil
 	s.mu.Unlock()
 }
 
@@ -765,6 +797,7 @@ func (s *cursedRenderer) setWidthMethod(method ansi.Method) {
 		_, _ = s.scr.WriteString(ansi.ResetModeUnicodeCore)
 	}
 	s.cellbuf.Method = method
+	s.drawn = nil
 	s.mu.Unlock()
 }
 
