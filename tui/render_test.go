@@ -85,14 +85,28 @@ func TestChangedLinesDrawTheWholeFrame(t *testing.T) {
 		snap.GPUs[1].Healthy = i%4 != 3
 		client.updates <- snap
 		term.settle(t)
-		want := uv.NewScreenBuffer(w, h)
-		uv.NewStyledString(tui.Frame(snap, tui.MainScreen, "", nil, w, h)).Draw(want, want.Bounds())
-		term.mu.Lock()
-		diffs := cellDiffs(term.emu, want, w, h)
-		term.mu.Unlock()
-		if len(diffs) > 0 {
-			t.Fatalf("frame %d differs from the view drawn whole in %d cells, first %s", i, len(diffs), diffs[0])
-		}
+		term.check(t, fmt.Sprintf("frame %d", i), tui.Frame(snap, tui.MainScreen, "", nil, w, h))
+	}
+	// A whole other screen and back: most lines change, a few stay.
+	_, _ = inW.Write([]byte("?"))
+	term.settle(t)
+	term.check(t, "the help screen", tui.Frame(snap, tui.HelpScreen, "", nil, w, h))
+	_, _ = inW.Write([]byte("?"))
+	term.settle(t)
+	term.check(t, "the main screen again", tui.Frame(snap, tui.MainScreen, "", nil, w, h))
+}
+
+// check fails the test where the terminal's cells differ from view drawn whole.
+func (t *terminal) check(tb testing.TB, what, view string) {
+	tb.Helper()
+	w, h := t.emu.Width(), t.emu.Height()
+	want := uv.NewScreenBuffer(w, h)
+	uv.NewStyledString(view).Draw(want, want.Bounds())
+	t.mu.Lock()
+	diffs := cellDiffs(t.emu, want, w, h)
+	t.mu.Unlock()
+	if len(diffs) > 0 {
+		tb.Fatalf("%s differs from the view drawn whole in %d cells, first %s", what, len(diffs), diffs[0])
 	}
 }
 
