@@ -29,9 +29,8 @@ Quitting the console leaves the machine running. Jobs, slots and services show a
 change; graphs and readings move every --interval.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if interval < control.MinInterval || interval > control.MaxInterval {
-				return fmt.Errorf("--interval %s is out of range; give one from %s to %s (the machine samples once a second)",
-					interval, control.MinInterval, control.MaxInterval)
+			if err := checkInterval(interval); err != nil {
+				return err
 			}
 			client, err := control.Dial(cmd.Context(), envConfig().ControlSocket, interval)
 			if err != nil {
@@ -42,18 +41,32 @@ change; graphs and readings move every --interval.`,
 			return err
 		},
 	}
-	cmd.Flags().DurationVar(&interval, "interval", control.DefaultInterval,
-		"how often graphs and readings refresh (1s shows every sample as it comes)")
+	intervalFlag(cmd, &interval)
 	return cmd
+}
+
+// intervalFlag adds --interval, how often the console's graphs and readings refresh.
+func intervalFlag(cmd *cobra.Command, interval *time.Duration) {
+	cmd.Flags().DurationVar(interval, "interval", control.DefaultInterval,
+		"how often the console's graphs and readings refresh (1s shows every sample as it comes)")
+}
+
+// checkInterval says what is wrong with an --interval, if anything.
+func checkInterval(d time.Duration) error {
+	if d < control.MinInterval || d > control.MaxInterval {
+		return fmt.Errorf("--interval %s is out of range; give one from %s to %s (the machine samples once a second)",
+			d, control.MinInterval, control.MaxInterval)
+	}
+	return nil
 }
 
 // runWithConsole runs the core and the console in one process. The core logs to a file so
 // the screen stays the console's. Quitting asks whether to stop the machine or detach.
-func runWithConsole(ctx context.Context, stop context.CancelFunc, cfg *config.Config, m *machine.Machine, logFile string, stderr io.Writer) error {
+func runWithConsole(ctx context.Context, stop context.CancelFunc, cfg *config.Config, m *machine.Machine, logFile string, interval time.Duration, stderr io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	client := control.Local(m.Control())
-	model := tui.New(client, tui.Options{InProcess: true})
+	client := control.Local(m.Control(), interval)
+	model := tui.New(client, tui.Options{InProcess: true, Interval: interval})
 	prog := tea.NewProgram(model, append(tui.ProgramOptions(), tea.WithContext(ctx))...)
 	go func() {
 		err := <-done

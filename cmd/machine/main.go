@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +48,7 @@ func main() {
 
 func newRoot() *cobra.Command {
 	var noTUI bool
+	var interval time.Duration
 	root := &cobra.Command{
 		Use:   "machine",
 		Short: "Run this box as a worker of the Redis job broker",
@@ -58,10 +60,14 @@ embedded broker and simulated GPUs, so it runs anywhere.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return run(cmd.ErrOrStderr(), noTUI)
+			if err := checkInterval(interval); err != nil {
+				return err
+			}
+			return run(cmd.ErrOrStderr(), noTUI, interval)
 		},
 	}
 	root.Flags().BoolVar(&noTUI, "no-tui", false, "run headless with JSON logs (production)")
+	intervalFlag(root, &interval)
 	root.AddCommand(newPlanCmd(), newSubmitCmd(), newConfigCmd(), newHealthCmd(), newInstallCmd(), newConsoleCmd(), newMigrateCmd(), newDrainCmd(), newInitCmd(), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "machine", version) },
@@ -84,7 +90,7 @@ func newLogger(w io.Writer, json bool, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func run(stderr io.Writer, noTUI bool) error {
+func run(stderr io.Writer, noTUI bool, interval time.Duration) error {
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return err
@@ -136,7 +142,7 @@ func run(stderr io.Writer, noTUI bool) error {
 		}
 	}()
 	if terminal {
-		err = runWithConsole(ctx, stop, cfg, m, logPath, stderr)
+		err = runWithConsole(ctx, stop, cfg, m, logPath, interval, stderr)
 	} else {
 		err = m.Run(ctx)
 	}

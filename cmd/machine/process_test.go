@@ -394,16 +394,18 @@ func TestConsoleWithoutAMachine(t *testing.T) {
 	}
 }
 
-// An interval the machine cannot honour is refused with its bounds, before dialling.
+// An interval the machine cannot honour is refused with its bounds, before the console dials or
+// the machine starts.
 func TestConsoleIntervalOutOfRange(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	for _, interval := range []string{"500ms", "2m0s"} {
-		cmd := exec.Command(binary, "console", "--interval", interval)
+	for _, args := range [][]string{{"console", "--interval", "500ms"}, {"console", "--interval", "2m0s"}, {"--interval", "500ms"}} {
+		interval := args[len(args)-1]
+		cmd := exec.Command(binary, args...)
 		cmd.Env = []string{"MACHINE_CONTROL_SOCKET=" + sock}
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "--interval "+interval+" is out of range; give one from 1s to 1m0s") ||
 			strings.Contains(string(out), "no running machine") {
-			t.Errorf("console --interval %s: %v\n%s", interval, err, out)
+			t.Errorf("machine %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 }

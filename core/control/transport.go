@@ -119,14 +119,15 @@ type local struct {
 	done    chan struct{}
 }
 
-// Local connects a console to a core in the same process.
-func Local(core Core) Client {
+// Local connects a console to a core in the same process, with new readings every interval
+// (0: DefaultInterval).
+func Local(core Core, interval time.Duration) Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &local{core: core, updates: make(chan Snapshot, 1), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		defer close(l.updates)
-		follow(ctx, core, consolePacing(0), func(s Snapshot) bool { pushLatest(l.updates, s); return true })
+		follow(ctx, core, consolePacing(interval), func(s Snapshot) bool { pushLatest(l.updates, s); return true })
 	}()
 	return l
 }
