@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -214,7 +215,8 @@ func (c *Config) Embedded() bool { return c.RedisURL == "" && len(c.RedisSentine
 // RedactedRedisURL returns the broker URL with any password hidden.
 func (c *Config) RedactedRedisURL() string { return RedactURL(c.RedisURL) }
 
-// RedactURL hides the password of a URL; unparsable input is hidden whole.
+// RedactURL hides the password of a URL, and anything past its host but a database number;
+// unparsable input is hidden whole.
 func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
@@ -226,8 +228,17 @@ func RedactURL(raw string) string {
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
+	// Past the host, only a database number is shown: a query or fragment, or a path that is
+	// not one, may hold what a password was meant to be (redis://host#:secret@…).
+	if rest := !dbPath.MatchString(u.Path) || u.RawQuery != "" || u.ForceQuery || u.Fragment != ""; rest {
+		u.Path, u.RawPath, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", "", "", false, "", ""
+		return u.String() + " (the rest hidden)"
+	}
 	return u.String()
 }
+
+// dbPath is the path of a Redis URL: none, or a database number.
+var dbPath = regexp.MustCompile(`^(/[0-9]*)?$`)
 
 // Lookup reads one variable; os.LookupEnv satisfies it.
 type Lookup func(key string) (string, bool)

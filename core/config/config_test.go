@@ -83,8 +83,20 @@ func TestEveryProblemAtOnce(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
-	if got := config.RedactURL("redis://default:hunter2@redis.example:6379/0"); strings.Contains(got, "hunter2") || !strings.Contains(got, "redis.example:6379") {
-		t.Errorf("RedactURL = %s", got)
+	for raw, want := range map[string]string{
+		"redis://default:hunter2@redis.example:6379/0": "redis://default:xxxxx@redis.example:6379/0",
+		"redis://redis.example:6379":                   "redis://redis.example:6379",
+		"rediss://:hunter2@redis.example/":             "rediss://:xxxxx@redis.example/",
+		// What follows the host and is not a database number may be a misplaced password.
+		"redis://redis.example#:hunter2@":           "redis://redis.example (the rest hidden)",
+		"redis://redis.example/:hunter2@":           "redis://redis.example (the rest hidden)",
+		"redis://redis.example:6379/0?pass=hunter2": "redis://redis.example:6379 (the rest hidden)",
+		"redis://:hunter2@redis.example/0#x":        "redis://:xxxxx@redis.example (the rest hidden)",
+		"not a url hunter2":                         "(hidden: not a URL of the form redis://host:port)",
+	} {
+		if got := config.RedactURL(raw); got != want || strings.Contains(got, "hunter2") {
+			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
+		}
 	}
 }
 
