@@ -113,6 +113,18 @@ func (h *harness) status(id string) string {
 	return h.rdb.HGet(context.Background(), "job:"+id, "status").Val()
 }
 
+// failed waits for a job to fail and returns its error and retry count from jobs:failed.
+func (h *harness) failed(id string) (errText string, retries float64) {
+	h.t.Helper()
+	h.waitFor("job "+id+" to fail", func() bool { return h.status(id) == "failed" })
+	var f struct {
+		Error      string  `json:"error"`
+		RetryCount float64 `json:"retry_count"`
+	}
+	_ = json.Unmarshal([]byte(h.rdb.HGet(context.Background(), "jobs:failed", id).Val()), &f)
+	return f.Error, f.RetryCount
+}
+
 func grep(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {

@@ -70,15 +70,12 @@ func TestBadInputFailsClearlyAndLosesNothing(t *testing.T) {
 	good := h.submit("simulation", `{}`)
 
 	for _, id := range []string{bad, wrongType} {
-		h.waitFor("job "+id+" to fail", func() bool { return h.status(id) == "failed" })
-		var f map[string]any
-		_ = json.Unmarshal([]byte(h.rdb.HGet(ctx, "jobs:failed", id).Val()), &f)
-		msg, _ := f["error"].(string)
+		msg, retries := h.failed(id)
 		if !strings.Contains(msg, id) || !strings.Contains(msg, "payload") {
 			t.Errorf("failure of %s does not say what is wrong: %q", id, msg)
 		}
-		if f["retry_count"] != 1.0 {
-			t.Errorf("a bad payload was retried: %v", f)
+		if retries != 1 {
+			t.Errorf("a bad payload was retried: retry_count %v", retries)
 		}
 		if h.rdb.HGet(ctx, "job:"+id, "payload").Val() == "" {
 			t.Errorf("job %s lost its payload", id)

@@ -224,19 +224,13 @@ func TestJobDownloadsItsMissingModelFirst(t *testing.T) {
 func TestChecksumMismatchFailsTheJobAndLeavesTheCacheAsItWas(t *testing.T) {
 	f := newModelFiles(t)
 	h := start(t, f.env("0"))
-	ctx := context.Background()
 	id := h.submit("simulation", workflow("bad.safetensors"))
-	h.waitFor("the job to fail", func() bool { return h.status(id) == "failed" })
-	var failed struct {
-		Error      string  `json:"error"`
-		RetryCount float64 `json:"retry_count"`
+	errText, retries := h.failed(id)
+	if !strings.Contains(errText, "bad.safetensors") || !strings.Contains(errText, "checksum mismatch") {
+		t.Errorf("the failure does not say what is wrong: %q", errText)
 	}
-	_ = json.Unmarshal([]byte(h.rdb.HGet(ctx, "jobs:failed", id).Val()), &failed)
-	if !strings.Contains(failed.Error, "bad.safetensors") || !strings.Contains(failed.Error, "checksum mismatch") {
-		t.Errorf("the failure does not say what is wrong: %q", failed.Error)
-	}
-	if failed.RetryCount != 1 {
-		t.Errorf("a checksum mismatch was retried (retry_count %v): every machine would fetch the same file", failed.RetryCount)
+	if retries != 1 {
+		t.Errorf("a checksum mismatch was retried (retry_count %v): every machine would fetch the same file", retries)
 	}
 	// Nothing visible: no model file, no partial download, no reservation.
 	var left []string
@@ -335,17 +329,12 @@ func TestModelThatCannotFitIsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor("the job to fail", func() bool { return h.status(id) == "failed" })
-	var failed struct {
-		Error      string  `json:"error"`
-		RetryCount float64 `json:"retry_count"`
+	errText, retries := h.failed(id)
+	if !strings.Contains(errText, "good.safetensors") || !strings.Contains(errText, "raise MACHINE_MODEL_CACHE_GB") {
+		t.Errorf("the failure does not say what to change: %q", errText)
 	}
-	_ = json.Unmarshal([]byte(h.rdb.HGet(ctx, "jobs:failed", id).Val()), &failed)
-	if !strings.Contains(failed.Error, "good.safetensors") || !strings.Contains(failed.Error, "raise MACHINE_MODEL_CACHE_GB") {
-		t.Errorf("the failure does not say what to change: %q", failed.Error)
-	}
-	if failed.RetryCount != 2 {
-		t.Errorf("retry_count = %v, want 2: a full cache must leave the job its retries", failed.RetryCount)
+	if retries != 2 {
+		t.Errorf("retry_count = %v, want 2: a full cache must leave the job its retries", retries)
 	}
 	if mc := h.m.Store().Snapshot().ModelCache; mc.UsedBytes != 0 || len(mc.OnDisk) != 0 || mc.Downloads != 0 {
 		t.Errorf("the cache is not as it was: %+v", mc)
